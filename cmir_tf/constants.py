@@ -1,0 +1,29 @@
+"""The paper's and the Melon dataset's fixed numbers, in one place (paper sec. 2–3, reference.md §1–2)."""
+
+# Audio front end (Melon's Essentia chain): 16 kHz mono, 512-sample frames every 256 samples, 48 mel bands.
+SAMPLE_RATE = 16000
+FRAME_SIZE = 512
+HOP_SIZE = 256
+N_BANDS = 48  # F_a
+MEL_FMIN = 0.0
+MEL_FMAX = 8000.0
+DB_FLOOR = -200.0  # lin2db clips power at 1e-10, times 2 → -200 dB
+MELON_FRAMES = 1876  # 30 s at 16 kHz with centred frames
+
+# Model inputs
+PATCH_FRAMES = 256  # T_a: frames per audio patch / random crop
+MAX_GENRES = 10  # T_w: genres per song fed to the genre encoder
+W2V_DIM = 200  # F_w
+CF_DIM = 300  # F_cf
+EMBED_DIM = 128  # size of every φ (shared embedding space)
+FEATURE_DIM = 1024  # flattened CNN output of the audio encoder
+HIDDEN_DIM = 512  # FF_a1 / FF_cf1 width
+
+# Training defaults (paper sec. 3.2)
+TEMPERATURE = 0.1
+BATCH_SIZE = 128
+LEARNING_RATE = 1e-4
+DROPOUT = 0.5
+NUM_HEADS = 4
+
+SPLITS = ("train", "val", "test")

@@ -1,0 +1,86 @@
+"""The record schema: the one place that writes and parses a song's ``tf.train.Example``.
+
+One Example per song (see ``tfrecords/README.md``):
+
+==========  =============  ==========================================================================
+feature     type           value
+==========  =============  ==========================================================================
+song_id     int64          Melon song id
+mel         bytes          float16 little-endian, ``n_frames × 48`` row-major (time-major: frame t is
+                           bytes ``[t*96, (t+1)*96)``) — a crop is a byte substring, no full decode
+n_frames    int64          number of frames (≥ 256)
+genres      int64 list     vocabulary indices of all the song's genres (major + detailed), ≥ 1
+cf          float list     the song's CF vector (F_cf values); empty for test songs (cold start)
+==========  =============  ==========================================================================
+
+Shards are named ``{split}-{index:05d}-of-{count:05d}.tfrecord`` (uncompressed: reading is the hot path
+and a mel does not compress well) or ``….tfrecord.gz`` (GZIP) when asked for.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .constants import N_BANDS
+
+BYTES_PER_FRAME = N_BANDS * 2  # float16
+MEL_DTYPE = np.dtype("<f2")
+
+
+def shard_name(split: str, index: int, count: int, compressed: bool = False) -> str:
+    """File name of shard ``index`` (0-based) of ``count`` for ``split``."""
+    return f"{split}-{index:05d}-of-{count:05d}.tfrecord" + (".gz" if compressed else "")
+
+
+def serialize_example(song_id: int, mel: np.ndarray, genres, cf=None) -> bytes:
+    """Serialize one song. ``mel`` is ``(n_frames, 48)`` (time-major) and must be finite.
+
+    Uses the protobuf classes directly (no TensorFlow import) so worker processes stay light.
+    """
+    from tensorflow.core.example import example_pb2, feature_pb2  # protobuf only, no TF runtime
+
+    mel = np.asarray(mel)
+    if mel.ndim != 2 or mel.shape[1] != N_BANDS:
+        raise ValueError(f"song {song_id}: mel must be (n_frames, {N_BANDS}), got {mel.shape}")
+    mel16 = mel.astype(MEL_DTYPE)
+    if not np.isfinite(mel16).all():
+        raise ValueError(f"song {song_id}: mel holds non-finite values after float16 conversion")
+    genres = [int(g) for g in genres]
+    cf = [] if cf is None else [float(v) for v in np.asarray(cf, dtype=np.float32).ravel()]
+    feats = {
+        "song_id": feature_pb2.Feature(int64_list=feature_pb2.Int64List(value=[int(song_id)])),
+        "mel": feature_pb2.Feature(bytes_list=feature_pb2.BytesList(value=[np.ascontiguousarray(mel16).tobytes()])),
+        "n_frames": feature_pb2.Feature(int64_list=feature_pb2.Int64List(value=[mel16.shape[0]])),
+        "genres": feature_pb2.Feature(int64_list=feature_pb2.Int64List(value=genres)),
+        "cf": feature_pb2.Feature(float_list=feature_pb2.FloatList(value=cf)),
+    }
+    return example_pb2.Example(features=feature_pb2.Features(feature=feats)).SerializeToString()
+
+
+def feature_spec():
+    """``tf.io.parse_example`` spec of the schema."""
+    import tensorflow as tf
+
+    return {
+        "song_id": tf.io.FixedLenFeature([], tf.int64),
+        "mel": tf.io.FixedLenFeature([], tf.string),
+        "n_frames": tf.io.FixedLenFeature([], tf.int64),
+        "genres": tf.io.VarLenFeature(tf.int64),
+        "cf": tf.io.VarLenFeature(tf.float32),
+    }
+
+
+def parse_example_numpy(record: bytes) -> dict:
+    """Decode one serialized Example to numpy (for tests, tools and debugging, not the hot path)."""
+    from tensorflow.core.example import example_pb2
+
+    ex = example_pb2.Example.FromString(record)
+    f = ex.features.feature
+    n_frames = int(f["n_frames"].int64_list.value[0])
+    mel = np.frombuffer(f["mel"].bytes_list.value[0], dtype=MEL_DTYPE).reshape(n_frames, N_BANDS)
+    return {
+        "song_id": int(f["song_id"].int64_list.value[0]),
+        "mel": mel,
+        "n_frames": n_frames,
+        "genres": np.asarray(f["genres"].int64_list.value, dtype=np.int64),
+        "cf": np.asarray(f["cf"].float_list.value, dtype=np.float32),
+    }

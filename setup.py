@@ -1,0 +1,51 @@
+"""cmir_tf: Enriched music representations with multiple cross-modal contrastive learning, in TF/Keras."""
+from setuptools import find_packages, setup
+
+setup(
+    name="cmir_tf",
+    version="0.1.0",
+    description=(
+        "Cross-modal contrastive music representations (Ferraro et al., 2021) in TensorFlow/Keras: "
+        "Melon -> TFRecords -> tf.data -> contrastive model -> SavedModel / Essentia graph -> evaluation"
+    ),
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    packages=find_packages(include=["cmir_tf", "cmir_tf.*"]),
+    python_requires=">=3.10,<3.13",
+    # tensorflow 2.17 is the newest release whose ABI tensorflow-io 0.37.1's native ops load against
+    # (measured: 2.21 fails with an undefined symbol); that pair needs numpy < 2.
+    install_requires=[
+        "tensorflow==2.17.*",
+        "tensorflow-io==0.37.1",
+        "keras>=3.5,<4",
+        "numpy>=1.24,<2",
+        "scipy>=1.10",
+        "implicit>=0.7,<0.8",
+        "gensim>=4.3,<5",
+        "scikit-learn>=1.3",
+        "annoy>=1.17,<2",
+        "iterative-stratification>=0.1.9",
+        "tqdm>=4.60",
+        "matplotlib>=3.7",
+        "pyyaml>=6",
+    ],
+    extras_require={
+        "test": [
+            "pytest>=7",
+            # Essentia is the reference the exported graph and the mel front end are checked against;
+            # it is only ever imported in a child process (it cannot share a process with tensorflow).
+            "essentia-tensorflow==2.1b6.dev1389",
+        ],
+    },
+    entry_points={
+        "console_scripts": [
+            "cmir-synth=cmir_tf.synth:main",
+            "cmir-prepare=cmir_tf.prepare:main",
+            "cmir-train=cmir_tf.train:main",
+            "cmir-export=cmir_tf.export:main",
+            "cmir-embed=cmir_tf.embed:main",
+            "cmir-similar=cmir_tf.similar:main",
+            "cmir-evaluate=cmir_tf.evaluate:main",
+        ],
+    },
+)
