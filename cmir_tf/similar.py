@@ -1,0 +1,292 @@
+"""Nearest tracks in the embedding space: an annoy (angular) index over a folder of embeddings.
+
+A folder of embeddings holds one ``.npy`` per track (what ``python -m cmir_tf.embed`` writes): either
+the track's patch embeddings ``(P, D)`` — their mean is the track vector, as in the paper's playlist
+task — or a track vector ``(D,)``. A file ``X.mean.npy`` beside ``X.npy`` is taken as X's vector.
+A track's id is its path relative to the folder without ``.npy``/``.mean.npy`` (``12/12345`` for
+``12/12345.npy``); a query may also name a track by its file name alone when that is unambiguous.
+
+Scores are cosine similarities, ``1 - d²/2`` from annoy's angular distance ``d = sqrt(2 - 2 cos)``.
+The playlist-continuation protocol of ``cmir_tf.evaluate`` uses the same :class:`SimilarityIndex`.
+
+    python -m cmir_tf.similar EMB_DIR --id 12345 -k 10
+    python -m cmir_tf.similar EMB_DIR --file song.mp3 --model export/ -k 10 --json
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Hashable, Iterable, Sequence
+
+import numpy as np
+
+from cmir_tf.errors import ConfigError, DataError
+
+__all__ = ["SimilarityIndex", "load_embedding", "load_embedding_folder", "find_similar", "main"]
+
+DEFAULT_TREES = 50
+_MEAN_SUFFIX = ".mean.npy"
+
+
+def load_embedding(path: str | os.PathLike, dim: int | None = None) -> np.ndarray:
+    """One track vector from a ``.npy`` holding ``(D,)`` or patch embeddings ``(P, D)`` (→ their mean)."""
+    path = Path(path)
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise DataError(f"{path}: embedding file is missing") from None
+    except ValueError as e:  # object arrays need pickle, which is never allowed
+        raise DataError(f"{path}: not a plain numeric .npy array ({e})") from None
+    except OSError as e:
+        raise DataError(f"{path}: unreadable embedding file ({e})") from None
+    if arr.dtype.kind not in "fiu":
+        raise DataError(f"{path}: embedding has dtype {arr.dtype}, expected a float array")
+    if arr.ndim == 2 and arr.shape[0] > 0:
+        arr = arr.mean(axis=0)
+    if arr.ndim != 1 or arr.size == 0:
+        raise DataError(f"{path}: embedding has shape {arr.shape}, expected (D,) or (patches, D)")
+    if dim is not None and arr.size != dim:
+        raise DataError(f"{path}: embedding has {arr.size} dimensions, the others have {dim}")
+    if not np.all(np.isfinite(arr)):
+        raise DataError(f"{path}: embedding holds NaN or inf")
+    if not np.any(arr):
+        raise DataError(f"{path}: embedding is all zeros (no direction for a cosine similarity)")
+    return arr.astype(np.float32)
+
+
+def _embedding_files(folder: Path) -> dict[str, Path]:
+    """id → file, a ``.mean.npy`` taking precedence over the patches file of the same track."""
+    files: dict[str, Path] = {}
+    for p in sorted(folder.rglob("*.npy")):
+        rel = p.relative_to(folder).as_posix()
+        if rel.endswith(_MEAN_SUFFIX):
+            files[rel[: -len(_MEAN_SUFFIX)]] = p
+        else:
+            files.setdefault(rel[: -len(".npy")], p)
+    return files
+
+
+def load_embedding_folder(folder: str | os.PathLike) -> tuple[list[str], np.ndarray]:
+    """All track vectors of a folder: ``(ids, vectors (N, D) float32)``, ids sorted."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"{folder}: embedding folder does not exist")
+    files = _embedding_files(folder)
+    if not files:
+        raise DataError(f"{folder}: no .npy embeddings found (expected one .npy per track)")
+    ids = sorted(files)
+    vectors, dim = [], None
+    for i in ids:
+        v = load_embedding(files[i], dim)
+        dim = v.size
+        vectors.append(v)
+    return ids, np.stack(vectors)
+
+
+def _folder_fingerprint(folder: Path) -> str:
+    h = hashlib.sha256()
+    for i, p in sorted(_embedding_files(folder).items()):
+        st = p.stat()
+        h.update(f"{i}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
+
+
+class SimilarityIndex:
+    """An annoy angular index over track vectors, answering the top-k tracks with cosine scores."""
+
+    def __init__(self, ids: Sequence[Hashable], vectors: np.ndarray, *, n_trees: int = DEFAULT_TREES,
+                 seed: int = 0, search_k: int = -1, _annoy=None):
+        from annoy import AnnoyIndex
+
+        self.ids = list(ids)
+        if len(set(self.ids)) != len(self.ids):
+            raise ValueError("ids must be unique")
+        self.search_k = search_k
+        self._row = {t: r for r, t in enumerate(self.ids)}
+        if _annoy is not None:  # a loaded index: (annoy index, dim)
+            self._index, self.dim = _annoy
+            return
+        vectors = np.asarray(vectors, dtype=np.float32)
+        if vectors.ndim != 2 or len(self.ids) != vectors.shape[0] or vectors.shape[0] == 0:
+            raise ValueError(f"need one vector per id, got {len(self.ids)} ids and vectors of shape {vectors.shape}")
+        self.dim = int(vectors.shape[1])
+        index = AnnoyIndex(self.dim, "angular")
+        index.set_seed(seed)
+        for r, v in enumerate(vectors):
+            index.add_item(r, v)
+        index.build(n_trees, n_jobs=1)
+        self._index = index
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __contains__(self, track_id) -> bool:
+        return track_id in self._row
+
+    def vector(self, track_id) -> np.ndarray:
+        return np.asarray(self._index.get_item_vector(self._row[track_id]), dtype=np.float32)
+
+    def query(self, vector: np.ndarray, k: int, *, exclude: Iterable[Hashable] = ()) -> list[tuple[Hashable, float]]:
+        """The ``k`` tracks nearest to ``vector`` (best first) as ``(id, cosine)``, skipping ``exclude``."""
+        vector = np.asarray(vector, dtype=np.float32).reshape(-1)
+        if vector.size != self.dim:
+            raise DataError(f"query has {vector.size} dimensions, the index has {self.dim}")
+        exclude = {self._row[t] for t in exclude if t in self._row}
+        n = min(len(self.ids), k + len(exclude))
+        rows, dists = self._index.get_nns_by_vector(vector, n, search_k=self.search_k, include_distances=True)
+        out = [(self.ids[r], float(1.0 - d * d / 2.0)) for r, d in zip(rows, dists) if r not in exclude]
+        return out[:k]
+
+    def query_id(self, track_id, k: int) -> list[tuple[Hashable, float]]:
+        """The ``k`` tracks nearest to an indexed track, the track itself left out."""
+        if track_id not in self._row:
+            raise DataError(f"track id {track_id!r} is not in the index")
+        return self.query(self.vector(track_id), k, exclude=[track_id])
+
+    def save(self, path: str | os.PathLike, *, fingerprint: str = "") -> None:
+        """Write ``path`` (annoy file) and ``path.ids.json`` atomically."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+        os.close(fd)
+        try:
+            self._index.save(tmp)
+            meta = {"dim": self.dim, "ids": self.ids, "fingerprint": fingerprint}
+            _write_json(Path(str(path) + ".ids.json"), meta)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        # annoy keeps the saved file memory-mapped; the object stays usable.
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> tuple["SimilarityIndex", str]:
+        from annoy import AnnoyIndex
+
+        path = Path(path)
+        meta_path = Path(str(path) + ".ids.json")
+        if not path.is_file() or not meta_path.is_file():
+            raise DataError(f"{path}: index file or its {meta_path.name} is missing")
+        meta = json.loads(meta_path.read_text())
+        index = AnnoyIndex(int(meta["dim"]), "angular")
+        index.load(str(path))
+        ids = meta["ids"]
+        return cls(ids, None, _annoy=(index, int(meta["dim"]))), meta.get("fingerprint", "")
+
+
+def _write_json(path: Path, obj) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(obj, f, indent=1, ensure_ascii=False)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def open_index(folder: str | os.PathLike, index_path: str | os.PathLike | None = None, *,
+               n_trees: int = DEFAULT_TREES, seed: int = 0) -> SimilarityIndex:
+    """Index of an embedding folder; with ``index_path`` reuse it while the folder is unchanged, else (re)build it."""
+    folder = Path(folder)
+    if index_path is not None and Path(index_path).exists():
+        index, fingerprint = SimilarityIndex.load(index_path)
+        if fingerprint == _folder_fingerprint(folder):
+            return index
+        print(f"{index_path}: {folder} changed since the index was built; rebuilding", file=sys.stderr)
+    ids, vectors = load_embedding_folder(folder)
+    index = SimilarityIndex(ids, vectors, n_trees=n_trees, seed=seed)
+    if index_path is not None:
+        index.save(index_path, fingerprint=_folder_fingerprint(folder))
+    return index
+
+
+def _resolve_id(index: SimilarityIndex, track_id: str) -> str:
+    if track_id in index:
+        return track_id
+    matches = [i for i in index.ids if i.rsplit("/", 1)[-1] == track_id]
+    if len(matches) == 1:
+        return matches[0]
+    if matches:
+        raise ConfigError(f"--id {track_id!r} is ambiguous: {', '.join(matches[:5])}")
+    raise ConfigError(f"--id {track_id!r}: no such track in the embedding folder")
+
+
+def find_similar(folder: str | os.PathLike, *, track_id: str | None = None, file: str | None = None,
+                 k: int = 10, model: str | None = None, index_path: str | None = None,
+                 n_trees: int = DEFAULT_TREES, embedder=None) -> list[tuple[str, float]]:
+    """Top-``k`` tracks of ``folder`` most similar to an indexed track id or to a file.
+
+    ``file`` may be an embedding ``.npy`` (used as it is) or anything ``embed.Embedder.embed_file``
+    reads (audio, a Melon mel ``.npy``), which needs ``model`` (an export folder) or ``embedder``.
+    """
+    if (track_id is None) == (file is None):
+        raise ConfigError("give exactly one of --id or --file")
+    if k < 1:
+        raise ConfigError(f"-k must be at least 1, got {k}")
+    index = open_index(folder, index_path, n_trees=n_trees)
+    if track_id is not None:
+        return index.query_id(_resolve_id(index, track_id), k)
+    path = Path(file)
+    if not path.is_file():
+        raise DataError(f"--file {path}: no such file")
+    vector = None
+    if path.suffix == ".npy":
+        try:
+            vector = load_embedding(path, index.dim)
+        except DataError:
+            vector = None  # not an embedding of this size: a mel to embed
+    if vector is None:
+        if embedder is None:
+            if model is None:
+                raise ConfigError(f"--file {path} is not a {index.dim}-d embedding; pass --model EXPORT_DIR to embed it")
+            from cmir_tf.embed import Embedder
+
+            embedder = Embedder(model)
+        _, vector = embedder.embed_file(str(path))
+    # the query file itself, when it is one of the indexed tracks, is not an answer
+    exclude = []
+    try:
+        rel = path.resolve().relative_to(Path(folder).resolve()).as_posix()
+        exclude = [rel[: -len(_MEAN_SUFFIX)] if rel.endswith(_MEAN_SUFFIX) else rel.rsplit(".", 1)[0]]
+    except ValueError:
+        pass
+    return index.query(vector, k, exclude=exclude)
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(
+        prog="python -m cmir_tf.similar",
+        description="Tracks most similar to a track id or a file, from an annoy (angular) index over a "
+                    "folder of embeddings (one .npy per track: patch embeddings (P, D) or a vector (D,)).")
+    p.add_argument("embeddings", help="folder of per-track .npy embeddings (e.g. written by python -m cmir_tf.embed)")
+    q = p.add_mutually_exclusive_group(required=True)
+    q.add_argument("--id", dest="track_id", help="id of an indexed track: its path in the folder without "
+                   ".npy, or its file name alone when unambiguous")
+    q.add_argument("--file", help="an embedding .npy, or an audio file / Melon mel .npy to embed with --model")
+    p.add_argument("-k", type=int, default=10, help="number of similar tracks to list (default 10)")
+    p.add_argument("--model", help="export folder of a trained model, needed when --file must be embedded first")
+    p.add_argument("--index", help="annoy index file to reuse (rebuilt when the folder changed) or to create")
+    p.add_argument("--trees", type=int, default=DEFAULT_TREES,
+                   help=f"annoy trees when building (more = more exact, slower; default {DEFAULT_TREES})")
+    p.add_argument("--json", action="store_true", help="print a JSON list of {id, score} instead of a table")
+    args = p.parse_args(argv)
+    try:
+        hits = find_similar(args.embeddings, track_id=args.track_id, file=args.file, k=args.k,
+                            model=args.model, index_path=args.index, n_trees=args.trees)
+    except (DataError, ConfigError) as e:
+        p.exit(2, f"error: {e}\n")
+    if args.json:
+        print(json.dumps([{"id": i, "score": round(s, 6)} for i, s in hits], ensure_ascii=False))
+    else:
+        for rank, (i, s) in enumerate(hits, 1):
+            print(f"{rank}\t{s:.4f}\t{i}")
+
+
+if __name__ == "__main__":
+    main()
