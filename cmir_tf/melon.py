@@ -1,0 +1,330 @@
+"""The Melon Playlist Dataset layout (reference.md §2): paths, JSON readers and safe mel loading.
+
+A Melon folder holds ``song_meta.json``, ``genre_gn_all.json``, ``train.json``, ``val.json``,
+``test.json`` and ``arena_mel/{id // 1000}/{id}.npy`` — one ``(48, n_frames)`` float32 dB array per
+song (bands × frames). :func:`load_mel` returns it TIME-MAJOR, ``(n_frames, 48)`` float32.
+
+Mel files are data, never code: they are read with ``np.load(..., allow_pickle=False)`` after their
+``.npy`` header has been checked, so an object-dtype (pickled) file is refused before any byte of it is
+unpickled. Every fault raises :class:`MelError` with a short machine-readable ``reason``:
+
+===============  ===========================================================================
+reason           meaning
+===============  ===========================================================================
+``missing``      no file at the song's path
+``unreadable``   not an ``.npy`` file, a corrupt header, or truncated (fewer bytes than its header says)
+``pickled``      an object-dtype ``.npy`` or a bare pickle — refused, never unpickled
+``bad_dtype``    not a real floating-point array (e.g. int16, complex)
+``bad_shape``    not two-dimensional
+``wrong_bands``  first axis is not 48 mel bands
+``too_short``    fewer frames than one 256-frame patch
+``non_finite``   holds ``inf`` or ``NaN``
+===============  ===========================================================================
+
+Non-finite values are REJECTED, not repaired. Melon's documented chain (Essentia ``lin2db`` clips the
+power at 1e-10, i.e. −200 dB) cannot produce ``inf``/``NaN``, so a file holding one was not made by that
+chain or was damaged afterwards, and its finite values are suspect too; such files are a handful among
+650k songs, so dropping them (recorded in the manifest's ``skipped``) costs nothing measurable, whereas
+clipping to −200 dB would silently train on a spectrogram of unknown provenance.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .constants import N_BANDS, PATCH_FRAMES
+from .errors import DataError
+
+MEL_REASONS = ("missing", "unreadable", "pickled", "bad_dtype", "bad_shape", "wrong_bands", "too_short",
+               "non_finite")
+PLAYLIST_FILES = ("train", "val", "test")
+
+
+class MelError(DataError):
+    """A song's mel file cannot be used; ``reason`` is one of :data:`MEL_REASONS`."""
+
+    def __init__(self, path, reason: str, detail: str = ""):
+        self.path = str(path)
+        self.reason = reason
+        self.detail = detail
+        msg = f"{self.path}: {reason}"
+        super().__init__(msg + (f" ({detail})" if detail else ""))
+
+    def __reduce__(self):  # picklable across worker processes
+        return (MelError, (self.path, self.reason, self.detail))
+
+
+# --------------------------------------------------------------------------------------------- layout
+class MelonLayout:
+    """Paths of a Melon folder (real or synthetic)."""
+
+    def __init__(self, root):
+        self.root = os.fspath(root)
+
+    @property
+    def song_meta(self) -> str:
+        return os.path.join(self.root, "song_meta.json")
+
+    @property
+    def genres(self) -> str:
+        return os.path.join(self.root, "genre_gn_all.json")
+
+    def playlists(self, split: str) -> str:
+        """``train.json`` / ``val.json`` / ``test.json``."""
+        if split not in PLAYLIST_FILES:
+            raise ValueError(f"playlist file must be one of {PLAYLIST_FILES}, got {split!r}")
+        return os.path.join(self.root, f"{split}.json")
+
+    @property
+    def mel_root(self) -> str:
+        return os.path.join(self.root, "arena_mel")
+
+    def mel_path(self, song_id: int) -> str:
+        """``arena_mel/{id // 1000}/{id}.npy``."""
+        song_id = int(song_id)
+        return os.path.join(self.root, "arena_mel", str(song_id // 1000), f"{song_id}.npy")
+
+    def check(self) -> None:
+        """Raise :class:`DataError` naming the first required metadata file that is missing."""
+        if not os.path.isdir(self.root):
+            raise DataError(f"{self.root}: Melon folder does not exist")
+        for p in (self.song_meta, self.genres, *(self.playlists(s) for s in PLAYLIST_FILES)):
+            if not os.path.isfile(p):
+                raise DataError(f"{p}: required Melon file is missing")
+
+
+# ----------------------------------------------------------------------------------------------- JSON
+@dataclass
+class Song:
+    """One ``song_meta.json`` entry, with the optional fields defaulted."""
+
+    id: int
+    major: list = field(default_factory=list)  # song_gn_gnr_basket
+    detailed: list = field(default_factory=list)  # song_gn_dtl_gnr_basket
+    album_id: int | None = None
+    artist_id_basket: list = field(default_factory=list)
+    artist_name_basket: list = field(default_factory=list)
+    song_name: str = ""
+    issue_date: str = ""
+
+    @property
+    def genres(self) -> list:
+        """Major then detailed genre codes, duplicates removed, order kept."""
+        return list(dict.fromkeys([*self.major, *self.detailed]))
+
+
+def _read_json(path):
+    try:
+        with open(path, "rb") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found") from None
+    except (ValueError, UnicodeDecodeError) as e:
+        raise DataError(f"{path}: not valid JSON ({e})") from None
+
+
+def _codes(value) -> list:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        value = [value]
+    return [str(v) for v in value if v not in (None, "")]
+
+
+def read_song_meta(path) -> tuple[dict, int]:
+    """Read ``song_meta.json`` → ``({id: Song}, n_duplicates)``.
+
+    Entries without an integer ``id`` raise :class:`DataError`; a repeated id keeps the FIRST entry
+    and is counted. Missing optional fields default to empty.
+    """
+    data = _read_json(path)
+    if not isinstance(data, list):
+        raise DataError(f"{path}: expected a JSON list of songs")
+    songs: dict[int, Song] = {}
+    dup = 0
+    for i, e in enumerate(data):
+        try:
+            sid = int(e["id"])
+        except (KeyError, TypeError, ValueError):
+            raise DataError(f"{path}: entry {i} has no integer 'id'") from None
+        if sid in songs:
+            dup += 1
+            continue
+        songs[sid] = Song(
+            id=sid,
+            major=_codes(e.get("song_gn_gnr_basket")),
+            detailed=_codes(e.get("song_gn_dtl_gnr_basket")),
+            album_id=e.get("album_id"),
+            artist_id_basket=list(e.get("artist_id_basket") or []),
+            artist_name_basket=list(e.get("artist_name_basket") or []),
+            song_name=e.get("song_name") or "",
+            issue_date=str(e.get("issue_date") or ""),
+        )
+    return songs, dup
+
+
+def read_genres(path) -> dict:
+    """Read ``genre_gn_all.json`` → ``{code: name}`` (major codes end in ``00``)."""
+    data = _read_json(path)
+    if not isinstance(data, dict):
+        raise DataError(f"{path}: expected a JSON object mapping genre code to name")
+    return {str(k): str(v) for k, v in data.items()}
+
+
+def read_playlists(path) -> list[dict]:
+    """Read a playlist file → list of ``{"id", "plylst_title", "tags", "songs", "like_cnt", "updt_date"}``.
+
+    Missing fields default (``songs``/``tags`` to ``[]``); song ids are ints. Val/test files of the real
+    dataset mask some fields, which is why everything but ``id`` is optional.
+    """
+    data = _read_json(path)
+    if not isinstance(data, list):
+        raise DataError(f"{path}: expected a JSON list of playlists")
+    out = []
+    for i, p in enumerate(data):
+        if not isinstance(p, dict) or "id" not in p:
+            raise DataError(f"{path}: playlist {i} has no 'id'")
+        try:
+            songs = [int(s) for s in (p.get("songs") or [])]
+        except (TypeError, ValueError):
+            raise DataError(f"{path}: playlist {p['id']} has a non-integer song id") from None
+        out.append({
+            "id": int(p["id"]),
+            "plylst_title": p.get("plylst_title") or "",
+            "tags": list(p.get("tags") or []),
+            "songs": songs,
+            "like_cnt": int(p.get("like_cnt") or 0),
+            "updt_date": p.get("updt_date") or "",
+        })
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ mel
+def _read_header(f, path):
+    """Check the ``.npy`` header of open file ``f`` → ``(shape, dtype, data_offset)``; raise MelError."""
+    fmt = np.lib.format
+    head = f.read(6)
+    if head != fmt.MAGIC_PREFIX:
+        # 0x80 is the PROTO opcode every pickle of protocol ≥ 2 starts with (np.save of an object
+        # array without the npy wrapper, or pickle.dump): refuse without unpickling.
+        if head[:1] == b"\x80":
+            raise MelError(path, "pickled", "bare pickle, refused")
+        raise MelError(path, "unreadable", "not an .npy file")
+    f.seek(0)
+    try:
+        version = fmt.read_magic(f)
+        if version == (1, 0):
+            shape, fortran, dtype = fmt.read_array_header_1_0(f)
+        elif version in ((2, 0), (3, 0)):
+            shape, fortran, dtype = fmt.read_array_header_2_0(f) if version == (2, 0) else \
+                fmt._read_array_header(f, version)  # noqa: SLF001 (3.0 has no public reader)
+        else:
+            raise ValueError(f"unknown .npy version {version}")
+    except (ValueError, OSError, EOFError, SyntaxError) as e:
+        raise MelError(path, "unreadable", f"corrupt header: {e}") from None
+    if dtype.hasobject:
+        raise MelError(path, "pickled", f"object dtype {dtype}, refused")
+    return shape, dtype, f.tell()
+
+
+def _check_layout(path, shape, dtype):
+    if dtype.kind != "f":
+        raise MelError(path, "bad_dtype", f"dtype {dtype}, expected floating point")
+    if len(shape) != 2:
+        raise MelError(path, "bad_shape", f"shape {shape}, expected ({N_BANDS}, n_frames)")
+    if shape[0] != N_BANDS:
+        raise MelError(path, "wrong_bands", f"{shape[0]} bands, expected {N_BANDS}")
+    if shape[1] < PATCH_FRAMES:
+        raise MelError(path, "too_short", f"{shape[1]} frames, need at least {PATCH_FRAMES}")
+
+
+def inspect_mel(path) -> int:
+    """Check a mel file's header and size without reading its values → ``n_frames``.
+
+    Catches every fault :func:`load_mel` does except ``non_finite`` (which needs the values) — a cheap
+    pre-scan (a few hundred bytes a file) to decide which songs enter the split.
+    """
+    path = os.fspath(path)
+    try:
+        f = open(path, "rb")
+    except FileNotFoundError:
+        raise MelError(path, "missing") from None
+    except (IsADirectoryError, PermissionError, OSError) as e:
+        raise MelError(path, "unreadable", str(e)) from None
+    with f:
+        shape, dtype, offset = _read_header(f, path)
+        _check_layout(path, shape, dtype)
+        need = offset + int(np.prod(shape)) * dtype.itemsize
+        size = os.fstat(f.fileno()).st_size
+    if size < need:
+        raise MelError(path, "unreadable", f"truncated: {size} bytes, header says {need}")
+    return int(shape[1])
+
+
+def load_mel(path) -> np.ndarray:
+    """Load a Melon mel file → ``(n_frames, 48)`` float32, time-major (transposed from the file).
+
+    Raises :class:`MelError` (a :class:`~cmir_tf.errors.DataError`) with ``reason`` among
+    :data:`MEL_REASONS`. Never unpickles: the header is checked first and ``np.load`` runs with
+    ``allow_pickle=False``.
+    """
+    path = os.fspath(path)
+    inspect_mel(path)
+    try:
+        arr = np.load(path, allow_pickle=False, mmap_mode=None)
+    except ValueError as e:
+        if "pickle" in str(e).lower():
+            raise MelError(path, "pickled", str(e)) from None
+        raise MelError(path, "unreadable", str(e)) from None
+    except (OSError, EOFError) as e:
+        raise MelError(path, "unreadable", str(e)) from None
+    if not isinstance(arr, np.ndarray):  # e.g. an .npz archive
+        raise MelError(path, "unreadable", f"not a single array ({type(arr).__name__})")
+    _check_layout(path, arr.shape, arr.dtype)
+    mel = np.ascontiguousarray(arr.T, dtype=np.float32)
+    if not np.isfinite(mel).all():
+        n_bad = int(mel.size - np.isfinite(mel).sum())
+        raise MelError(path, "non_finite", f"{n_bad} inf/NaN values")
+    return mel
+
+
+# ------------------------------------------------------------------------------------------- writing
+def atomic_write_bytes(path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same folder and ``os.replace``."""
+    path = os.fspath(path)
+    d = os.path.dirname(path) or "."
+    os.makedirs(d, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=d)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_json(path, obj, indent=None) -> None:
+    """Atomically write ``obj`` as UTF-8 JSON (non-ASCII kept, as in Melon's files)."""
+    atomic_write_bytes(path, json.dumps(obj, ensure_ascii=False, indent=indent).encode("utf-8"))
+
+
+def save_npy(path, arr: np.ndarray) -> None:
+    """Atomically write one array as ``.npy`` (never pickled)."""
+    import io
+
+    buf = io.BytesIO()
+    np.save(buf, np.asarray(arr), allow_pickle=False)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def write_mel(layout: MelonLayout, song_id: int, mel_bands_major: np.ndarray) -> str:
+    """Write a song's mel as Melon stores it: ``(48, n_frames)`` float32 at ``layout.mel_path(id)``."""
+    path = layout.mel_path(song_id)
+    save_npy(path, np.asarray(mel_bands_major, dtype=np.float32))
+    return path
