@@ -1,0 +1,251 @@
+"""Export (reference.md §4): SavedModel for TF Serving, frozen graph for Essentia, Essentia JSON.
+
+One export of a freshly built model (with non-trivial BatchNorm statistics, so inference mode matters)
+is shared by the tests; each consumer is checked in a fresh process against the Keras model.
+"""
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+tf = pytest.importorskip("tensorflow")
+
+from cmir_tf import constants as C  # noqa: E402
+from cmir_tf import export as E  # noqa: E402
+from cmir_tf.encoders import AudioEncoder, GenreEncoder  # noqa: E402
+from cmir_tf.errors import ConfigError, ExportError  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+VENV_BIN = os.path.dirname(sys.executable)
+N_GENRES = 6
+VOCAB = [{"index": i, "code": f"GN0{i + 1}00", "name": f"genre {i}"} for i in range(N_GENRES)]
+
+
+def _randomise_batch_norm(layer, rng):
+    """Trained-looking moving statistics and affine parameters for every BatchNorm of LAYER."""
+    for w in layer.weights:
+        path = w.path
+        if "moving_mean" in path or path.endswith("beta"):
+            w.assign(rng.normal(0, 0.3, size=w.shape).astype("float32"))
+        elif "moving_variance" in path or path.endswith("gamma"):
+            w.assign(rng.uniform(0.5, 2.0, size=w.shape).astype("float32"))
+
+
+def _mel_patches(n, seed):
+    rng = np.random.default_rng(seed)
+    return (rng.normal(-40, 15, size=(n, C.PATCH_FRAMES, C.N_BANDS))).astype("float32")
+
+
+@pytest.fixture(scope="module")
+def encoders():
+    rng = np.random.default_rng(0)
+    audio = AudioEncoder(dropout=0.5)
+    audio(tf.zeros([1, C.PATCH_FRAMES, C.N_BANDS]))
+    _randomise_batch_norm(audio, rng)
+    genre = GenreEncoder(rng.normal(size=(N_GENRES, C.W2V_DIM)).astype("float32"), dropout=0.5)
+    genre(tf.zeros([1, C.MAX_GENRES], tf.int32), tf.ones([1, C.MAX_GENRES], tf.bool))
+    return audio, genre
+
+
+@pytest.fixture(scope="module")
+def exported(encoders, tmp_path_factory):
+    audio, genre = encoders
+    out = tmp_path_factory.mktemp("export")
+    res = E.export_model(audio, genre, VOCAB, str(out), name="enc")
+    return out, res
+
+
+def _run_child(script, *args, timeout=300):
+    """Run SCRIPT in a fresh Python (no tensorflow-io, no state of this process)."""
+    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(script), *map(str, args)],
+                          capture_output=True, text=True, timeout=timeout,
+                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def test_layout_is_tf_serving_and_nothing_is_left_behind(exported):
+    out, res = exported
+    assert res.version == 1 and os.fspath(res) == str(out)
+    sm = out / "saved_model" / "1"
+    assert (sm / "saved_model.pb").is_file() and (sm / "variables" / "variables.index").is_file()
+    assert (sm / "assets" / "genres.txt").read_text(encoding="utf-8").splitlines() == [v["name"] for v in VOCAB]
+    assert (out / "enc.pb").is_file() and (out / "enc.json").is_file()
+    assert sorted(os.listdir(out)) == ["enc.json", "enc.pb", "saved_model"]  # no staging folder left
+
+
+def test_saved_model_in_fresh_process_reproduces_keras_and_uses_core_ops_only(exported, encoders, tmp_path):
+    out, _ = exported
+    audio, _ = encoders
+    mel = _mel_patches(5, 1)
+    np.save(tmp_path / "mel.npy", mel)
+    _run_child("""
+        import sys, numpy as np, tensorflow as tf
+        from tensorflow.core.protobuf import saved_model_pb2
+        from tensorflow.python.framework import op_def_registry
+        sm_dir, mel_path, out_path = sys.argv[1:]
+        assert "tensorflow_io" not in sys.modules
+        proto = saved_model_pb2.SavedModel()
+        proto.ParseFromString(open(sm_dir + "/saved_model.pb", "rb").read())
+        ops = set()
+        for mg in proto.meta_graphs:
+            ops |= {n.op for n in mg.graph_def.node}
+            for fn in mg.graph_def.library.function:
+                ops |= {n.op for n in fn.node_def}
+        unknown = sorted(op for op in ops if op_def_registry.get(op) is None or op.startswith("IO>"))
+        assert not unknown, unknown
+        m = tf.saved_model.load(sm_dir)
+        r = m.signatures["serving_default"](melspectrogram=tf.constant(np.load(mel_path)))
+        np.savez(out_path, embeddings=r["embeddings"].numpy(), features=r["features"].numpy())
+    """, out / "saved_model" / "1", tmp_path / "mel.npy", tmp_path / "out.npz")
+    got = np.load(tmp_path / "out.npz")
+    emb, feat = audio(mel, training=False)
+    np.testing.assert_allclose(got["embeddings"], np.asarray(emb), atol=1e-5, rtol=0)
+    np.testing.assert_allclose(got["features"], np.asarray(feat), atol=1e-5, rtol=0)
+
+
+def test_saved_model_cli_lists_the_three_signatures_with_named_tensors(exported):
+    out, _ = exported
+    proc = subprocess.run([os.path.join(VENV_BIN, "saved_model_cli"), "show", "--dir", str(out / "saved_model" / "1"),
+                           "--all"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    text = proc.stdout
+    sigs = {}
+    for block in text.split("signature_def['")[1:]:
+        name = block.split("'", 1)[0]
+        sigs[name] = block
+    assert {"serving_default", "embed_waveform", "tag_genres"} <= set(sigs)
+    sd = sigs["serving_default"]
+    assert "inputs['melspectrogram']" in sd and "shape: (-1, 256, 48)" in sd
+    assert "outputs['embeddings']" in sd and "shape: (-1, 128)" in sd
+    assert "outputs['features']" in sd and "shape: (-1, 1024)" in sd
+    assert "inputs['waveform']" in sigs["embed_waveform"] and "outputs['mean']" in sigs["embed_waveform"]
+    tg = sigs["tag_genres"]
+    assert "outputs['scores']" in tg and f"shape: (-1, {N_GENRES})" in tg
+    assert "outputs['genres']" in tg and "DT_STRING" in tg
+
+
+def test_tag_genres_is_cosine_against_each_single_genre_embedding(exported, encoders):
+    out, _ = exported
+    audio, genre = encoders
+    mel = _mel_patches(3, 2)
+    m = tf.saved_model.load(str(out / "saved_model" / "1"))
+    r = m.signatures["tag_genres"](melspectrogram=tf.constant(mel))
+    assert [g.decode() for g in r["genres"].numpy()] == [v["name"] for v in VOCAB]
+    # independent: φ_a from the audio encoder, φ_w of genre i alone (one unmasked slot), cosine in numpy
+    phi_a = np.asarray(audio(mel, training=False)[0], np.float64)
+    phi_w = []
+    for i in range(N_GENRES):
+        g = np.zeros((1, C.MAX_GENRES), "int32")
+        g[0, 0] = i
+        mask = np.zeros((1, C.MAX_GENRES), bool)
+        mask[0, 0] = True
+        phi_w.append(np.asarray(genre(g, mask, training=False))[0])
+    phi_w = np.asarray(phi_w, np.float64)
+    cos = (phi_a / np.linalg.norm(phi_a, axis=1, keepdims=True)) @ (phi_w / np.linalg.norm(phi_w, axis=1, keepdims=True)).T
+    np.testing.assert_allclose(r["scores"].numpy(), cos, atol=1e-5, rtol=0)
+
+
+def test_embed_waveform_equals_front_end_then_encoder(exported, encoders):
+    frontend = pytest.importorskip("cmir_tf.frontend")
+    out, _ = exported
+    audio, _ = encoders
+    t = np.arange(int(9.5 * C.SAMPLE_RATE)) / C.SAMPLE_RATE
+    rng = np.random.default_rng(3)
+    wave = (0.3 * np.sin(2 * np.pi * (220 + 200 * t) * t) + 0.05 * rng.normal(size=t.size)).astype("float32")
+    m = tf.saved_model.load(str(out / "saved_model" / "1"))
+    r = m.signatures["embed_waveform"](waveform=tf.constant(wave))
+    mel = np.asarray(frontend.melspectrogram(tf.constant(wave)))
+    n_patches = mel.shape[0] // C.PATCH_FRAMES
+    assert n_patches == 2  # 9.5 s → 594 frames → two non-overlapping 256-frame patches
+    patches = mel[: n_patches * C.PATCH_FRAMES].reshape(n_patches, C.PATCH_FRAMES, C.N_BANDS)
+    emb = np.asarray(audio(patches, training=False)[0])
+    np.testing.assert_allclose(r["embeddings"].numpy(), emb, atol=1e-4, rtol=0)
+    np.testing.assert_allclose(r["mean"].numpy(), emb.mean(axis=0), atol=1e-4, rtol=0)
+
+
+def test_frozen_graph_names_and_essentia_json_agree(exported):
+    out, _ = exported
+    meta = json.loads((out / "enc.json").read_text(encoding="utf-8"))
+    for key in ("name", "type", "link", "version", "description", "author", "email", "release_date", "framework",
+                "framework_version", "classes", "model_types", "dataset", "schema", "citation", "inference"):
+        assert key in meta, key
+    assert set(meta["dataset"]) >= {"name", "citation", "size", "metrics"}
+    assert meta["name"] == "enc" and meta["link"] == "enc.pb" and meta["version"] == "1"
+    inf = meta["inference"]
+    assert inf["sample_rate"] == 16000 and inf["algorithm"] == "TensorflowPredict2D"
+    assert inf["patch_size"] == 256 and inf["patch_hop_size"] == 256
+    assert inf["embedding_model"]["patch_size"] == 256
+
+    graph = tf.compat.v1.GraphDef()
+    graph.ParseFromString((out / "enc.pb").read_bytes())
+    nodes = {n.name: n for n in graph.node}
+    (inp,) = meta["schema"]["inputs"]
+    assert nodes[inp["name"]].op == "Placeholder"
+    dims = [d.size for d in nodes[inp["name"]].attr["shape"].shape.dim]
+    assert dims == [-1] + inp["shape"] == [-1, 256, 48]
+    outputs = {o["name"]: o for o in meta["schema"]["outputs"]}
+    assert set(outputs) == {"embeddings", "features"} <= set(nodes)
+    for o in outputs.values():
+        assert set(o) >= {"name", "type", "shape", "op", "description", "output_purpose"}
+    assert outputs["embeddings"]["output_purpose"] == "embeddings" and outputs["embeddings"]["shape"] == [1, 128]
+    assert outputs["features"]["shape"] == [1, 1024]
+    # core ops only, and no attribute a runtime would have to fill in (MatMul grad_a/grad_b, _-internals)
+    assert not [n.op for n in graph.node if n.op.startswith("IO>")]
+    matmuls = [n for n in graph.node if n.op == "MatMul"]
+    assert matmuls and not any({"grad_a", "grad_b"} & set(n.attr) for n in matmuls)
+    assert not [k for n in graph.node for k in n.attr if k.startswith("_")]
+
+
+@pytest.mark.slow
+def test_essentia_loads_frozen_graph_cleanly_and_matches_saved_model(exported, tmp_path):
+    out, _ = exported
+    meta = json.loads((out / "enc.json").read_text(encoding="utf-8"))
+    # a Melon-like mel of 600 frames: Essentia cuts 2 full patches (hop 256) and drops the rest
+    mel = _mel_patches(3, 4).reshape(-1, C.N_BANDS)[:600]
+    np.save(tmp_path / "mel.npy", mel)
+    m = tf.saved_model.load(str(out / "saved_model" / "1"))
+    want = m.signatures["serving_default"](melspectrogram=tf.constant(mel[:512].reshape(2, 256, 48)))
+    inp = meta["schema"]["inputs"][0]["name"]
+    for o in meta["schema"]["outputs"]:
+        dst = tmp_path / f"{o['name']}.npy"
+        proc = subprocess.run(
+            [sys.executable, os.path.join(HERE, "essentia_ref.py"), "predict2d", "--graph", str(out / "enc.pb"),
+             "--input", inp, "--output", o["name"], "--patch-size", str(meta["inference"]["patch_size"]),
+             "--batch-size", "2", str(tmp_path / "mel.npy"), str(dst)],
+            capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert "not in the op definition" not in proc.stderr and "Unknown attribute" not in proc.stderr, proc.stderr
+        got = np.load(dst, allow_pickle=False)
+        np.testing.assert_allclose(got, want[o["name"]].numpy(), atol=1e-4, rtol=0)
+
+
+def test_refuses_to_overwrite_a_version_and_counts_up(exported, encoders):
+    out, _ = exported
+    audio, _ = encoders
+    before = sorted(os.listdir(out / "saved_model" / "1"))
+    stamp = os.stat(out / "saved_model" / "1" / "saved_model.pb").st_mtime_ns
+    with pytest.raises(ExportError, match=r"version 1 already exists; refusing to overwrite"):
+        E.export_model(audio, None, [], str(out), version=1, name="enc")
+    assert sorted(os.listdir(out / "saved_model" / "1")) == before
+    assert os.stat(out / "saved_model" / "1" / "saved_model.pb").st_mtime_ns == stamp
+    assert not [d for d in os.listdir(out) if d.startswith(".")]
+    assert E.resolve_version(str(out)) == 2
+    with pytest.raises(ConfigError, match="--version"):
+        E.resolve_version(str(out), 0)
+
+
+def test_strip_default_attrs_removes_default_and_internal_attrs_only():
+    graph = tf.compat.v1.GraphDef()
+    node = graph.node.add(name="m", op="MatMul")
+    node.attr["T"].type = tf.float32.as_datatype_enum
+    node.attr["transpose_a"].b = True  # not the default: kept
+    node.attr["transpose_b"].b = False  # the default: removed
+    node.attr["_class"].s = b"x"
+    removed = E.strip_default_attrs(graph)
+    assert set(graph.node[0].attr) == {"T", "transpose_a"}
+    assert ("MatMul", "transpose_b") in removed and ("MatMul", "_class") in removed
