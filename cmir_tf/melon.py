@@ -224,8 +224,8 @@ def _read_header(f, path):
                 fmt._read_array_header(f, version)  # noqa: SLF001 (3.0 has no public reader)
         else:
             raise ValueError(f"unknown .npy version {version}")
-    except (ValueError, OSError, EOFError, SyntaxError) as e:
-        raise MelError(path, "unreadable", f"corrupt header: {e}") from None
+    except Exception as e:  # noqa: BLE001 — numpy's header parser raises many types on garbage
+        raise MelError(path, "unreadable", f"corrupt header: {type(e).__name__}: {e}") from None
     if dtype.hasobject:
         raise MelError(path, "pickled", f"object dtype {dtype}, refused")
     return shape, dtype, f.tell()
@@ -280,8 +280,8 @@ def load_mel(path) -> np.ndarray:
         if "pickle" in str(e).lower():
             raise MelError(path, "pickled", str(e)) from None
         raise MelError(path, "unreadable", str(e)) from None
-    except (OSError, EOFError) as e:
-        raise MelError(path, "unreadable", str(e)) from None
+    except Exception as e:  # noqa: BLE001 — a damaged body can fail in many ways
+        raise MelError(path, "unreadable", f"{type(e).__name__}: {e}") from None
     if not isinstance(arr, np.ndarray):  # e.g. an .npz archive
         raise MelError(path, "unreadable", f"not a single array ({type(arr).__name__})")
     _check_layout(path, arr.shape, arr.dtype)
