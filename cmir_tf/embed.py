@@ -1,0 +1,272 @@
+"""Embed audio files or Melon mels with an exported model: per-patch embeddings and the track mean.
+
+    python -m cmir_tf.embed --model export/contr_cf_g song.mp3 more/ arena_mel/12/12345.npy --out emb/
+
+A track's mel (Melon's front end, `cmir_tf.frontend`) is cut into non-overlapping 256-frame patches
+(the incomplete tail is dropped; a track shorter than one patch gives one patch padded with −200 dB,
+as `frontend.patches` and the SavedModel's `embed_waveform` do); each patch goes through the exported
+`serving_default` signature, in batches that span tracks. For each input the CLI writes
+
+    OUT/<id>.npy        float32 (P, 128): the patch embeddings, in time order
+    OUT/<id>.mean.npy   float32 (128,):  their mean (the track vector; `cmir_tf.similar` reads it)
+
+where <id> is the input's file name without its extension for a file given on the command line, and
+its path relative to the folder (without extension) for files found in a folder given on the command
+line (`arena_mel/` → `12/12345`). Inputs: audio `.wav .mp3 .flac .ogg` (decoded and resampled to 16 kHz
+mono) or Melon mel `.npy` (48 × frames, dB). A file that cannot be read is reported on stderr and
+skipped; the exit status is 1 if any input failed, 2 on a bad flag or model folder.
+"""
+import argparse
+import collections
+import concurrent.futures
+import os
+import re
+import sys
+
+import numpy as np
+import tensorflow as tf
+
+from cmir_tf import constants as C
+from cmir_tf import frontend
+from cmir_tf.errors import CmirError, ConfigError, DataError, ExportError
+
+DEFAULT_BATCH_SIZE = 64
+MEL_EXTENSIONS = (".npy",)
+_VERSION_RE = re.compile(r"^[0-9]+$")
+
+
+def find_saved_model(model_dir):
+    """The SavedModel folder to use for MODEL_DIR.
+
+    MODEL_DIR may be an export folder (`saved_model/<N>/` inside: the highest N), a TF Serving base
+    folder (`<N>/saved_model.pb` inside: the highest N), or a SavedModel folder itself.
+    """
+    model_dir = os.fspath(model_dir)
+    if os.path.isfile(os.path.join(model_dir, "saved_model.pb")):
+        return model_dir
+    for base in (os.path.join(model_dir, "saved_model"), model_dir):
+        if os.path.isdir(base):
+            versions = sorted((int(d) for d in os.listdir(base) if _VERSION_RE.match(d)
+                               and os.path.isfile(os.path.join(base, d, "saved_model.pb"))), reverse=True)
+            if versions:
+                return os.path.join(base, str(versions[0]))
+    if not os.path.isdir(model_dir):
+        raise ExportError(f"--model {model_dir}: no such folder")
+    raise ExportError(f"--model {model_dir}: no SavedModel (expected saved_model.pb, saved_model/<N>/ or <N>/)")
+
+
+def mel_patches(mel):
+    """(n_frames, 48) mel → (P, 256, 48) non-overlapping patches, P = max(1, n_frames // 256)."""
+    return np.asarray(frontend.patches(np.asarray(mel, np.float32)), np.float32)
+
+
+class Embedder:
+    """An exported model (see `find_saved_model`) turned into a track embedder.
+
+    `embed_mel(mel)` and `embed_file(path)` return `(patches (P, D), mean (D,))`; `embed_files(paths)`
+    batches patches across files. `batch_size` patches go through the model at a time.
+    """
+
+    def __init__(self, model_dir, batch_size=DEFAULT_BATCH_SIZE):
+        if int(batch_size) < 1:
+            raise ConfigError(f"--batch-size: must be ≥ 1, got {batch_size}")
+        self.batch_size = int(batch_size)
+        self.path = find_saved_model(model_dir)
+        try:
+            self._model = tf.saved_model.load(self.path)
+        except (OSError, ValueError, tf.errors.OpError) as e:
+            raise ExportError(f"--model {self.path}: cannot load the SavedModel ({e})") from None
+        sig = self._model.signatures.get("serving_default")
+        if sig is None or "melspectrogram" not in sig.structured_input_signature[1]:
+            raise ExportError(f"--model {self.path}: no serving_default(melspectrogram) signature")
+        self._serve = sig
+        self.dim = int(sig.structured_outputs["embeddings"].shape[-1])
+        self._mel = tf.function(frontend.melspectrogram, input_signature=[tf.TensorSpec([None], tf.float32)])
+
+    # --------------------------------------------------------------------------------- patches
+    def embed_patches(self, patches):
+        """(P, 256, 48) float32 → (P, D) embeddings, `batch_size` patches per model call."""
+        patches = np.asarray(patches, np.float32)
+        out = [self._serve(melspectrogram=tf.constant(patches[i:i + self.batch_size]))["embeddings"].numpy()
+               for i in range(0, len(patches), self.batch_size)]
+        return np.concatenate(out, axis=0) if out else np.zeros((0, self.dim), np.float32)
+
+    def embed_mel(self, mel):
+        """(n_frames, 48) dB mel, time-major → (patch embeddings (P, D), mean (D,))."""
+        mel = _check_mel(mel, "mel")
+        emb = self.embed_patches(mel_patches(mel))
+        return emb, emb.mean(axis=0)
+
+    # ----------------------------------------------------------------------------------- files
+    def load_mel(self, path):
+        """An input file → its (n_frames, 48) mel: Melon `.npy` as stored, audio through the front end."""
+        path = os.fspath(path)
+        ext = os.path.splitext(path)[1].lower()
+        if ext in MEL_EXTENSIONS:
+            from cmir_tf import melon
+
+            return melon.load_mel(path)
+        if ext in frontend.AUDIO_EXTENSIONS:
+            wave = frontend.load_audio(path)
+            if wave.size == 0:
+                raise DataError(f"{path}: no audio samples")
+            return self._mel(tf.constant(wave)).numpy()
+        raise DataError(f"{path}: unsupported file type {ext or '(none)'!r}; expected audio "
+                        f"({' '.join(frontend.AUDIO_EXTENSIONS)}) or a Melon mel .npy")
+
+    def embed_file(self, path):
+        """Audio file or Melon mel `.npy` → (patch embeddings (P, D), mean (D,))."""
+        return self.embed_mel(self.load_mel(path))
+
+    def embed_files(self, paths, workers=2, prefetch=8):
+        """Yield `(path, patches (P, D), mean (D,), None)` or `(path, None, None, error)` per input, in order.
+
+        Files are read by `workers` threads, up to `prefetch` ahead; their patches are queued and run
+        through the model `batch_size` at a time regardless of track boundaries.
+        """
+        paths = list(paths)
+        st = {"queue": [], "queued": 0, "out": np.zeros((0, self.dim), np.float32), "base": 0, "total": 0}
+        tracks = collections.deque()  # (path, first patch, end patch) in global patch numbering
+
+        def advance(flush):
+            """Run full batches (all that is queued if FLUSH); return the tracks now complete."""
+            n = st["queued"] if flush else st["queued"] - st["queued"] % self.batch_size
+            if n:
+                flat = np.concatenate(st["queue"], axis=0)
+                st["out"] = np.concatenate([st["out"], self.embed_patches(flat[:n])], axis=0)
+                st["queue"], st["queued"] = ([flat[n:]] if len(flat) > n else []), len(flat) - n
+            ready = []
+            while tracks and tracks[0][2] <= st["base"] + len(st["out"]):
+                path, start, end = tracks.popleft()
+                emb = st["out"][start - st["base"]:end - st["base"]]
+                ready.append((path, emb, emb.mean(axis=0), None))
+            keep = tracks[0][1] if tracks else st["base"] + len(st["out"])
+            st["out"], st["base"] = st["out"][keep - st["base"]:], keep
+            return ready
+
+        with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, int(workers))) as pool:
+            pending = collections.deque()
+            todo = iter(paths)
+            for path in todo:
+                pending.append((path, pool.submit(self.load_mel, path)))
+                if len(pending) >= prefetch:
+                    break
+            while pending:
+                path, fut = pending.popleft()
+                nxt = next(todo, None)
+                if nxt is not None:
+                    pending.append((nxt, pool.submit(self.load_mel, nxt)))
+                try:
+                    p = mel_patches(_check_mel(fut.result(), path))
+                except (CmirError, OSError, ValueError, tf.errors.OpError) as e:
+                    yield from advance(flush=True)  # earlier inputs first: results stay in input order
+                    yield path, None, None, e
+                    continue
+                st["queue"].append(p)
+                st["queued"] += len(p)
+                tracks.append((path, st["total"], st["total"] + len(p)))
+                st["total"] += len(p)
+                yield from advance(flush=False)
+            yield from advance(flush=True)
+
+
+def _check_mel(mel, where):
+    mel = np.asarray(mel)
+    if mel.ndim != 2 or mel.shape[1] != C.N_BANDS:
+        raise DataError(f"{where}: mel has shape {mel.shape}, expected (n_frames, {C.N_BANDS}) time-major")
+    if mel.shape[0] == 0:
+        raise DataError(f"{where}: mel has no frames")
+    if not np.all(np.isfinite(mel)):
+        raise DataError(f"{where}: mel holds NaN or inf")
+    return mel.astype(np.float32, copy=False)
+
+
+# ------------------------------------------------------------------------------------------- CLI
+def collect_inputs(inputs):
+    """Command-line INPUTS (files or folders) → [(path, output id)]; folders are walked recursively."""
+    exts = MEL_EXTENSIONS + frontend.AUDIO_EXTENSIONS
+    found = []
+    for arg in inputs:
+        arg = os.fspath(arg)
+        if os.path.isdir(arg):
+            for root, dirs, files in os.walk(arg):
+                dirs.sort()
+                for f in sorted(files):
+                    if os.path.splitext(f)[1].lower() in exts and not f.endswith(".mean.npy"):
+                        full = os.path.join(root, f)
+                        rel = os.path.relpath(full, arg)
+                        found.append((full, os.path.splitext(rel)[0].replace(os.sep, "/")))
+        else:  # a missing file is reported per file later, like any unreadable one
+            found.append((arg, os.path.splitext(os.path.basename(arg))[0]))
+    ids = collections.Counter(i for _, i in found)
+    dup = sorted(i for i, n in ids.items() if n > 1)
+    if dup:
+        clash = [p for p, i in found if i == dup[0]]
+        raise ConfigError(f"INPUTS: {len(dup)} output name(s) would collide, e.g. {dup[0]!r} from {clash}; "
+                          "pass their folder instead of the files, or embed them into separate --out folders")
+    return found
+
+
+def _save_npy(path, arr):
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    tmp = f"{path}.tmp-{os.getpid()}.npy"
+    np.save(tmp, np.asarray(arr, np.float32), allow_pickle=False)
+    os.replace(tmp, path)
+
+
+def embed_to_folder(model_dir, inputs, out_dir, batch_size=DEFAULT_BATCH_SIZE, progress=True, log=None):
+    """Embed INPUTS into OUT_DIR (see the module doc); returns (number written, [(path, error)])."""
+    from tqdm import tqdm
+
+    log = log or sys.stderr
+    items = collect_inputs(inputs)
+    if not items:
+        raise ConfigError("INPUTS: no audio or .npy files given")
+    embedder = Embedder(model_dir, batch_size)
+    out_of = dict(items)
+    written, failed = 0, []
+    bar = tqdm(total=len(items), unit="file", disable=not progress, file=log)
+    try:
+        for path, patches, mean, err in embedder.embed_files([p for p, _ in items]):
+            bar.update(1)
+            if err is not None:
+                msg = str(err) if path in str(err) else f"{path}: {err}"
+                bar.write(f"error: {msg}", file=log)
+                failed.append((path, err))
+                continue
+            base = os.path.join(out_dir, *out_of[path].split("/"))
+            _save_npy(base + ".npy", patches)
+            _save_npy(base + ".mean.npy", mean)
+            written += 1
+    finally:
+        bar.close()
+    return written, failed
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(
+        prog="python -m cmir_tf.embed",
+        description="Embed audio files (wav, mp3, flac, ogg) or Melon mel .npy files with an exported model: "
+                    "OUT/<id>.npy holds the (patches, 128) embeddings of the non-overlapping 256-frame patches, "
+                    "OUT/<id>.mean.npy their mean. Unreadable inputs are reported and skipped (exit status 1).")
+    p.add_argument("--model", required=True, metavar="DIR",
+                   help="export folder (with saved_model/<N>/: the highest N is used) or a SavedModel folder")
+    p.add_argument("inputs", nargs="+", metavar="INPUTS",
+                   help="audio or .npy files, or folders searched recursively (ids keep the relative path)")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder (created if missing)")
+    p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, metavar="N",
+                   help=f"patches per model call, across files (default {DEFAULT_BATCH_SIZE})")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    args = p.parse_args(argv)
+    try:
+        written, failed = embed_to_folder(args.model, args.inputs, args.out, args.batch_size,
+                                          progress=not args.no_progress)
+    except (ConfigError, ExportError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"{written} embedded into {args.out}" + (f", {len(failed)} failed" if failed else ""), file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

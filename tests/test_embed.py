@@ -1,0 +1,172 @@
+"""Embedder and `python -m cmir_tf.embed`: exported model → patch embeddings + track mean, per input file."""
+import os
+import wave
+
+import numpy as np
+import pytest
+
+tf = pytest.importorskip("tensorflow")
+
+from cmir_tf import constants as C  # noqa: E402
+from cmir_tf import embed as EM  # noqa: E402
+from cmir_tf import export as E  # noqa: E402
+from cmir_tf.encoders import AudioEncoder  # noqa: E402
+from cmir_tf.errors import ConfigError, DataError, ExportError  # noqa: E402
+
+
+def _encoder(seed):
+    rng = np.random.default_rng(seed)
+    enc = AudioEncoder()
+    enc(tf.zeros([1, C.PATCH_FRAMES, C.N_BANDS]))
+    for w in enc.weights:  # trained-looking BatchNorm statistics so inference mode matters
+        if "moving_mean" in w.path:
+            w.assign(rng.normal(0, 0.3, size=w.shape).astype("float32"))
+        elif "moving_variance" in w.path:
+            w.assign(rng.uniform(0.5, 2.0, size=w.shape).astype("float32"))
+    return enc
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    """An export folder with versions 1 (another model) and 2 (ENC): the Embedder must use version 2."""
+    out = tmp_path_factory.mktemp("export")
+    E.export_model(_encoder(1), None, [], str(out), version=1, name="old")
+    enc = _encoder(2)
+    E.export_model(enc, None, [], str(out), version=2, name="enc")
+    return out, enc
+
+
+def _reference(enc, mel):
+    """Independent: non-overlapping 256-frame patches in numpy (tail dropped), encoder in inference mode."""
+    n = max(1, mel.shape[0] // C.PATCH_FRAMES)
+    if mel.shape[0] < C.PATCH_FRAMES:
+        mel = np.concatenate([mel, np.full((C.PATCH_FRAMES - mel.shape[0], C.N_BANDS), C.DB_FLOOR, "float32")])
+    patches = mel[: n * C.PATCH_FRAMES].reshape(n, C.PATCH_FRAMES, C.N_BANDS)
+    emb = np.asarray(enc(patches, training=False)[0])
+    return emb, emb.mean(axis=0)
+
+
+def _mel(n_frames, seed):
+    return np.random.default_rng(seed).normal(-40, 15, size=(n_frames, C.N_BANDS)).astype("float32")
+
+
+def _write_melon(path, mel_time_major):
+    np.save(path, np.ascontiguousarray(mel_time_major.T), allow_pickle=False)  # Melon stores (48, frames)
+
+
+def _write_wav(path, seconds, seed, rate=C.SAMPLE_RATE):
+    t = np.arange(int(seconds * rate)) / rate
+    x = 0.4 * np.sin(2 * np.pi * 440 * t) + 0.05 * np.random.default_rng(seed).normal(size=t.size)
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes((np.clip(x, -1, 1) * 32767).astype("<i2").tobytes())
+
+
+def test_find_saved_model_takes_the_highest_version_or_the_folder_itself(model, tmp_path):
+    out, _ = model
+    assert EM.find_saved_model(out) == os.path.join(str(out), "saved_model", "2")
+    assert EM.find_saved_model(out / "saved_model") == os.path.join(str(out / "saved_model"), "2")  # TF Serving base
+    assert EM.find_saved_model(out / "saved_model" / "1") == str(out / "saved_model" / "1")
+    with pytest.raises(ExportError, match="no SavedModel"):
+        EM.find_saved_model(tmp_path)
+
+
+def test_embed_mel_matches_encoder_on_numpy_patches(model):
+    out, enc = model
+    emb = EM.Embedder(out, batch_size=2)
+    for n_frames in (1876, 600, 256, 100):  # Melon's 30 s, a tail to drop, exactly one patch, too short
+        mel = _mel(n_frames, n_frames)
+        patches, mean = emb.embed_mel(mel)
+        want, want_mean = _reference(enc, mel)
+        assert patches.shape == (max(1, n_frames // 256), 128) and mean.shape == (128,)
+        np.testing.assert_allclose(patches, want, atol=1e-5, rtol=0)
+        np.testing.assert_allclose(mean, want_mean, atol=1e-5, rtol=0)
+    with pytest.raises(DataError, match=r"\(n_frames, 48\)"):
+        emb.embed_mel(np.zeros((48, 300), "float32"))
+
+
+def test_embed_file_reads_melon_npy_and_audio_like_the_exported_front_end(model, tmp_path):
+    out, enc = model
+    emb = EM.Embedder(out)
+    mel = _mel(700, 5)
+    _write_melon(tmp_path / "123.npy", mel)
+    patches, mean = emb.embed_file(tmp_path / "123.npy")
+    np.testing.assert_allclose(patches, _reference(enc, mel)[0], atol=1e-5, rtol=0)
+
+    _write_wav(tmp_path / "a.wav", 9.0, 0)
+    patches, mean = emb.embed_file(tmp_path / "a.wav")
+    # the SavedModel's embed_waveform signature: the front end inside the exported graph
+    from cmir_tf import frontend
+
+    sm = tf.saved_model.load(os.path.join(str(out), "saved_model", "2"))
+    r = sm.signatures["embed_waveform"](waveform=tf.constant(frontend.load_audio(tmp_path / "a.wav")))
+    assert patches.shape == (2, 128)  # 9 s → 564 frames → 2 patches
+    np.testing.assert_allclose(patches, r["embeddings"].numpy(), atol=1e-4, rtol=0)
+    np.testing.assert_allclose(mean, r["mean"].numpy(), atol=1e-4, rtol=0)
+
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(DataError, match="unsupported file type"):
+        emb.embed_file(tmp_path / "notes.txt")
+
+
+def test_embed_files_batches_across_tracks_in_order_and_reports_bad_files(model, tmp_path):
+    out, enc = model
+    lengths = [600, 1876, 300, 256, 1000]
+    paths = []
+    for i, n in enumerate(lengths):
+        paths.append(str(tmp_path / f"{i}.npy"))
+        _write_melon(paths[-1], _mel(n, 10 + i))
+    bad = str(tmp_path / "bad.npy")
+    (tmp_path / "bad.npy").write_bytes(b"not an npy file")
+    paths.insert(2, bad)
+    emb = EM.Embedder(out, batch_size=3)  # batches straddle tracks (2, 7, 1, 1, 3 patches)
+    results = list(emb.embed_files(paths))
+    assert [r[0] for r in results] == paths
+    for path, patches, mean, err in results:
+        if path == bad:
+            assert patches is None and isinstance(err, DataError) and bad in str(err)
+            continue
+        assert err is None
+        want, want_mean = _reference(enc, np.load(path).T)
+        np.testing.assert_allclose(patches, want, atol=1e-5, rtol=0)
+        np.testing.assert_allclose(mean, want_mean, atol=1e-5, rtol=0)
+
+
+def test_cli_writes_patches_and_mean_per_input_and_keeps_going_after_a_bad_file(model, tmp_path, capsys):
+    out, enc = model
+    src = tmp_path / "mels"
+    (src / "12").mkdir(parents=True)
+    mels = {"12/12000": _mel(1876, 1), "12/12001": _mel(400, 2)}
+    for rel, m in mels.items():
+        _write_melon(src / f"{rel}.npy", m)
+    _write_melon(src / "12" / "12002.npy", np.full((300, C.N_BANDS), np.inf, "float32"))  # non-finite
+    _write_wav(tmp_path / "song.wav", 5.0, 1)
+    dst = tmp_path / "emb"
+    code = EM.main(["--model", str(out), str(src), str(tmp_path / "song.wav"), str(tmp_path / "missing.mp3"),
+                    "--out", str(dst), "--batch-size", "4", "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "12002.npy: non_finite" in err and "missing.mp3" in err and "2 failed" in err
+    for rel, m in mels.items():
+        want, want_mean = _reference(enc, m)
+        np.testing.assert_allclose(np.load(dst / f"{rel}.npy"), want, atol=1e-5, rtol=0)
+        np.testing.assert_allclose(np.load(dst / f"{rel}.mean.npy"), want_mean, atol=1e-5, rtol=0)
+    assert np.load(dst / "song.npy").shape == (1, 128) and np.load(dst / "song.mean.npy").shape == (128,)
+    assert not (dst / "12" / "12002.npy").exists()
+    assert sorted(p.name for p in dst.rglob("*") if p.name.endswith(".npy") and "tmp" in p.name) == []
+
+    # all inputs readable → 0; a folder without a model → 2 with the flag named
+    assert EM.main(["--model", str(out), str(src / "12" / "12000.npy"), "--out", str(dst), "--no-progress"]) == 0
+    assert EM.main(["--model", str(tmp_path), str(src / "12" / "12000.npy"), "--out", str(dst), "--no-progress"]) == 2
+    assert "--model" in capsys.readouterr().err
+
+
+def test_colliding_output_names_are_refused(tmp_path):
+    for d in ("a", "b"):
+        (tmp_path / d).mkdir()
+        _write_melon(tmp_path / d / "x.npy", _mel(256, 0))
+    with pytest.raises(ConfigError, match="collide"):
+        EM.collect_inputs([tmp_path / "a" / "x.npy", tmp_path / "b" / "x.npy"])
+    assert [i for _, i in EM.collect_inputs([tmp_path])] == ["a/x", "b/x"]
