@@ -322,3 +322,62 @@ def test_mirrored_strategy_and_reproducibility_across_processes(data):
     flat = [s for step in out["eval_ids"] for r in step for s in r]
     assert sorted(flat) == sorted(train)
     assert out["auto_shapes"] == [[4, 256, 48], [4, 256, 48]]
+
+
+# ------------------------------------------------------------------ synth → prepare → pipeline round trip
+def _expected_genres(root_melon, prepared):
+    """Song id → its vocabulary indices (major then detailed, de-duplicated), from the raw JSON files."""
+    with open(os.path.join(root_melon, "song_meta.json")) as f:
+        meta = json.load(f)
+    with open(os.path.join(prepared, "vocab.json")) as f:
+        index = {v["code"]: v["index"] for v in json.load(f)}
+    out = {}
+    for e in meta:
+        if int(e["id"]) in out:
+            continue
+        codes = list(dict.fromkeys([*(e.get("song_gn_gnr_basket") or []), *(e.get("song_gn_dtl_gnr_basket") or [])]))
+        out[int(e["id"])] = [index[c] for c in codes if c in index]
+    return out
+
+
+def _npy_mel(root_melon, sid):
+    path = os.path.join(root_melon, "arena_mel", str(sid // 1000), f"{sid}.npy")
+    return np.load(path, allow_pickle=False).T  # (48, T) on disk → time-major
+
+
+def test_round_trip_synth_prepare_pipeline_matches_npy(synth_melon, prepared_data):
+    melon, prepared = str(synth_melon), str(prepared_data)
+    genres = _expected_genres(melon, prepared)
+    with open(os.path.join(prepared, "splits.json")) as f:
+        splits = json.load(f)
+    cf = dict(zip(np.load(os.path.join(prepared, "cf_song_ids.npy")).tolist(),
+                  np.load(os.path.join(prepared, "cf_factors.npy"))))
+
+    def check(batch, split, training):
+        for i, sid in enumerate(batch["song_id"].tolist()):
+            assert sid in splits[split]
+            ref = _npy_mel(melon, sid)
+            o = int(batch["crop_start"][i])
+            if not training:
+                assert o == (ref.shape[0] - 256) // 2
+            # The crop is the song's npy slice at its offset, to float16 precision ...
+            np.testing.assert_allclose(batch["mel"][i], ref[o:o + 256], rtol=2 ** -11, atol=1e-3)
+            # ... and exactly its float16 rounding; matching recovers that same offset.
+            ref16 = ref.astype(np.float16)
+            assert find_offset(ref16, batch["mel"][i]) == [o]
+            g = genres[sid][:10]
+            assert batch["genres"][i, :len(g)].tolist() == g and not batch["genres"][i, len(g):].any()
+            assert batch["genre_mask"][i].sum() == len(g) and batch["genre_mask"][i, :len(g)].all()
+            if split == "test":
+                assert not batch["cf"][i].any()
+            else:
+                np.testing.assert_array_equal(batch["cf"][i], cf[sid])
+
+    for b in take(pipeline.make_dataset(prepared, "train", 32, seed=3, with_crop_start=True), 3):
+        check(b, "train", True)
+    for split in ("val", "test"):
+        seen = []
+        for b in take(pipeline.make_dataset(prepared, split, 16, training=False, with_crop_start=True), 1000):
+            check(b, split, False)
+            seen += b["song_id"].tolist()
+        assert sorted(seen) == sorted(splits[split])
