@@ -204,11 +204,11 @@ def strip_default_attrs(graph_def):
     return sorted(removed)
 
 
-def freeze_audio_encoder(audio_encoder):
+def freeze_audio_encoder(audio_encoder, strip=True):
     """GraphDef of the audio encoder in inference mode with variables folded into constants.
 
     Input Placeholder `melspectrogram` f32[?,256,48]; outputs `embeddings` and `features` (Identity
-    nodes); only the nodes those outputs need; default-valued attributes stripped.
+    nodes); only the nodes those outputs need; default-valued attributes stripped (unless STRIP is false).
     """
     from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
@@ -221,7 +221,8 @@ def freeze_audio_encoder(audio_encoder):
     graph_def = frozen.graph.as_graph_def()
     graph_def = _prune(graph_def, [EMBEDDINGS_NODE, FEATURES_NODE])
     del graph_def.library.function[:]  # inlined by the freezing; nothing may refer to a function
-    strip_default_attrs(graph_def)
+    if strip:
+        strip_default_attrs(graph_def)
     names = {n.name: n for n in graph_def.node}
     for node in (INPUT_NODE, EMBEDDINGS_NODE, FEATURES_NODE):
         if node not in names:
