@@ -453,6 +453,8 @@ def load_run_model(run_dir):
     # pass only what build_model names and the config holds (a config also has epochs, lr, … )
     params = inspect.signature(model_lib.build_model).parameters
     kwargs = {k: v for k, v in wanted.items() if v is not None and k in params}
+    if "compile" in params:
+        kwargs["compile"] = False  # inference only: no optimizer
     try:
         model = model_lib.build_model(config["mode"], word2vec, **kwargs)
     except (ValueError, KeyError) as e:

@@ -274,3 +274,65 @@ def test_strip_default_attrs_removes_default_and_internal_attrs_only():
     removed = E.strip_default_attrs(graph)
     assert set(graph.node[0].attr) == {"T", "transpose_a"}
     assert ("MatMul", "transpose_b") in removed and ("MatMul", "_class") in removed
+
+
+def _fake_run(tmp_path, mode, seed):
+    """A RUN_DIR as train.py leaves it (config.json, checkpoints/) over a prepared folder (vocab, word2vec)."""
+    import keras
+
+    from cmir_tf.model import build_model
+
+    data = tmp_path / "prepared"
+    data.mkdir(exist_ok=True)
+    rng = np.random.default_rng(seed)
+    w2v = rng.normal(size=(N_GENRES, C.W2V_DIM)).astype("float32")
+    np.save(data / "word2vec.npy", w2v)
+    (data / "vocab.json").write_text(json.dumps(VOCAB), encoding="utf-8")
+    (data / "manifest.json").write_text(json.dumps({"cf_dim": C.CF_DIM, "counts": {"train": 8, "val": 1, "test": 1}}))
+    run = tmp_path / f"run_{mode}"
+    (run / "checkpoints").mkdir(parents=True)
+    config = {"mode": mode, "data": str(data), "dropout": 0.3, "temperature": 0.1, "embed_dim": 128, "num_heads": 4,
+              "lambda_a2g": 1.0, "lambda_a2p": 1.0, "lambda_g2p": 1.0, "epochs": 3, "lr": 1e-4}
+    (run / "config.json").write_text(json.dumps(config))
+    models = []
+    for fname in ("last.weights.h5", "best.weights.h5"):
+        keras.utils.set_random_seed(len(models) + 10 * seed)
+        model = build_model(mode, w2v, dropout=0.3, compile=False)
+        model({"mel": tf.zeros([2, 256, 48]), "genres": tf.zeros([2, 10], tf.int32),
+               "genre_mask": tf.ones([2, 10], tf.bool), "cf": tf.zeros([2, C.CF_DIM]), "song_id": tf.zeros([2], tf.int64)})
+        _randomise_batch_norm(model.audio_encoder, rng)
+        model.save_weights(str(run / "checkpoints" / fname))
+        models.append(model)
+    return run, models[1]  # the best one is what must be exported
+
+
+@pytest.mark.slow
+def test_export_run_cli_exports_the_best_checkpoint_of_a_run(tmp_path, capsys):
+    run, best = _fake_run(tmp_path, "contr_cf_g", 1)
+    out = tmp_path / "export"
+    assert E.main(["--run", str(run), "--out", str(out), "--name", "contr"]) == 0
+    m = tf.saved_model.load(str(out / "saved_model" / "1"))
+    mel = _mel_patches(2, 5)
+    r = m.signatures["serving_default"](melspectrogram=tf.constant(mel))
+    np.testing.assert_allclose(r["embeddings"].numpy(), np.asarray(best.audio_encoder(mel, training=False)[0]),
+                               atol=1e-5, rtol=0)
+    assert "tag_genres" in m.signatures
+    meta = json.loads((out / "contr.json").read_text(encoding="utf-8"))
+    assert meta["cmir_tf"]["mode"] == "contr_cf_g" and meta["cmir_tf"]["weights"] == "best.weights.h5"
+    # a second export of the same run counts the version up; an existing one is refused with exit 2
+    assert E.main(["--run", str(run), "--out", str(out), "--name", "contr"]) == 0
+    assert E.existing_versions(str(out)) == [1, 2]
+    capsys.readouterr()
+    assert E.main(["--run", str(run), "--out", str(out), "--version", "2"]) == 2
+    assert "version 2 already exists" in capsys.readouterr().err
+    assert E.main(["--run", str(tmp_path / "nope"), "--out", str(out)]) == 2
+    assert "config.json: missing" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_export_run_without_genre_encoder_has_no_tag_genres(tmp_path):
+    run, best = _fake_run(tmp_path, "contr_cf", 2)
+    res = E.export_run(str(run), str(tmp_path / "export"))
+    m = tf.saved_model.load(res.saved_model_dir)
+    assert set(m.signatures) == {"serving_default", "embed_waveform"}
+    assert not os.path.exists(os.path.join(res.saved_model_dir, "assets", "genres.txt"))
