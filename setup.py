@@ -35,6 +35,8 @@ setup(
             # Essentia is the reference the exported graph and the mel front end are checked against;
             # it is only ever imported in a child process (it cannot share a process with tensorflow).
             "essentia-tensorflow==2.1b6.dev1389",
+            # writes the flac / mp3 / ogg (Vorbis) files the decoding tests read (wheels bundle libsndfile)
+            "soundfile>=0.12",
         ],
     },
     entry_points={
