@@ -61,7 +61,17 @@ from .tfrecords import shard_name
 STATE_DIR = ".prepare"
 RATIOS = (0.8, 0.1, 0.1)
 CF_MODELS = ("bpr", "als")
-DEFAULT_CF_ITERATIONS = {"bpr": 100, "als": 15}
+ALS_ITERATIONS = 15
+BPR_SAMPLES = 60_000_000  # default BPR iterations: ~this many SGD samples, clamped to [10, 200] iterations
+W2V_MIN_TOKENS = 200_000  # tiny corpora get more epochs: at least this many tokens seen in training
+
+
+def default_cf_iterations(model: str, nnz: int) -> int:
+    """ALS: 15. BPR: ``BPR_SAMPLES / nnz`` clamped to [10, 200] — 200 on small data, 10 at Melon's 5.9M
+    entries, where one single-threaded 300-factor BPR epoch took ~10 s here (benchmarks/prepare_scale.py)."""
+    if model == "als":
+        return ALS_ITERATIONS
+    return int(min(200, max(10, math.ceil(BPR_SAMPLES / max(1, nnz)))))
 
 
 # -------------------------------------------------------------------------------------------- stage 1
@@ -163,9 +173,9 @@ def stratified_split(ids, genre_index_lists, n_genres: int, seed: int, ratios=RA
 # -------------------------------------------------------------------------------------------- stage 3
 def train_cf(playlists, song_ids, cf_dim: int = CF_DIM, model: str = "bpr", seed: int = 0,
              iterations: int | None = None, threads: int = 1, progress: bool = False):
-    """Factorise the binary playlist × song matrix restricted to ``song_ids`` → ``(ids int64, (n, cf_dim) f32)``.
+    """Factorise the binary playlist × song matrix restricted to ``song_ids``.
 
-    Returns the songs of ``song_ids`` that occur in at least one playlist, sorted. ``threads=1`` makes
+    Returns ``(ids int64 (n,), factors float32 (n, cf_dim), info dict)`` for the songs of ``song_ids`` that occur in at least one playlist, sorted. ``threads=1`` makes
     BPR deterministic (its multi-threaded SGD is lock-free); ALS is deterministic at any thread count.
     """
     import scipy.sparse as sp
@@ -174,7 +184,6 @@ def train_cf(playlists, song_ids, cf_dim: int = CF_DIM, model: str = "bpr", seed
         raise ConfigError(f"--cf-model must be one of {CF_MODELS}, got {model!r}")
     if cf_dim < 2:
         raise ConfigError(f"--cf-dim must be ≥ 2, got {cf_dim}")
-    iterations = DEFAULT_CF_ITERATIONS[model] if iterations is None else int(iterations)
     col_of = {int(s): j for j, s in enumerate(sorted(int(s) for s in song_ids))}
     indptr, indices = [0], []
     for p in playlists:
@@ -182,12 +191,13 @@ def train_cf(playlists, song_ids, cf_dim: int = CF_DIM, model: str = "bpr", seed
         if cols:
             indices.extend(cols); indptr.append(len(indices))
     if not indices:
-        return np.zeros(0, np.int64), np.zeros((0, cf_dim), np.float32)
+        return np.zeros(0, np.int64), np.zeros((0, cf_dim), np.float32), {"playlists": 0, "nnz": 0}
     m = sp.csr_matrix((np.ones(len(indices), np.float32), np.asarray(indices, np.int32),
                        np.asarray(indptr, np.int64)), shape=(len(indptr) - 1, len(col_of)))
     used = np.flatnonzero(np.asarray((m > 0).sum(axis=0)).ravel() > 0)
     m = m[:, used].tocsr()
     ids = np.asarray(sorted(col_of), np.int64)[used]
+    iterations = default_cf_iterations(model, m.nnz) if iterations is None else int(iterations)
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(1, "blas"):
@@ -203,7 +213,9 @@ def train_cf(playlists, song_ids, cf_dim: int = CF_DIM, model: str = "bpr", seed
                                          random_state=seed)
         mf.fit(m, show_progress=progress)
     f = np.asarray(mf.item_factors, dtype=np.float32)[:, :cf_dim]
-    return ids, np.ascontiguousarray(f)
+    info = {"model": model, "iterations": iterations, "threads": threads, "playlists": int(m.shape[0]),
+            "songs": int(m.shape[1]), "nnz": int(m.nnz)}
+    return ids, np.ascontiguousarray(f), info
 
 
 # -------------------------------------------------------------------------------------------- stage 4
@@ -211,15 +223,23 @@ def _stable_hash(s):  # gensim's seeded vectors must not depend on PYTHONHASHSEE
     return zlib.crc32(str(s).encode("utf-8"))
 
 
-def train_word2vec(baskets, vocab: list, dim: int = W2V_DIM, seed: int = 0, epochs: int = 10) -> np.ndarray:
-    """Skip-gram word2vec on genre baskets → ``(len(vocab), dim)`` float32, row i = vocabulary index i."""
+def train_word2vec(baskets, vocab: list, dim: int = W2V_DIM, seed: int = 0, epochs: int = 5) -> np.ndarray:
+    """Skip-gram word2vec on genre baskets → ``(len(vocab), dim)`` float32, row i = vocabulary index i.
+
+    A basket is a whole "sentence" (window = the longest basket). No frequent-word down-sampling
+    (``sample=0``): with ~250 codes the majors are the frequent "words", and down-sampling them dropped
+    most of them (on 250 synthetic songs, detailed→own-major nearest neighbour 11 % vs 51 % without).
+    Small corpora get ``ceil(W2V_MIN_TOKENS / tokens)`` epochs if that is more than ``epochs``.
+    """
     from gensim.models import Word2Vec
 
     baskets = [list(b) for b in baskets if b]
     if not baskets:
         raise DataError("no song has a genre: cannot train the genre word2vec")
     window = max(2, max(len(b) for b in baskets))
-    w2v = Word2Vec(sentences=baskets, vector_size=dim, window=window, min_count=1, sg=1, negative=5,
+    n_tokens = sum(len(b) for b in baskets)
+    epochs = max(int(epochs), math.ceil(W2V_MIN_TOKENS / n_tokens))
+    w2v = Word2Vec(sentences=baskets, vector_size=dim, window=window, min_count=1, sg=1, negative=5, sample=0,
                    epochs=epochs, workers=1, seed=seed, hashfxn=_stable_hash)
     mat = np.zeros((len(vocab), dim), np.float32)
     for v in vocab:
@@ -317,7 +337,7 @@ def _log(verbose, msg):
 
 def prepare(melon_dir, out_dir, *, workers: int = 1, seed: int = 0, cf_dim: int = CF_DIM,
             w2v_dim: int = W2V_DIM, cf_model: str = "bpr", cf_iterations: int | None = None,
-            cf_threads: int = 1, w2v_epochs: int = 10, shard_size: int = 256, compress: bool = False,
+            cf_threads: int = 1, w2v_epochs: int = 5, shard_size: int = 256, compress: bool = False,
             metadata_only: bool = False, overwrite: bool = False, progress: bool = True,
             verbose: bool = True) -> dict:
     """Prepare ``melon_dir`` into ``out_dir`` (see the module docstring); returns the manifest dict.
@@ -338,7 +358,7 @@ def prepare(melon_dir, out_dir, *, workers: int = 1, seed: int = 0, cf_dim: int 
     layout.check()
     out = os.fspath(out_dir)
     params = {"seed": seed, "cf_dim": cf_dim, "w2v_dim": w2v_dim, "cf_model": cf_model,
-              "cf_iterations": DEFAULT_CF_ITERATIONS[cf_model] if cf_iterations is None else int(cf_iterations),
+              "cf_iterations": cf_iterations,
               "cf_threads": cf_threads, "w2v_epochs": w2v_epochs, "shard_size": shard_size,
               "compress": bool(compress), "ratios": list(RATIOS), "metadata_only": bool(metadata_only)}
     fp = _fingerprint(layout, params)
@@ -372,17 +392,21 @@ def prepare(melon_dir, out_dir, *, workers: int = 1, seed: int = 0, cf_dim: int 
         genre_idx = {sid: [index[c] for c in songs[sid].genres] for sid in ids}
         t = time.time()
         splits = stratified_split(ids, [genre_idx[s] for s in ids], len(vocab), seed)
+        split_seconds = round(time.time() - t, 1)
         _log(verbose, f"split {len(ids)} songs in {time.time() - t:.1f} s: "
              + ", ".join(f"{s} {len(splits[s])}" for s in SPLITS))
         t = time.time()
         trainval = splits["train"] + splits["val"]
-        cf_ids, cf = train_cf(meta["playlists"], trainval, cf_dim, cf_model, seed, cf_iterations, cf_threads,
-                              progress=progress)
-        _log(verbose, f"CF ({cf_model}, {cf_dim} values) for {len(cf_ids)} songs in {time.time() - t:.1f} s")
+        cf_ids, cf, cf_info = train_cf(meta["playlists"], trainval, cf_dim, cf_model, seed, cf_iterations,
+                                       cf_threads, progress=progress)
+        cf_info["seconds"] = round(time.time() - t, 1)
+        _log(verbose, f"CF ({cf_model}, {cf_dim} values, {cf_info['iterations']} iterations, "
+             f"{cf_info['nnz']} entries) for {len(cf_ids)} songs in {time.time() - t:.1f} s")
         t = time.time()
         baskets = [songs[s].genres for s in ids]
         w2v = train_word2vec(baskets, vocab, w2v_dim, seed, w2v_epochs)
-        _log(verbose, f"word2vec ({len(vocab)} genres × {w2v_dim}) in {time.time() - t:.1f} s")
+        w2v_seconds = round(time.time() - t, 1)
+        _log(verbose, f"word2vec ({len(vocab)} genres × {w2v_dim}) in {w2v_seconds} s")
         rng = np.random.default_rng([seed, 5])
         shards = {}
         for s in SPLITS:
@@ -394,7 +418,8 @@ def prepare(melon_dir, out_dir, *, workers: int = 1, seed: int = 0, cf_dim: int 
         save_npy(os.path.join(state, "cf_factors.npy"), cf)
         save_npy(os.path.join(state, "word2vec.npy"), w2v)
         write_json(os.path.join(state, "vocab.json"), vocab)
-        plan = {"fingerprint": fp, "params": params, "splits": splits, "shards": shards,
+        plan = {"fingerprint": fp, "params": params, "splits": splits, "shards": shards, "cf": cf_info,
+                "seconds": {"split": split_seconds, "cf": cf_info["seconds"], "word2vec": w2v_seconds},
                 "skipped": [[int(k), v] for k, v in sorted(skipped.items())]}
         write_json(plan_path, plan)  # last: its presence means the cached state is complete
     vocab = json.load(open(os.path.join(state, "vocab.json"), encoding="utf-8"))
@@ -464,7 +489,7 @@ def prepare(melon_dir, out_dir, *, workers: int = 1, seed: int = 0, cf_dim: int 
     stats.update({"songs_in_playlists": len({x for p in meta["playlists"] for x in p}),
                   "songs_over_max_genres": n_many,
                   "genres_missing_from_genre_gn_all": sum(1 for v in vocab if v["code"] not in meta["genre_names"]),
-                  "seconds": round(time.time() - t0, 1)})
+                  "cf": plan["cf"], "stage_seconds": plan["seconds"], "seconds": round(time.time() - t0, 1)})
     manifest = {
         "counts": {s: len(written[s]) for s in SPLITS},
         "skipped": [{"song_id": k, "reason": v} for k, v in sorted(skipped.items())],
@@ -516,10 +541,12 @@ def main(argv=None):
     ap.add_argument("--cf-model", choices=CF_MODELS, default="bpr",
                     help="implicit model: bpr (default; closest to the paper's WARP) or als")
     ap.add_argument("--cf-iterations", type=int, default=None,
-                    help="CF training iterations (default: bpr 100, als 15)")
+                    help="CF training iterations (default: als 15; bpr 60M SGD samples / matrix entries, "
+                         "clamped to 10..200 — 10 at Melon scale)")
     ap.add_argument("--cf-threads", type=int, default=1,
                     help="CF threads (default 1: BPR is deterministic only single-threaded)")
-    ap.add_argument("--w2v-epochs", type=int, default=10, help="word2vec epochs (default 10)")
+    ap.add_argument("--w2v-epochs", type=int, default=5,
+                    help="word2vec epochs (default 5; small corpora get more, up to 200k tokens seen)")
     ap.add_argument("--shard-size", type=int, default=256, help="songs per TFRecord shard (default 256)")
     ap.add_argument("--gzip", action="store_true", help="GZIP the shards (*.tfrecord.gz)")
     ap.add_argument("--metadata-only", action="store_true",
