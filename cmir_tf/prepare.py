@@ -59,11 +59,13 @@ from .melon import (PLAYLIST_FILES, MelError, MelonLayout, inspect_mel, load_mel
 from .tfrecords import shard_name
 
 STATE_DIR = ".prepare"
+F16_MAX = float(np.finfo(np.float16).max)  # 65504: records store the mel as float16
 RATIOS = (0.8, 0.1, 0.1)
 CF_MODELS = ("bpr", "als")
 ALS_ITERATIONS = 15
 BPR_SAMPLES = 60_000_000  # default BPR iterations: ~this many SGD samples, clamped to [10, 200] iterations
-W2V_MIN_TOKENS = 200_000  # tiny corpora get more epochs: at least this many tokens seen in training
+W2V_MIN_TOKENS = 200_000  # tiny corpora get more epochs: at least this many tokens seen in training …
+W2V_MAX_EPOCHS = 200  # … but no more than this many epochs
 
 
 def default_cf_iterations(model: str, nnz: int) -> int:
@@ -229,7 +231,7 @@ def train_word2vec(baskets, vocab: list, dim: int = W2V_DIM, seed: int = 0, epoc
     A basket is a whole "sentence" (window = the longest basket). No frequent-word down-sampling
     (``sample=0``): with ~250 codes the majors are the frequent "words", and down-sampling them dropped
     most of them (on 250 synthetic songs, detailed→own-major nearest neighbour 11 % vs 51 % without).
-    Small corpora get ``ceil(W2V_MIN_TOKENS / tokens)`` epochs if that is more than ``epochs``.
+    Small corpora get ``min(200, ceil(W2V_MIN_TOKENS / tokens))`` epochs if that is more than ``epochs``.
     """
     from gensim.models import Word2Vec
 
@@ -238,7 +240,7 @@ def train_word2vec(baskets, vocab: list, dim: int = W2V_DIM, seed: int = 0, epoc
         raise DataError("no song has a genre: cannot train the genre word2vec")
     window = max(2, max(len(b) for b in baskets))
     n_tokens = sum(len(b) for b in baskets)
-    epochs = max(int(epochs), math.ceil(W2V_MIN_TOKENS / n_tokens))
+    epochs = max(int(epochs), min(W2V_MAX_EPOCHS, math.ceil(W2V_MIN_TOKENS / n_tokens)))
     w2v = Word2Vec(sentences=baskets, vector_size=dim, window=window, min_count=1, sg=1, negative=5, sample=0,
                    epochs=epochs, workers=1, seed=seed, hashfxn=_stable_hash)
     mat = np.zeros((len(vocab), dim), np.float32)
@@ -271,11 +273,9 @@ def _write_shard(task: dict) -> dict:
                 mel = load_mel(layout.mel_path(sid))
             except MelError as e:
                 skipped.append([sid, e.reason]); continue
-            try:
-                rec = serialize_example(sid, mel, genres, cf)
-            except ValueError:  # finite float32 beyond float16's ±65504
+            if np.abs(mel).max() > F16_MAX:  # finite float32 that float16 would turn into inf
                 skipped.append([sid, "out_of_range"]); continue
-            w.write(rec)
+            w.write(serialize_example(sid, mel, genres, cf))
             written.append(sid)
     os.replace(tmp, path)
     done = {"shard": task["name"], "split": task["split"], "written": written, "skipped": skipped,
@@ -422,7 +422,8 @@ def prepare(melon_dir, out_dir, *, workers: int = 1, seed: int = 0, cf_dim: int 
                 "seconds": {"split": split_seconds, "cf": cf_info["seconds"], "word2vec": w2v_seconds},
                 "skipped": [[int(k), v] for k, v in sorted(skipped.items())]}
         write_json(plan_path, plan)  # last: its presence means the cached state is complete
-    vocab = json.load(open(os.path.join(state, "vocab.json"), encoding="utf-8"))
+    with open(os.path.join(state, "vocab.json"), encoding="utf-8") as f:
+        vocab = json.load(f)
     w2v = np.load(os.path.join(state, "word2vec.npy"), allow_pickle=False)
     cf_ids = np.load(os.path.join(state, "cf_song_ids.npy"), allow_pickle=False)
     cf = np.load(os.path.join(state, "cf_factors.npy"), allow_pickle=False)

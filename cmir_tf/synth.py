@@ -284,6 +284,9 @@ def plant_hostile(root, seed: int = 0) -> dict:
     for bad in (np.inf, np.nan, -np.inf):
         sid = next(it); m = mel_of(sid).copy(); m[5, 100] = bad; save_npy(layout.mel_path(sid), m)
         expected[sid] = "non_finite"
+    # finite in float32 but beyond float16's range (records store float16)
+    sid = next(it); m = mel_of(sid).copy(); m[0, 0] = 1e6; save_npy(layout.mel_path(sid), m)
+    expected[sid] = "out_of_range"
     # no genres: empty baskets, and the fields missing altogether
     by_id = {e["id"]: e for e in meta}
     sid = next(it); by_id[sid]["song_gn_gnr_basket"] = []; by_id[sid]["song_gn_dtl_gnr_basket"] = []

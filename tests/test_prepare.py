@@ -182,7 +182,7 @@ def test_hostile_input_every_fault_skipped_with_its_reason_every_good_song_kept(
         assert skipped.get(sid) == reason, (sid, reason, skipped.get(sid))
     reasons = set(planted["expected_skips"].values())
     assert reasons == {"missing", "unreadable", "pickled", "bad_dtype", "bad_shape", "wrong_bands", "too_short",
-                       "non_finite", "no_genres"}
+                       "non_finite", "out_of_range", "no_genres"}
     expected, _ = _expected_songs(root)
     good = expected - set(planted["expected_skips"])
     recs, _ = _records(out, m)
