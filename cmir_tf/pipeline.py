@@ -201,7 +201,9 @@ def _parse_and_crop(serialized, key, *, training: bool, cf_dim: int):
 def _decode_mel(batch):
     batch = dict(batch)
     mel = tf.io.decode_raw(batch["mel"], tf.float16, little_endian=True)
-    batch["mel"] = tf.cast(tf.reshape(mel, [-1, PATCH_FRAMES, N_BANDS]), tf.float32)
+    mel = tf.cast(tf.reshape(mel, [-1, PATCH_FRAMES, N_BANDS]), tf.float32)
+    mel.set_shape(batch["mel"].shape.concatenate([PATCH_FRAMES, N_BANDS]))  # keep a static batch size
+    batch["mel"] = mel
     return batch
 
 
@@ -223,6 +225,27 @@ def _check_args(split, batch_size):
 
 
 # ------------------------------------------------------------------------------------------- public
+def tune_malloc(mmap_threshold: int = 4 << 20, trim_threshold: int = 64 << 20) -> bool:
+    """Opt-in, process-wide: keep glibc from ``mmap``-ing and unmapping every ~180 KB record buffer.
+
+    Each serialized song is larger than glibc's initial mmap threshold (128 KB), so without this every
+    record read costs fresh page faults (measured: ~15 % of the pipeline's CPU time here); fixed
+    thresholds keep those buffers on the heap for reuse, for a few tens of MB more resident memory.
+    Equivalent to ``MALLOC_MMAP_THRESHOLD_``/``MALLOC_TRIM_THRESHOLD_`` in the environment. Returns
+    False (and does nothing) where the C library is not glibc.
+    """
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3  # <malloc.h>
+    return bool(mallopt(m_mmap_threshold, int(mmap_threshold)) and mallopt(m_trim_threshold, int(trim_threshold)))
+
+
 def make_dataset(data_dir, split: str, batch_size: int, *, training: bool = True, seed: int | None = None,
                  input_context: "tf.distribute.InputContext | None" = None, drop_remainder: bool | None = None,
                  shuffle_buffer: int = SHUFFLE_BUFFER, cycle_length: int = CYCLE_LENGTH,

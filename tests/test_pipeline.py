@@ -92,6 +92,10 @@ def check_labels(batch, songs, cf_dim=CF, cf_expected=True):
 def test_training_crops_are_song_slices_and_labels_are_the_songs(data):
     root, train, _ = data
     ds = pipeline.make_dataset(root, "train", 8, seed=11, with_crop_start=True)
+    # Static shapes when training (drop_remainder): what model building and TPUs/XLA rely on.
+    assert {k: v.shape.as_list() for k, v in ds.element_spec.items()} == {
+        "mel": [8, 256, 48], "genres": [8, 10], "genre_mask": [8, 10], "cf": [8, CF], "song_id": [8],
+        "crop_start": [8]}
     batches = take(ds, 40)  # 320 examples: eight epochs of the 40 songs (blurred by the shuffle buffer)
     starts = {}
     for b in batches:
@@ -381,3 +385,37 @@ def test_round_trip_synth_prepare_pipeline_matches_npy(synth_melon, prepared_dat
             check(b, split, False)
             seen += b["song_id"].tolist()
         assert sorted(seen) == sorted(splits[split])
+
+
+MALLOC_CHILD = textwrap.dedent("""
+    import ctypes, json
+    from cmir_tf.pipeline import tune_malloc
+
+    libc = ctypes.CDLL("libc.so.6")
+    class Mallinfo2(ctypes.Structure):
+        _fields_ = [(n, ctypes.c_size_t) for n in
+                    ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
+                     "fordblks", "keepcost")]
+    libc.mallinfo2.restype = Mallinfo2
+    libc.malloc.restype = ctypes.c_void_p
+    libc.free.argtypes = [ctypes.c_void_p]
+
+    def mmapped_blocks_for(size):
+        base = libc.mallinfo2().hblks
+        p = libc.malloc(size)
+        n = libc.mallinfo2().hblks - base
+        libc.free(p)
+        return n
+
+    out = {"ok": tune_malloc(), "2MB": mmapped_blocks_for(2 << 20), "8MB": mmapped_blocks_for(8 << 20)}
+    print(json.dumps(out))
+""")
+
+
+def test_tune_malloc_keeps_record_sized_buffers_off_mmap():
+    res = subprocess.run([sys.executable, "-c", MALLOC_CHILD], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    assert out["ok"] is True
+    # The mmap threshold is now fixed at 4 MB: a 2 MB block comes from the heap, an 8 MB one is mmap-ed.
+    assert (out["2MB"], out["8MB"]) == (0, 1)
