@@ -31,7 +31,7 @@ import time
 import numpy as np
 
 from .constants import DB_FLOOR, MELON_FRAMES, N_BANDS
-from .errors import ConfigError
+from .errors import CmirError, ConfigError
 from .melon import MelonLayout, read_playlists, save_npy, write_json, write_mel
 
 TASTES = 6
@@ -252,6 +252,8 @@ def plant_hostile(root, seed: int = 0) -> dict:
         with open(layout.playlists(s), encoding="utf-8") as f:
             raw_pls[s] = json.load(f)
     in_pl = sorted({x for s in pls for p in pls[s] for x in p["songs"]})
+    if len(in_pl) < 24:
+        raise ConfigError(f"{root}: planting the hostile cases needs ≥ 24 songs in playlists, found {len(in_pl)}")
     rng = np.random.default_rng([seed, 99])
     victims = [int(v) for v in rng.permutation(in_pl)[:24]]
     it = iter(victims)
@@ -352,11 +354,14 @@ def main(argv=None):
     if a.hostile and a.no_mels:
         ap.error("--hostile needs the mels (drop --no-mels)")
     t0 = time.time()
-    s = make_synthetic_melon(a.out, a.songs, a.playlists, a.seed, majors=a.majors, mels=not a.no_mels,
-                             mean_songs=a.mean_songs, progress=True)
-    if a.hostile:
-        h = plant_hostile(a.out, a.seed)
-        print(f"planted {len(h['expected_skips'])} faulty songs, {len(h['stray'])} stray files")
+    try:
+        s = make_synthetic_melon(a.out, a.songs, a.playlists, a.seed, majors=a.majors, mels=not a.no_mels,
+                                 mean_songs=a.mean_songs, progress=True)
+        if a.hostile:
+            h = plant_hostile(a.out, a.seed)
+            print(f"planted {len(h['expected_skips'])} faulty songs, {len(h['stray'])} stray files")
+    except CmirError as e:
+        sys.exit(f"error: {e}")
     print(f"wrote {s['songs']} songs, {s['playlists']} playlists ({s['entries']} entries), {s['genres']} "
           f"genre codes{' and mels' if s['mels'] else ''} to {a.out} in {time.time() - t0:.1f} s")
 
