@@ -398,3 +398,48 @@ def test_cli_errors(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         ev.main(["--help"])
     assert e.value.code == 0 and "gtzan,jamendo,playlists,all" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------- end to end through a real export
+@pytest.mark.slow
+def test_cli_through_an_exported_model(gtzan, melon, tmp_path, capsys):
+    """`all` with --models NAME=EXPORT_DIR: the Embedder of a real export (a randomly initialised audio
+    encoder) embeds GTZAN wavs (22050 Hz → 16 kHz) and Melon mels; the cache holds exactly its outputs,
+    and a second run embeds nothing."""
+    tf = pytest.importorskip("tensorflow")
+    from cmir_tf import export
+    from cmir_tf.embed import Embedder
+    from cmir_tf.encoders import AudioEncoder
+
+    keras = pytest.importorskip("keras")
+    keras.utils.set_random_seed(0)
+    enc = AudioEncoder()
+    enc(tf.zeros([1, 256, 48]))
+    export.export_model(enc, None, [], str(tmp_path / "exp"), version=1, name="rand")
+    root, splits = gtzan
+    layout, prepared = melon
+    argv = ["all", "--models", f"rand={tmp_path / 'exp'}", "--gtzan", str(root), "--gtzan-splits", str(splits),
+            "--data", str(prepared), "--melon", layout.root, "--runs", "1", "--k", "10", "--quiet",
+            "--gtzan-max-iter", "50", "--cache", str(tmp_path / "cache"), "--out", str(tmp_path / "out")]
+    ev.main(argv)
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    g, p = report["gtzan"]["rand"], report["playlists"]["rand"]
+    assert g["embedded"] == 70 and p["embedded"] == p["n_test_songs"] + p["n_query_songs"]
+    # 9 s at 16 kHz = 563 centred frames → 2 non-overlapping 256-frame patches per track
+    assert g["n_train_instances"] == 40 * 2 and 0 <= g["mean"] <= 100
+    assert 0 <= p["ndcg"] <= 1 and 0 <= p["map"] <= 1
+    # the cached embeddings are the Embedder's own output for each file
+    key = report["models"]["rand"]
+    assert key == ev.model_fingerprint(tmp_path / "exp")
+    embedder = Embedder(str(tmp_path / "exp"))
+    cache = ev.EmbeddingCache(ev.Model("rand", lambda path: pytest.fail("cache miss"), key), tmp_path / "cache", "gtzan")
+    wav = root / "genres" / "jazz" / "jazz.00006.wav"
+    np.testing.assert_allclose(cache(wav), embedder.embed_file(str(wav))[0], atol=1e-5)
+    mel = layout.mel_path(ev.read_playlist_task(prepared, layout.root)["test_ids"][0])
+    cache = ev.EmbeddingCache(ev.Model("rand", lambda path: pytest.fail("cache miss"), key), tmp_path / "cache", "melon")
+    np.testing.assert_allclose(cache(mel), embedder.embed_file(mel)[0], atol=1e-5)
+    capsys.readouterr()
+    ev.main(argv)  # everything from the cache now
+    again = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert again["gtzan"]["rand"]["embedded"] == 0 and again["playlists"]["rand"]["embedded"] == 0
+    assert again["gtzan"]["rand"]["runs"] == g["runs"] and again["playlists"]["rand"]["ndcg"] == p["ndcg"]
