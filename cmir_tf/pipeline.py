@@ -275,7 +275,9 @@ def make_dataset(data_dir, split: str, batch_size: int, *, training: bool = True
         raise ConfigError(f"shuffle_buffer must be >= 0, got {shuffle_buffer}")
 
     files, n_rec_shards, rec_index = _split_files(files, input_context)
-    ds = _records(files, shuffle_files=training, seed=seed, cycle_length=cycle_length,
+    # Record-level sharding needs the same record order in every pipeline, whatever their seeds: the
+    # file order then stays fixed (the crops and the shuffle buffer still randomise).
+    ds = _records(files, shuffle_files=training and n_rec_shards == 1, seed=seed, cycle_length=cycle_length,
                   num_shards=n_rec_shards, shard_index=rec_index)
     if training:
         ds = ds.repeat()

@@ -191,22 +191,26 @@ def test_eval_mode_centre_crop_single_pass_deterministic(data):
                                                                        drop_remainder=True), 100)] == [16, 16]
 
 
-@pytest.mark.parametrize("n_shards", [4, 1])  # 4 files: split by file; 1 file: split by record
+# 4 files / 2 workers: split by file; 1 or 3 files / 2 or 4 workers: every worker reads all, split by record.
+@pytest.mark.parametrize("n_shards,n_workers", [(4, 2), (1, 2), (3, 4)])
 @pytest.mark.parametrize("training", [False, True])
-def test_input_context_workers_read_disjoint_covering_parts(tmp_path, n_shards, training):
+def test_input_context_workers_read_disjoint_covering_parts(tmp_path, n_shards, n_workers, training):
     songs = make_songs(24, seed=7, max_frames=300)
     write_split(str(tmp_path), "train", songs, n_shards)
+    per_replica, per_worker = 8 // n_workers, 24 // n_workers
     seen = []
-    for i in range(2):
-        ctx = tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=i, num_replicas_in_sync=2)
-        ds = pipeline.make_dataset(str(tmp_path), "train", 8, training=training, seed=1, input_context=ctx)
-        batches = take(ds, 40 if training else 100)  # eval: one pass over the worker's 12 songs
-        assert all(b["mel"].shape[0] == 4 for b in batches)  # per-replica batch = 8 / 2
+    for i in range(n_workers):
+        ctx = tf.distribute.InputContext(num_input_pipelines=n_workers, input_pipeline_id=i,
+                                         num_replicas_in_sync=n_workers)
+        # Unseeded: each worker draws its own seed, as on a real cluster without one.
+        ds = pipeline.make_dataset(str(tmp_path), "train", 8, training=training, input_context=ctx)
+        batches = take(ds, 40 if training else 100)  # eval: one pass over the worker's songs
+        assert all(b["mel"].shape[0] == per_replica for b in batches)  # global batch 8 / replicas
         ids = [int(s) for b in batches for s in b["song_id"]]
         if not training:
-            assert len(ids) == len(set(ids)) == 12
+            assert len(ids) == len(set(ids)) == per_worker
         seen.append(set(ids))
-    assert not seen[0] & seen[1] and seen[0] | seen[1] == set(songs)
+    assert sum(len(x) for x in seen) == len(songs) and set().union(*seen) == set(songs)  # disjoint, covering
 
 
 def test_auto_shard_policy_splits_files_across_workers(data):
