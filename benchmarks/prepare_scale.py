@@ -6,8 +6,9 @@
    (≈ 5.9M song-playlist entries, as Melon), 30 major genres with 3–11 detailed each (≈ 240 codes),
    baskets of 1 major (5 % two) + 1–3 detailed.
 2. Runs ``python -m cmir_tf.prepare --metadata-only`` on it in a child process (so the synthesis's
-   memory is not counted) and reports the child's wall time and peak RSS (``ru_maxrss``), with the
-   per-stage times prepare prints. Targets: < 10 minutes, < 8 GB.
+   memory is not counted) and reports the child's wall time, CPU time (user + system: the fairer figure
+   on a shared machine) and peak RSS (``ru_maxrss``), with the per-stage times prepare prints.
+   Targets: < 10 minutes, < 8 GB.
 """
 import argparse
 import json
@@ -55,10 +56,13 @@ def main(argv=None):
         env = dict(os.environ, PYTHONPATH=os.path.dirname(HERE) + os.pathsep + os.environ.get("PYTHONPATH", ""))
         subprocess.run(cmd, check=True, env=env)
         wall = time.time() - t
-        rss_gb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024 ** 2  # KiB → GiB
+        ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+        rss_gb = ru.ru_maxrss / 1024 ** 2  # KiB → GiB
+        cpu = ru.ru_utime + ru.ru_stime
         with open(os.path.join(out, "manifest.json"), encoding="utf-8") as f:
             m = json.load(f)
-        print(f"prepare --metadata-only: wall {wall:.1f} s, peak RSS {rss_gb:.2f} GiB "
+        print(f"prepare --metadata-only: wall {wall:.1f} s (CPU {cpu:.1f} s; load average now "
+              f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores), peak RSS {rss_gb:.2f} GiB "
               f"(targets < 600 s, < 8 GB); counts {m['counts']}, {m['n_genres']} genres, "
               f"CF {m['stats']['cf']}, stage seconds {m['stats']['stage_seconds']}", flush=True)
     finally:
