@@ -443,3 +443,17 @@ def test_cli_through_an_exported_model(gtzan, melon, tmp_path, capsys):
     again = json.loads((tmp_path / "out" / "report.json").read_text())
     assert again["gtzan"]["rand"]["embedded"] == 0 and again["playlists"]["rand"]["embedded"] == 0
     assert again["gtzan"]["rand"]["runs"] == g["runs"] and again["playlists"]["rand"]["ndcg"] == p["ndcg"]
+
+
+def test_playlists_on_the_shared_synthetic_melon(synth_melon, prepared_data, tmp_path):
+    """The protocol reads what `synth` and `prepare` really write; genre-carrying embeddings beat random,
+    and with only Melon given the report maps the test songs coloured by their major genre."""
+    models = [_model(SignalEmbedder(), "signal"), _model(NoiseEmbedder(), "noise")]
+    report = ev.evaluate_models(models, playlists=(prepared_data, synth_melon), out_dir=tmp_path,
+                                params=dataclasses.replace(FAST, runs=1))
+    good, noise = report["playlists"]["signal"], report["playlists"]["noise"]
+    splits = json.loads((prepared_data / "splits.json").read_text())
+    assert good["n_test_songs"] == len(splits["test"]) and good["n_playlists"] > 0
+    # measured: nDCG@10 signal 0.47, noise 0.20, random 0.23
+    assert good["ndcg"] > 1.5 * good["random"]["ndcg"] and good["ndcg"] > 1.5 * noise["ndcg"]
+    assert (tmp_path / "embedding_map.png").is_file() and "Table 3" in (tmp_path / "report.md").read_text()
