@@ -344,3 +344,21 @@ def test_gzip_shards_round_trip(tmp_path):
     assert m["shards"]["train"] == ["train-00000-of-00001.tfrecord.gz"]
     recs, _ = _records(tmp_path / "gz", m)
     assert len(recs) == sum(m["counts"].values())
+
+
+def test_both_cf_models_give_cf_dim_values_deterministically(synth_melon):
+    from cmir_tf.prepare import default_cf_iterations, load_metadata, select_songs, train_cf
+
+    meta = load_metadata(synth_melon)
+    ids, _ = select_songs(meta)
+    for model, threads in (("bpr", 1), ("als", 2)):
+        got_ids, f, info = train_cf(meta["playlists"], ids[::2], 16, model, seed=1, threads=threads)
+        assert got_ids.tolist() == ids[::2] and f.shape == (len(got_ids), 16) and f.dtype == np.float32
+        assert np.isfinite(f).all() and np.abs(f).max() > 0
+        assert info["iterations"] == default_cf_iterations(model, info["nnz"])
+        again = train_cf(meta["playlists"], ids[::2], 16, model, seed=1, threads=threads)[1]
+        np.testing.assert_array_equal(f, again)
+    assert default_cf_iterations("bpr", 5_900_000) == 11 and default_cf_iterations("bpr", 4000) == 200
+    assert default_cf_iterations("als", 10) == 15
+    with pytest.raises(ConfigError, match="--cf-model"):
+        train_cf(meta["playlists"], ids, 16, "warp")
