@@ -205,11 +205,40 @@ def make_strategy(name: str):
     if name == "multiworker":
         if "TF_CONFIG" not in os.environ:
             raise ConfigError("--strategy multiworker: set TF_CONFIG (cluster and task) in the environment")
+        _patch_keras_multiworker_scalar_reduce()
         return tf.distribute.MultiWorkerMirroredStrategy()
     devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
     if name == "mirrored" or (name == "auto" and len(devices) > 1):
         return tf.distribute.MirroredStrategy([d.name for d in devices])
     return tf.distribute.get_strategy()
+
+
+def _patch_keras_multiworker_scalar_reduce() -> None:
+    """Work around Keras 3 (≤ 3.15) reducing scalar step outputs with ``axis=0`` under multi-worker.
+
+    Its ``reduce_per_replica`` calls ``strategy.reduce("MEAN", v, axis=0)`` for every per-replica output
+    under ``MultiWorkerMirroredStrategy``, which fails on the scalar losses every ``train_step`` returns
+    ("Invalid reduction dimension 0 for input with 0 dimensions"). Scalars are averaged over replicas
+    instead (``axis=None``); everything else goes to Keras's own reduction unchanged.
+    """
+    import tensorflow as tf
+    from keras.src.backend.tensorflow import trainer as tf_trainer
+
+    original = tf_trainer.reduce_per_replica
+    if getattr(original, "_cmir_scalar_fix", False):
+        return
+
+    def reduce_per_replica(values, strategy, reduction):
+        if reduction in ("auto", "mean") and tf_trainer._collective_all_reduce_multi_worker(strategy):
+            def _reduce(v):
+                rank = v.values[0].shape.rank if hasattr(v, "values") else tf.convert_to_tensor(v).shape.rank
+                return strategy.reduce("MEAN", v, axis=None if rank == 0 else 0)
+
+            return tf.nest.map_structure(_reduce, values)
+        return original(values, strategy, reduction)
+
+    reduce_per_replica._cmir_scalar_fix = True
+    tf_trainer.reduce_per_replica = reduce_per_replica
 
 
 def is_chief(strategy) -> bool:
@@ -239,7 +268,7 @@ def ensure_embedded_data(cfg: TrainConfig) -> Path:
         synth.make_synthetic_melon(melon, seed=cfg.seed, **kwargs)
     if not (DEFAULT_PREPARED / "manifest.json").exists():
         print(f"[cmir_tf] preparing {melon} → {DEFAULT_PREPARED} …", flush=True)
-        prepare.prepare(melon, DEFAULT_PREPARED, seed=cfg.seed)
+        prepare.prepare(melon, DEFAULT_PREPARED, seed=cfg.seed, workers=min(2, os.cpu_count() or 1))
     return DEFAULT_PREPARED
 
 
@@ -288,6 +317,10 @@ def _make_callbacks_module():
     import keras
     import numpy as np
 
+    def _finite_loss(logs) -> bool:
+        loss = (logs or {}).get("loss")
+        return loss is None or bool(np.isfinite(float(loss)))
+
     class NonFiniteLossError(RuntimeError):
         pass
 
@@ -330,10 +363,12 @@ def _make_callbacks_module():
 
         def on_train_batch_end(self, batch, logs=None):
             step = self.offset + batch + 1
-            if step % self.every == 0 and step < self.steps_per_epoch:
+            if step % self.every == 0 and step < self.steps_per_epoch and _finite_loss(logs):
                 self.save(self.epoch, step)
 
         def on_epoch_end(self, epoch, logs=None):
+            if not _finite_loss(logs):  # never back up weights a diverged step produced
+                return
             val = (logs or {}).get("val_loss")
             if val is not None and np.isfinite(val):
                 self.best = min(self.best, float(val))
@@ -487,10 +522,8 @@ def train(cfg: TrainConfig, *, restart: bool = False) -> Path:
             cfg.mode, word2vec, dropout=cfg.dropout, temperature=cfg.temperature,
             lambdas=(cfg.lambda_a2g, cfg.lambda_a2p, cfg.lambda_g2p), embed_dim=cfg.embed_dim,
             num_heads=cfg.num_heads, cf_dim=int(manifest.get("cf_dim", C.CF_DIM)),
+            learning_rate=cfg.lr, weight_decay=cfg.weight_decay,
         )
-        optimizer = (keras.optimizers.AdamW(cfg.lr, weight_decay=cfg.weight_decay) if cfg.weight_decay
-                     else keras.optimizers.Adam(cfg.lr))
-        model.compile(optimizer=optimizer)
         # create every variable now (a restore needs them): one call on a dummy batch of the pipeline's shape
         model(dummy_batch(int(manifest.get("cf_dim", C.CF_DIM))), training=False)
 
