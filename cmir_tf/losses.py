@@ -25,8 +25,13 @@ import tensorflow as tf
 _MASK_LOGIT = -1e9
 
 
+def loss_dtype(x):
+    """float64 stays float64 (used by the exact equivalence tests); anything else computes in float32."""
+    return tf.float64 if x.dtype == tf.float64 else tf.float32
+
+
 def _normalise(z):
-    return tf.math.l2_normalize(tf.cast(z, tf.float32), axis=1, epsilon=1e-12)
+    return tf.math.l2_normalize(tf.cast(z, loss_dtype(z)), axis=1, epsilon=1e-12)
 
 
 def _check(za, zb, temperature):
@@ -48,8 +53,8 @@ def _anchor_losses(anchors, candidates, self_index, positive_index, temperature)
 def nt_xent(za, zb, temperature: float = 0.1):
     """Symmetric NT-Xent of eq. 9–12: mean over the 2M anchors of both batches (see module docstring).
 
-    ``za``, ``zb``: (M, D) embeddings, row i of one paired with row i of the other (any float dtype;
-    computed in float32). Returns a float32 scalar.
+    ``za``, ``zb``: (M, D) embeddings, row i of one paired with row i of the other (float16/bfloat16/
+    float32 are computed in float32, float64 in float64). Returns a scalar of that dtype.
     """
     za, zb = tf.convert_to_tensor(za), tf.convert_to_tensor(zb)
     _check(za, zb, temperature)
@@ -84,12 +89,13 @@ def nt_xent_replica_share(za, zb, temperature: float = 0.1):
     sizes = ctx.all_gather(tf.reshape(m, [1]), axis=0)  # rows per replica, supports uneven last batches
     offset = tf.reduce_sum(sizes[: ctx.replica_id_in_sync_group])
     big_m = tf.reduce_sum(sizes)
-    ga = ctx.all_gather(tf.cast(za, tf.float32), axis=0)
-    gb = ctx.all_gather(tf.cast(zb, tf.float32), axis=0)
+    dtype = loss_dtype(za)
+    ga = ctx.all_gather(tf.cast(za, dtype), axis=0)
+    gb = ctx.all_gather(tf.cast(zb, dtype), axis=0)
     candidates = _normalise(tf.concat([ga, gb], axis=0))  # (2M, D)
     anchors = _normalise(tf.concat([za, zb], axis=0))  # (2m, D): local rows of ψ_a, then of ψ_b
     local = tf.range(m) + offset
     self_index = tf.concat([local, local + big_m], axis=0)
     positive = tf.concat([local + big_m, local], axis=0)
     losses = _anchor_losses(anchors, candidates, self_index, positive, temperature)
-    return tf.reduce_sum(losses) / tf.cast(2 * big_m, tf.float32)
+    return tf.reduce_sum(losses) / tf.cast(2 * big_m, dtype)

@@ -1,0 +1,316 @@
+"""The contrastive model of the paper (sec. 2.2) and its baselines, as one custom Keras model.
+
+``build_model(mode, word2vec, ...)`` returns a compiled :class:`ContrastiveModel` that is called on the
+pipeline's batch dict ``{"mel", "genres", "genre_mask", "cf", "song_id"}``; its ``audio_encoder``
+attribute (e_a) is what gets exported.
+
+Modes (paper sec. 3): the contrastive presets minimise eq. 13 with ``losses.nt_xent``
+(mean over the 2M anchors; the paper's sum is 2M times it, see losses.py):
+
+    contr_cf_g   λ_A2G·NT(φa, φw) + λ_A2P·NT(φa, φcf) + λ_G2P·NT(φw, φcf)    metrics a2g, a2p, g2p
+    contr_g      λ_A2G·NT(φa, φw)                                            metric  a2g
+    contr_cf     λ_A2P·NT(φa, φcf)                                           metric  a2p
+
+and the baselines put a head on the audio embedding φa (so the exported encoder is the same layer):
+
+    bline_g      Dense(V) logits, sigmoid binary cross-entropy against the multi-hot genres   metric genre
+    bline_cf     Dense(300) regression of the CF vector with the cosine distance 1 − cos      metric cf
+    bline_cf_g   both, summed (weights λ_A2G for genres, λ_A2P for CF)                        metrics genre, cf
+
+Why the cosine distance for ``bline_cf``: matrix-factorisation factors are defined only up to the
+scale the regularisation happens to give them (their norms mostly encode popularity), and everything
+downstream compares them by angle (playlist continuation uses angular / cosine neighbours). MSE would
+spend the head's capacity on those norms; the cosine distance asks only for the direction, which is
+what the contrastive A2P alignment also uses (cosine similarity, eq. 11). Songs without a CF vector
+(zeros) give zero gradient.
+
+Global-batch semantics under a ``tf.distribute`` strategy with R replicas (each holding B/R rows):
+every contrastive term uses the embeddings of the whole global batch as negatives
+(``losses.nt_xent_replica_share``), batch-norm statistics are synchronised across replicas (the audio
+encoder is built with synchronised BatchNorm when the model is created inside a multi-replica strategy
+scope), and each replica's loss is its share of the global-batch mean, so that the optimizer's sum of
+the replicas' gradients equals the one-device gradient on the same global batch. The reported metrics
+are the global-batch values.
+
+Optimiser: Adam, learning rate 1e-4 (paper sec. 3.2). The published code also used weight decay 1e-4
+(PyTorch's coupled L2 form); ``weight_decay`` enables Keras's decoupled form (AdamW-style, applied as
+w ← w − lr·wd·w). It defaults to 0, the paper's text; at lr 1e-4 either form changes weights by ~1e-8
+of their value per step, far below anything a short run can see.
+"""
+from __future__ import annotations
+
+import numpy as np
+import keras
+import tensorflow as tf
+
+from cmir_tf import constants as C
+from cmir_tf.encoders import AudioEncoder, CFEncoder, GenreEncoder
+from cmir_tf.errors import ConfigError
+from cmir_tf.losses import loss_dtype, nt_xent_replica_share
+
+# mode -> (loss parts); contrastive parts are (name, left, right, lambda index)
+CONTRASTIVE_PARTS = {"a2g": ("audio", "genre", 0), "a2p": ("audio", "cf", 1), "g2p": ("genre", "cf", 2)}
+MODES = {
+    "contr_cf_g": ("a2g", "a2p", "g2p"),
+    "contr_g": ("a2g",),
+    "contr_cf": ("a2p",),
+    "bline_g": ("genre",),
+    "bline_cf": ("cf",),
+    "bline_cf_g": ("genre", "cf"),
+}
+
+
+def _replica_context():
+    ctx = tf.distribute.get_replica_context()
+    return ctx if ctx is not None and ctx.num_replicas_in_sync > 1 else None
+
+
+def _global_sum(values):
+    """Sum a list of scalars over the replicas (identity on one device)."""
+    ctx = _replica_context()
+    if ctx is None:
+        return values
+    return ctx.all_reduce(tf.distribute.ReduceOp.SUM, values)
+
+
+def _global_count(batch_size, dtype):
+    """Number of rows in the global batch, as ``dtype`` (identity on one device)."""
+    n = tf.cast(batch_size, dtype)
+    ctx = _replica_context()
+    return n if ctx is None else ctx.all_reduce(tf.distribute.ReduceOp.SUM, n)
+
+
+def multi_hot(genres, mask, vocab_size):
+    """(B, T) genre indices + (B, T) mask → (B, V) float32 multi-hot targets (padded slots ignored)."""
+    one_hot = tf.one_hot(tf.cast(genres, tf.int32), vocab_size, dtype=tf.float32)
+    return tf.reduce_max(one_hot * tf.cast(mask, tf.float32)[..., None], axis=1)
+
+
+@keras.saving.register_keras_serializable(package="cmir_tf")
+class ContrastiveModel(keras.Model):
+    """Audio encoder plus the genre / CF encoders (contrastive modes) or heads (baselines).
+
+    Called on the pipeline's dict, it returns a dict: ``audio`` (φa, (B,128)), ``features`` (B,1024),
+    and ``genre`` / ``cf`` (φw / φcf) in contrastive modes, ``genre_logits`` (B,V) / ``cf_pred`` (B,300)
+    in baselines. ``train_step`` / ``test_step`` return ``loss`` and the mode's parts (see ``MODES``).
+    """
+
+    def __init__(
+        self,
+        mode: str = "contr_cf_g",
+        word2vec=None,
+        *,
+        vocab_size: int | None = None,
+        w2v_dim: int = C.W2V_DIM,
+        dropout: float = C.DROPOUT,
+        temperature: float = C.TEMPERATURE,
+        lambdas=(1.0, 1.0, 1.0),
+        embed_dim: int = C.EMBED_DIM,
+        num_heads: int = C.NUM_HEADS,
+        cf_dim: int = C.CF_DIM,
+        synchronized_bn=None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if mode not in MODES:
+            raise ConfigError(f"--mode: unknown mode {mode!r}; choose one of {', '.join(MODES)}")
+        if not temperature > 0:
+            raise ConfigError(f"--temperature must be > 0, got {temperature}")
+        if not 0.0 <= dropout < 1.0:
+            raise ConfigError(f"--dropout must be in [0, 1), got {dropout}")
+        lambdas = tuple(float(x) for x in lambdas)
+        if len(lambdas) != 3:
+            raise ConfigError(f"lambdas must be three weights (A2G, A2P, G2P), got {lambdas}")
+        if word2vec is not None:
+            word2vec = np.asarray(word2vec, np.float32)
+            if word2vec.ndim != 2:
+                raise ConfigError(f"word2vec must be a (n_genres, dim) matrix, got shape {word2vec.shape}")
+            vocab_size, w2v_dim = word2vec.shape
+        self.mode = mode
+        self.parts = MODES[mode]
+        uses_genres = any(p in ("a2g", "g2p", "genre") for p in self.parts)
+        if uses_genres and not vocab_size:
+            raise ConfigError(f"mode {mode!r} needs the genre vocabulary: pass the word2vec matrix (word2vec.npy)")
+        self.vocab_size = int(vocab_size) if vocab_size else None
+        self.w2v_dim = int(w2v_dim)
+        self.dropout_rate = float(dropout)
+        self.temperature = float(temperature)
+        self.lambdas = lambdas
+        self.embed_dim = int(embed_dim)
+        self.num_heads = int(num_heads)
+        self.cf_dim = int(cf_dim)
+
+        self.audio_encoder = AudioEncoder(dropout, embed_dim, synchronized=synchronized_bn, name="audio_encoder")
+        self.genre_encoder = self.cf_encoder = self.genre_head = self.cf_head = None
+        if "a2g" in self.parts or "g2p" in self.parts:
+            self.genre_encoder = GenreEncoder(
+                word2vec, num_heads, dropout, embed_dim, vocab_size=self.vocab_size, w2v_dim=self.w2v_dim,
+                name="genre_encoder",
+            )
+        if "a2p" in self.parts or "g2p" in self.parts:
+            self.cf_encoder = CFEncoder(dropout, embed_dim, name="cf_encoder")
+        if "genre" in self.parts:
+            self.genre_head = keras.layers.Dense(self.vocab_size, name="genre_head")
+        if "cf" in self.parts:
+            self.cf_head = keras.layers.Dense(self.cf_dim, name="cf_head")
+
+        names = ("loss",) + self.parts
+        self._trackers = {n: keras.metrics.Mean(name=n) for n in names}
+        self._build_layers()
+
+    # -- structure -----------------------------------------------------------------------------------
+    def _build_layers(self):
+        self.audio_encoder.build((None, C.PATCH_FRAMES, C.N_BANDS))
+        if self.genre_encoder is not None:
+            self.genre_encoder.build((None, C.MAX_GENRES), (None, C.MAX_GENRES))
+        if self.cf_encoder is not None:
+            self.cf_encoder.build((None, self.cf_dim))
+        if self.genre_head is not None:
+            self.genre_head.build((None, self.embed_dim))
+        if self.cf_head is not None:
+            self.cf_head.build((None, self.embed_dim))
+        self.built = True
+
+    def call(self, inputs, training=None):
+        audio, features = self.audio_encoder(inputs["mel"], training=training)
+        out = {"audio": audio, "features": features}
+        if self.genre_encoder is not None:
+            out["genre"] = self.genre_encoder(inputs["genres"], inputs["genre_mask"], training=training)
+        if self.cf_encoder is not None:
+            out["cf"] = self.cf_encoder(inputs["cf"], training=training)
+        if self.genre_head is not None:
+            out["genre_logits"] = self.genre_head(audio)
+        if self.cf_head is not None:
+            out["cf_pred"] = self.cf_head(audio)
+        return out
+
+    # -- losses --------------------------------------------------------------------------------------
+    def _loss_shares(self, data, training):
+        """This replica's share of the total loss and of each part (sums over replicas = global means)."""
+        if isinstance(data, (tuple, list)):  # train_on_batch / evaluate pack (x, y, sample_weight)
+            data = data[0]
+        out = self(data, training=training)
+        shares = {}
+        for part in self.parts:
+            if part in CONTRASTIVE_PARTS:
+                left, right, _ = CONTRASTIVE_PARTS[part]
+                shares[part] = nt_xent_replica_share(out[left], out[right], self.temperature)
+            elif part == "genre":
+                dtype = loss_dtype(out["genre_logits"])
+                targets = tf.cast(multi_hot(data["genres"], data["genre_mask"], self.vocab_size), dtype)
+                logits = tf.cast(out["genre_logits"], dtype)
+                bce = tf.nn.sigmoid_cross_entropy_with_logits(labels=targets, logits=logits)
+                per_example = tf.reduce_mean(bce, axis=1)
+                shares[part] = tf.reduce_sum(per_example) / _global_count(tf.shape(logits)[0], dtype)
+            elif part == "cf":
+                dtype = loss_dtype(out["cf_pred"])
+                pred = tf.math.l2_normalize(tf.cast(out["cf_pred"], dtype), axis=1)
+                target = tf.math.l2_normalize(tf.cast(data["cf"], dtype), axis=1)
+                per_example = 1.0 - tf.reduce_sum(pred * target, axis=1)
+                shares[part] = tf.reduce_sum(per_example) / _global_count(tf.shape(pred)[0], dtype)
+        weight = {"a2g": 0, "a2p": 1, "g2p": 2, "genre": 0, "cf": 1}
+        total = tf.add_n([self.lambdas[weight[p]] * shares[p] for p in self.parts])
+        return total, shares
+
+    def _record(self, total, shares):
+        names = ("loss",) + self.parts
+        values = _global_sum([total] + [shares[p] for p in self.parts])
+        for name, value in zip(names, values):
+            self._trackers[name].update_state(value)
+        return {name: self._trackers[name].result() for name in names}
+
+    def train_step(self, data):
+        with tf.GradientTape() as tape:
+            total, shares = self._loss_shares(data, training=True)
+        variables = self.trainable_variables
+        grads = tape.gradient(total, variables)
+        self.optimizer.apply_gradients(zip(grads, variables))
+        return self._record(total, shares)
+
+    def test_step(self, data):
+        total, shares = self._loss_shares(data, training=False)
+        return self._record(total, shares)
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # Keras 3's TF trainer, under a strategy, averages the first distributed batch across replicas
+        # to trace a symbolic build — which fails on the pipeline's bool ``genre_mask`` (AddN on bool).
+        # This model is fully built at construction, so only the optimizer (and Keras's post-build
+        # bookkeeping) is left to build; no batch is needed for that.
+        if getattr(self, "_distribute_strategy", None) is None or not all(
+            layer.built for layer in self._flatten_layers()
+        ):
+            return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+        with self.distribute_strategy.scope():
+            self._symbolic_build(data_batch=())
+
+    @property
+    def metrics(self):
+        return list(self._trackers.values())
+
+    # -- serialisation -------------------------------------------------------------------------------
+    def get_config(self):
+        return {
+            "name": self.name,
+            "mode": self.mode,
+            "vocab_size": self.vocab_size,
+            "w2v_dim": self.w2v_dim,
+            "dropout": self.dropout_rate,
+            "temperature": self.temperature,
+            "lambdas": list(self.lambdas),
+            "embed_dim": self.embed_dim,
+            "num_heads": self.num_heads,
+            "cf_dim": self.cf_dim,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+
+def build_model(
+    mode: str,
+    word2vec=None,
+    *,
+    dropout: float = C.DROPOUT,
+    temperature: float = C.TEMPERATURE,
+    lambdas=(1.0, 1.0, 1.0),
+    embed_dim: int = C.EMBED_DIM,
+    num_heads: int = C.NUM_HEADS,
+    cf_dim: int = C.CF_DIM,
+    learning_rate: float = C.LEARNING_RATE,
+    weight_decay: float = 0.0,
+    synchronized_bn=None,
+    compile: bool = True,
+) -> ContrastiveModel:
+    """Build (and by default compile with Adam) the model of ``mode``; see the module docstring.
+
+    Call it inside ``strategy.scope()`` for distributed training: the audio encoder then uses
+    synchronised BatchNorm (``synchronized_bn=None`` decides from the strategy; True/False forces it).
+    ``word2vec`` (n_genres, 200) is required by the modes that use genres, ignored otherwise.
+    Compiled with ``jit_compile=False``: XLA made the CPU step ~2× slower here (reference.md §5), and
+    Keras would otherwise turn it on.
+    """
+    model = ContrastiveModel(
+        mode,
+        word2vec,
+        dropout=dropout,
+        temperature=temperature,
+        lambdas=lambdas,
+        embed_dim=embed_dim,
+        num_heads=num_heads,
+        cf_dim=cf_dim,
+        synchronized_bn=synchronized_bn,
+        name=mode,
+    )
+    if compile:
+        model.compile(optimizer=make_optimizer(learning_rate, weight_decay), jit_compile=False)
+    return model
+
+
+def make_optimizer(learning_rate: float = C.LEARNING_RATE, weight_decay: float = 0.0) -> keras.optimizers.Optimizer:
+    """Adam (paper); with ``weight_decay`` > 0, Keras's decoupled weight decay (AdamW form)."""
+    if not learning_rate > 0:
+        raise ConfigError(f"--lr must be > 0, got {learning_rate}")
+    if weight_decay:
+        return keras.optimizers.AdamW(learning_rate=learning_rate, weight_decay=weight_decay)
+    return keras.optimizers.Adam(learning_rate=learning_rate)
