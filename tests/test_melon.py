@@ -141,3 +141,18 @@ def test_read_playlists_and_genres_tolerate_masked_fields(tmp_path):
     assert read_genres(tmp_path / "genre_gn_all.json") == {"GN0100": "발라드", "GN0101": "세부"}
     with pytest.raises(DataError, match="missing.json"):
         read_playlists(tmp_path / "missing.json")
+
+
+def test_atomic_writes_leave_no_temp_file_and_usual_permissions(tmp_path):
+    from cmir_tf.melon import save_npy, write_json
+
+    old = os.umask(0o022)
+    try:
+        write_json(tmp_path / "sub" / "a.json", {"k": "발라드"})
+        save_npy(tmp_path / "b.npy", np.arange(3, dtype=np.float32))
+    finally:
+        os.umask(old)
+    assert json.loads((tmp_path / "sub" / "a.json").read_text(encoding="utf-8")) == {"k": "발라드"}
+    np.testing.assert_array_equal(np.load(tmp_path / "b.npy", allow_pickle=False), [0, 1, 2])
+    assert sorted(os.listdir(tmp_path)) == ["b.npy", "sub"] and os.listdir(tmp_path / "sub") == ["a.json"]
+    assert (os.stat(tmp_path / "b.npy").st_mode & 0o777) == 0o644
