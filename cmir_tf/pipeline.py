@@ -7,9 +7,9 @@ Training graph (``training=True``)::
 
     shard files ─ per-epoch seeded file shuffle ─ interleave(TFRecordDataset, deterministic)
       ─ [record shard by worker when there are fewer files than workers] ─ repeat
-      ─ batch(PARSE_BATCH) serialized records ─ enumerate
+      ─ batch(PARSE_BATCH) serialized records
       ─ map: vectorised tf.io.parse_example; crop = a byte substring of the float16 mel
-             (offset drawn with a stateless RNG keyed on (seed, parse-batch counter));
+             (offsets from a seeded RNG drawn in a sequential map: the n-th batch gets the n-th draw);
              genres → first T_w=10 indices padded with 0 + mask; cf → float32 (zeros when empty)
       ─ unbatch ─ shuffle(bounded buffer of *crops*, 24.5 KB each, never whole songs)
       ─ batch(per-replica batch) ─ map: decode_raw float16 → float32 (B, 256, 48) ─ prefetch
@@ -56,7 +56,7 @@ CYCLE_LENGTH = 8
 # tensor. Measured here (180 KB records, page cache): 0 → ~72 µs CPU per record, 256 KB (TF's default)
 # → ~88 µs, 4 MB → ~118 µs; the extra copy through the buffer costs more than the saved reads.
 READ_BUFFER = 0
-# Upper bound of the seed drawn when none is given.
+# Seeds are in [0, _SEED_MAX) (TensorFlow op seeds; seed + 1 is used too).
 _SEED_MAX = 2**31 - 1
 
 
@@ -168,13 +168,12 @@ def _genres_and_cf(parsed, cf_dim: int):
     return padded, mask, cf
 
 
-def _crop_starts(n_frames, key, training: bool):
-    """Crop offsets (frames): uniform over [0, n - 256] from a stateless RNG keyed on ``key`` when
-    training, else the centre ``(n - 256) // 2``."""
+def _crop_starts(n_frames, u, training: bool):
+    """Crop offsets (frames): uniform over [0, n - 256] from ``u`` (uniform [0, 1) draws, one per record)
+    when training, else the centre ``(n - 256) // 2``."""
     span = tf.maximum(n_frames - PATCH_FRAMES, 0)
     if not training:
         return span // 2
-    u = tf.random.stateless_uniform(tf.shape(n_frames), seed=key, dtype=tf.float64)
     return tf.minimum(tf.cast(tf.floor(u * tf.cast(span + 1, tf.float64)), tf.int64), span)
 
 
@@ -186,11 +185,11 @@ def _check_frames(parsed):
                                     parsed["song_id"], "n_frames:", n])
 
 
-def _parse_and_crop(serialized, key, *, training: bool, cf_dim: int):
+def _parse_and_crop(serialized, u, *, training: bool, cf_dim: int):
     """Vectorised parse of a batch of records; the crop stays float16 bytes (decoded after batching)."""
     parsed = tf.io.parse_example(serialized, _parse_spec())
     with tf.control_dependencies([_check_frames(parsed)]):
-        start = _crop_starts(parsed["n_frames"], key, training)
+        start = _crop_starts(parsed["n_frames"], u, training)
     crop = tf.strings.substr(parsed["mel"], tf.cast(start * BYTES_PER_FRAME, tf.int32),
                              tf.fill(tf.shape(start), PATCH_FRAMES * BYTES_PER_FRAME), unit="BYTE")
     genres, mask, cf = _genres_and_cf(parsed, cf_dim)
@@ -270,6 +269,8 @@ def make_dataset(data_dir, split: str, batch_size: int, *, training: bool = True
         drop_remainder = bool(training)
     if seed is None:
         seed = random.SystemRandom().randrange(_SEED_MAX)
+    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or not 0 <= seed < _SEED_MAX:
+        raise ConfigError(f"seed must be an integer in [0, {_SEED_MAX}), got {seed!r}")
     seed = int(seed)
     if shuffle_buffer < 0:
         raise ConfigError(f"shuffle_buffer must be >= 0, got {shuffle_buffer}")
@@ -281,9 +282,13 @@ def make_dataset(data_dir, split: str, batch_size: int, *, training: bool = True
                   num_shards=n_rec_shards, shard_index=rec_index)
     if training:
         ds = ds.repeat()
-        ds = ds.batch(PARSE_BATCH, drop_remainder=True).enumerate()
-        seed_t = tf.constant(seed, tf.int64)
-        ds = ds.map(lambda i, s: _parse_and_crop(s, tf.stack([seed_t, i]), training=True, cf_dim=cf_dim),
+        # Crop positions: uniform draws from a seeded stateful RNG in a *sequential* map (so the n-th parse
+        # batch always gets the n-th draw, in every run), then the parse runs in parallel, in order.
+        # Not a counter from enumerate()/scan(): their extra inputs make tf.distribute's FILE
+        # auto-sharding fail ("unshardable source dataset"). Each new iterator restarts the RNG.
+        ds = ds.batch(PARSE_BATCH, drop_remainder=True)
+        ds = ds.map(lambda s: (s, tf.random.uniform([PARSE_BATCH], seed=seed, dtype=tf.float64)))
+        ds = ds.map(lambda s, u: _parse_and_crop(s, u, training=True, cf_dim=cf_dim),
                     num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         ds = ds.unbatch()
         if shuffle_buffer > 1:
@@ -292,8 +297,7 @@ def make_dataset(data_dir, split: str, batch_size: int, *, training: bool = True
         ds = ds.map(_decode_mel, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     else:
         ds = ds.batch(batch_size, drop_remainder=drop_remainder)
-        key = tf.constant([0, 0], tf.int64)
-        ds = ds.map(lambda s: _decode_mel(_parse_and_crop(s, key, training=False, cf_dim=cf_dim)),
+        ds = ds.map(lambda s: _decode_mel(_parse_and_crop(s, None, training=False, cf_dim=cf_dim)),
                     num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     if not with_crop_start:
         ds = ds.map(lambda b: {k: v for k, v in b.items() if k != "crop_start"})

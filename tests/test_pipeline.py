@@ -213,15 +213,16 @@ def test_input_context_workers_read_disjoint_covering_parts(tmp_path, n_shards, 
     assert sum(len(x) for x in seen) == len(songs) and set().union(*seen) == set(songs)  # disjoint, covering
 
 
-def test_auto_shard_policy_splits_files_across_workers(data):
+@pytest.mark.parametrize("training", [False, True])
+def test_auto_shard_policy_splits_files_across_workers(data, training):
     """What ``strategy.experimental_distribute_dataset`` does on 2 workers (tf.distribute's own rewrite)."""
     from tensorflow.python.data.experimental.ops.distribute import _AutoShardDataset
 
     root, train, _ = data
     parts = []
     for i in range(2):
-        ds = _AutoShardDataset(pipeline.make_dataset(root, "train", 4, training=False), 2, i)
-        parts.append({int(s) for b in take(ds, 100) for s in b["song_id"]})
+        ds = _AutoShardDataset(pipeline.make_dataset(root, "train", 4, training=training, seed=0), 2, i)
+        parts.append({int(s) for b in take(ds, 60 if training else 100) for s in b["song_id"]})
     assert parts[0] and parts[1] and not parts[0] & parts[1] and parts[0] | parts[1] == set(train)
 
 
@@ -267,6 +268,8 @@ def test_user_errors_name_the_folder_or_value(tmp_path):
     write_split(str(tmp_path), "train", make_songs(2, seed=9), 1)
     with pytest.raises(ConfigError, match="batch_size"):
         pipeline.make_dataset(str(tmp_path), "train", 0)
+    with pytest.raises(ConfigError, match="seed"):
+        pipeline.make_dataset(str(tmp_path), "train", 8, seed=-1)
     (tmp_path / "manifest.json").write_text("{broken")
     with pytest.raises(DataError, match="manifest.json"):
         pipeline.make_dataset(str(tmp_path), "train", 8)
