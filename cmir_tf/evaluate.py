@@ -142,11 +142,16 @@ def _saved_model_dir(export_dir) -> Path:
 
 @dataclass
 class Model:
-    """A model under evaluation: ``embed(path) -> patch embeddings (P, D)``, and a key for the cache."""
+    """A model under evaluation: ``embed(path) -> patch embeddings (P, D)``, and a key for the cache.
+
+    ``embed_many(paths)``, when given, yields ``(path, patches or None, error or None)`` in input order
+    and is used for whole datasets (an exported model batches patches across files that way).
+    """
 
     name: str
     embed: Callable[[str], np.ndarray]
     key: str
+    embed_many: Callable | None = None
 
 
 def load_model(name: str, export_dir: str | os.PathLike) -> Model:
@@ -154,15 +159,21 @@ def load_model(name: str, export_dir: str | os.PathLike) -> Model:
     key = model_fingerprint(export_dir)
     holder = {}
 
-    def embed(path):
+    def embedder():
         if "embedder" not in holder:
             from cmir_tf.embed import Embedder
 
             holder["embedder"] = Embedder(os.fspath(export_dir))
-        patches, _ = holder["embedder"].embed_file(os.fspath(path))
-        return np.asarray(patches)
+        return holder["embedder"]
 
-    return Model(name, embed, key)
+    def embed(path):
+        return np.asarray(embedder().embed_file(os.fspath(path))[0])
+
+    def embed_many(paths):
+        for path, patches, _, error in embedder().embed_files([os.fspath(p) for p in paths]):
+            yield path, patches, error
+
+    return Model(name, embed, key, embed_many)
 
 
 class EmbeddingCache:
@@ -177,26 +188,83 @@ class EmbeddingCache:
         self.dir = None if root is None else Path(root) / model.key / dataset
         self.misses = 0
 
-    def __call__(self, path) -> np.ndarray:
-        path = os.path.abspath(os.fspath(path))
+    def _entry(self, path: str) -> Path | None:
         if self.dir is None:
-            self.misses += 1
-            return np.asarray(self.model.embed(path), dtype=np.float32)
+            return None
         try:
             st = os.stat(path)
         except FileNotFoundError:
             raise DataError(f"{path}: file is missing") from None
         key = hashlib.sha1(f"{path}\0{st.st_size}\0{st.st_mtime_ns}".encode()).hexdigest()
-        f = self.dir / key[:2] / f"{key}.npy"
-        if f.is_file():
+        return self.dir / key[:2] / f"{key}.npy"
+
+    @staticmethod
+    def _load(entry: Path | None):
+        if entry is not None and entry.is_file():
             try:
-                return np.load(f, allow_pickle=False)
+                return np.load(entry, allow_pickle=False)
             except (OSError, ValueError):
                 pass  # a damaged cache entry is recomputed
+        return None
+
+    def _store(self, entry: Path | None, arr, path) -> np.ndarray:
         self.misses += 1
-        arr = np.asarray(self.model.embed(path), dtype=np.float32)
-        save_npy(f, arr)
+        arr = _check_patches(arr, path)
+        if entry is not None:
+            save_npy(entry, arr)
         return arr
+
+    def __call__(self, path) -> np.ndarray:
+        """One file's patch embeddings, from the cache or embedded (and stored) now."""
+        path = os.path.abspath(os.fspath(path))
+        entry = self._entry(path)
+        arr = self._load(entry)
+        return arr if arr is not None else self._store(entry, self.model.embed(path), path)
+
+    def embed_all(self, paths, *, desc: str = "embedding", progress: bool = True):
+        """Patch embeddings of many files → ``({path: (P, D)}, skipped [{path, reason}])``.
+
+        Cached files are read back; the others go through ``model.embed_many`` (batched) when the model
+        has it, else one by one. A file that cannot be read (a :class:`CmirError`, ``OSError`` or
+        ``ValueError``) is skipped and reported, not fatal: real collections hold a few broken files.
+        """
+        from tqdm.auto import tqdm
+
+        out, skipped, todo = {}, [], []
+        for p in paths:
+            try:
+                entry = self._entry(os.path.abspath(os.fspath(p)))
+            except DataError as e:
+                skipped.append({"path": str(p), "reason": str(e)})
+                continue
+            arr = self._load(entry)
+            if arr is None:
+                todo.append((p, entry))
+            else:
+                out[p] = arr
+        with tqdm(total=len(todo), desc=desc, unit="file", disable=not progress or not todo, file=sys.stderr) as bar:
+            if self.model.embed_many is not None and todo:
+                results = self.model.embed_many([os.path.abspath(os.fspath(p)) for p, _ in todo])
+                for (p, entry), (_, arr, error) in zip(todo, results):
+                    try:
+                        if error is not None:  # the embedder could not read this file
+                            skipped.append({"path": str(p), "reason": str(error)})
+                        else:
+                            out[p] = self._store(entry, arr, p)
+                    except (CmirError, OSError, ValueError) as e:
+                        skipped.append({"path": str(p), "reason": str(e)})
+                    bar.update()
+            else:
+                for p, entry in todo:
+                    try:
+                        out[p] = self._store(entry, self.model.embed(os.path.abspath(os.fspath(p))), p)
+                    except (CmirError, OSError, ValueError) as e:
+                        skipped.append({"path": str(p), "reason": str(e)})
+                    bar.update()
+        if skipped:
+            print(f"{desc}: skipped {len(skipped)} unreadable file(s), e.g. {skipped[0]['path']}: "
+                  f"{skipped[0]['reason']}", file=sys.stderr)
+        return out, skipped
 
 
 def _check_patches(arr, path) -> np.ndarray:
@@ -206,26 +274,6 @@ def _check_patches(arr, path) -> np.ndarray:
     if not np.isfinite(arr).all():
         raise DataError(f"{path}: embedder returned NaN or inf")
     return arr
-
-
-def embed_paths(paths, embed: Callable, *, desc: str = "embedding", progress: bool = True):
-    """Embed each path → ``({path: patches (P, D)}, skipped [{path, reason}])``.
-
-    A file the embedder cannot read (a :class:`CmirError`, ``OSError`` or ``ValueError``) is skipped and
-    reported, not fatal: real collections hold a few broken files.
-    """
-    from tqdm.auto import tqdm
-
-    out, skipped = {}, []
-    for p in tqdm(list(paths), desc=desc, unit="file", disable=not progress, file=sys.stderr):
-        try:
-            out[p] = _check_patches(embed(p), p)
-        except (CmirError, OSError, ValueError) as e:
-            skipped.append({"path": str(p), "reason": str(e)})
-    if skipped:
-        print(f"{desc}: skipped {len(skipped)} unreadable file(s), e.g. {skipped[0]['path']}: "
-              f"{skipped[0]['reason']}", file=sys.stderr)
-    return out, skipped
 
 
 def _require_dir(path, flag) -> Path:
@@ -317,7 +365,7 @@ def evaluate_gtzan(gtzan_dir, splits_dir, model: Model, *, params: Params = Para
     split = read_gtzan(gtzan_dir, splits_dir)
     embed = EmbeddingCache(model, cache_dir, "gtzan")
     paths = [p for s in ("train", "test") for p, _ in split[s]]
-    emb, skipped = embed_paths(paths, embed, desc=f"{model.name} gtzan", progress=params.progress)
+    emb, skipped = embed.embed_all(paths, desc=f"{model.name} gtzan", progress=params.progress)
     train = [(emb[p], g) for p, g in split["train"] if p in emb]
     test = [(emb[p], g) for p, g in split["test"] if p in emb]
     if not train or not test:
@@ -418,7 +466,7 @@ def evaluate_jamendo(jamendo_dir, splits_dir, model: Model, *, categories=JAMEND
         split = read_jamendo(jamendo_dir, splits_dir, cat)
         paths = sorted({p for items in split.values() for _, p, _ in items})
         todo = [p for p in paths if p not in memo]
-        new, skipped = embed_paths(todo, embed, desc=f"{model.name} jamendo {cat}", progress=params.progress)
+        new, skipped = embed.embed_all(todo, desc=f"{model.name} jamendo {cat}", progress=params.progress)
         memo.update(new)
         emb = {p: memo[p] for p in paths if p in memo}
         data = {}
@@ -529,7 +577,7 @@ def evaluate_playlists(data_dir, melon_dir, model: Model, *, params: Params = Pa
     songs = sorted(set(task["test_ids"]) | {q for _, qs, _ in task["playlists"] for q in qs})
     embed = EmbeddingCache(model, cache_dir, "melon")
     paths = {s: layout.mel_path(s) for s in songs}
-    emb, skipped = embed_paths(paths.values(), embed, desc=f"{model.name} melon", progress=params.progress)
+    emb, skipped = embed.embed_all(list(paths.values()), desc=f"{model.name} melon", progress=params.progress)
     vectors = {s: emb[p].mean(axis=0) for s, p in paths.items() if p in emb}
     result = playlist_protocol(task["playlists"], vectors, task["test_ids"], params)
     if _keep_embeddings is not None:
@@ -704,37 +752,46 @@ def _parser() -> argparse.ArgumentParser:
                                 description="Downstream evaluation of exported models (paper sec. 3.3, Tables 1–3).")
     sub = p.add_subparsers(dest="task", required=True, metavar="{gtzan,jamendo,playlists,all}")
 
-    def common(sp):
-        sp.add_argument("--runs", type=int, default=10, help="repetitions of the classifier training (default 10)")
-        sp.add_argument("--seed", type=int, default=0, help="base seed; run r uses seed + r (default 0)")
+    def common(sp, gtzan=False, jamendo=False, playlists=False):
+        if gtzan or jamendo:
+            sp.add_argument("--runs", type=int, default=10, help="repetitions of the classifier training (default 10)")
+        sp.add_argument("--seed", type=int, default=0,
+                        help="base seed: classifier run r uses seed + r; also the annoy index and the random "
+                             "playlist baseline (default 0)")
         sp.add_argument("--cache", default=DEFAULT_CACHE,
                         help=f"embedding cache folder, one sub-folder per model and dataset (default {DEFAULT_CACHE})")
         sp.add_argument("--no-cache", action="store_true", help="embed everything again, write no cache")
         sp.add_argument("--out", help="folder for the results (JSON, and for 'all' report.md and plots)")
         sp.add_argument("--quiet", action="store_true", help="no progress bars")
-        sp.add_argument("--gtzan-max-iter", type=int, default=200, help="GTZAN MLP epochs at most (default 200)")
-        sp.add_argument("--jamendo-max-epochs", type=int, default=100, help="Jamendo MLP epochs at most (default 100)")
-        sp.add_argument("--patience", type=int, default=10, help="Jamendo early-stopping patience in epochs (default 10)")
-        sp.add_argument("--k", type=int, default=100, help="playlists: neighbours per query and prediction length (default 100)")
-        sp.add_argument("--trees", type=int, default=50, help="playlists: annoy trees (default 50)")
+        if gtzan:
+            sp.add_argument("--gtzan-max-iter", type=int, default=200, help="GTZAN MLP epochs at most (default 200)")
+        if jamendo:
+            sp.add_argument("--jamendo-max-epochs", type=int, default=100,
+                            help="Jamendo MLP epochs at most (default 100)")
+            sp.add_argument("--patience", type=int, default=10,
+                            help="Jamendo early stopping: epochs without a lower validation loss (default 10)")
+        if playlists:
+            sp.add_argument("--k", type=int, default=100,
+                            help="playlists: neighbours per query song and prediction length (default 100)")
+            sp.add_argument("--trees", type=int, default=50, help="playlists: annoy trees (default 50)")
 
     g = sub.add_parser("gtzan", help="GTZAN genre classification (Table 1)")
     g.add_argument("--model", required=True, help="export folder (python -m cmir_tf.export --out)")
     g.add_argument("--gtzan", required=True, help="GTZAN folder holding genres/<genre>/<genre>.000NN.wav")
     g.add_argument("--splits", required=True, help="folder with train_filtered.txt, valid_filtered.txt, test_filtered.txt")
-    common(g)
+    common(g, gtzan=True)
     j = sub.add_parser("jamendo", help="MTG-Jamendo auto-tagging (Table 2)")
     j.add_argument("--model", required=True, help="export folder (python -m cmir_tf.export --out)")
     j.add_argument("--jamendo", required=True, help="audio folder holding NN/ID.mp3 (the TSVs' PATH column)")
     j.add_argument("--splits", required=True, help="split folder, e.g. mtg-jamendo-dataset/data/splits/split-0")
     j.add_argument("--categories", default=",".join(JAMENDO_CATEGORIES),
                    help="comma-separated subset of genre,instrument,moodtheme (default all three)")
-    common(j)
+    common(j, jamendo=True)
     pl = sub.add_parser("playlists", help="Melon playlist continuation (Table 3)")
     pl.add_argument("--model", required=True, help="export folder (python -m cmir_tf.export --out)")
     pl.add_argument("--data", required=True, help="prepared folder (python -m cmir_tf.prepare), for splits.json")
     pl.add_argument("--melon", required=True, help="Melon folder: train/val/test.json and arena_mel/")
-    common(pl)
+    common(pl, playlists=True)
     a = sub.add_parser("all", help="several models on the datasets given, as one report (Tables 1–3 + plots)")
     a.add_argument("--models", nargs="+", required=True, metavar="NAME=DIR",
                    help="models to compare, e.g. contr_cf_g=exports/contr_cf_g (names as the paper's presets "
@@ -746,7 +803,7 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("--categories", default=",".join(JAMENDO_CATEGORIES), help="Jamendo categories (default all)")
     a.add_argument("--data", help="prepared folder (with --melon) for the playlist task")
     a.add_argument("--melon", help="Melon folder (with --data)")
-    common(a)
+    common(a, gtzan=True, jamendo=True, playlists=True)
     return p
 
 
@@ -759,11 +816,17 @@ def _pair(args, a, b, flag_a, flag_b):
 
 def run(args) -> dict:
     """Run the parsed command; returns the results (also written under ``--out`` when given)."""
-    if args.runs < 1:
-        raise ConfigError(f"--runs must be at least 1, got {args.runs}")
-    params = Params(runs=args.runs, seed=args.seed, gtzan_max_iter=args.gtzan_max_iter,
-                    jamendo_max_epochs=args.jamendo_max_epochs, jamendo_patience=args.patience,
-                    k=args.k, n_trees=args.trees, progress=not args.quiet)
+    d = Params()
+    params = Params(runs=getattr(args, "runs", d.runs), seed=args.seed,
+                    gtzan_max_iter=getattr(args, "gtzan_max_iter", d.gtzan_max_iter),
+                    jamendo_max_epochs=getattr(args, "jamendo_max_epochs", d.jamendo_max_epochs),
+                    jamendo_patience=getattr(args, "patience", d.jamendo_patience),
+                    k=getattr(args, "k", d.k), n_trees=getattr(args, "trees", d.n_trees), progress=not args.quiet)
+    for flag, value in (("--runs", params.runs), ("--gtzan-max-iter", params.gtzan_max_iter),
+                        ("--jamendo-max-epochs", params.jamendo_max_epochs), ("--k", params.k),
+                        ("--trees", params.n_trees)):
+        if value < 1:
+            raise ConfigError(f"{flag} must be at least 1, got {value}")
     cache = None if args.no_cache else args.cache
     cats = [c.strip() for c in args.categories.split(",") if c.strip()] if hasattr(args, "categories") else None
     if args.task == "all":

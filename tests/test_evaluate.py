@@ -157,6 +157,32 @@ def test_cache_embeds_a_dataset_once_per_model(gtzan, tmp_path):
     assert fake.calls == 71 and third["embedded"] == 1
 
 
+def test_unreadable_files_are_skipped_and_reported(gtzan, tmp_path, capsys):
+    root, splits = gtzan
+    bad = root / "genres" / "jazz" / "jazz.00006.wav"
+    fake = SignalEmbedder()
+
+    def embed(path):
+        if path == str(bad):
+            raise DataError(f"{path}: cannot decode audio")
+        return fake(path)
+
+    def embed_many(paths):  # the batched interface of an exported model
+        for p in paths:
+            yield (p, None, DataError(f"{p}: cannot decode audio")) if p == str(bad) else (p, fake(p), None)
+
+    p = ev.Params(runs=1, gtzan_max_iter=50, progress=False)
+    one = ev.evaluate_gtzan(root, splits, ev.Model("a", embed, "a"), params=p, cache_dir=tmp_path)
+    many = ev.evaluate_gtzan(root, splits, ev.Model("b", embed, "b", embed_many), params=p, cache_dir=tmp_path)
+    for r in (one, many):
+        assert r["skipped"] == [{"path": str(bad), "reason": f"{bad}: cannot decode audio"}]
+        assert r["n_test_tracks"] == 29 and r["embedded"] == 69
+    assert one["runs"] == many["runs"]
+    assert "skipped 1 unreadable file(s)" in capsys.readouterr().err
+    # the batched results were cached like the single ones
+    assert len(list((tmp_path / "b" / "gtzan").rglob("*.npy"))) == 69
+
+
 def test_model_fingerprint_covers_weights(tmp_path):
     for name, weights in (("a", b"1"), ("b", b"2")):
         sm = tmp_path / name / "saved_model" / "3"
