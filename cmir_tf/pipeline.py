@@ -18,10 +18,18 @@ The crop is taken from the serialized bytes before any decoding, so the cost per
 depend on the song's length, and memory is bounded by the buffers above whatever the dataset size.
 
 Reproducibility: for a given ``seed`` the file order, the crops and the shuffle are fixed, and every
-ordering stage is deterministic, so two runs give identical batches. ``seed=None`` draws a fresh seed.
+ordering stage is deterministic, so two runs (two iterators, or two processes) give identical batches.
+``seed=None`` draws a fresh seed. Keeping order (``deterministic=True``) was measured to cost nothing
+here: a non-deterministic variant was not faster. The repeat comes before the shuffle, so epochs blur at
+the buffer (a song may be drawn again before every other song has been) — the usual tf.data idiom.
 
-Evaluation (``training=False``): files in sorted order, one pass, no shuffle, the **centre crop**
-``start = (n_frames - 256) // 2``; the last partial batch is kept unless ``drop_remainder=True``.
+Throughput (benchmarks/pipeline.py, 2 shared cores): ~100 µs of CPU per example, most of it reading
+the ~180 KB record (TFRecord CRC32C and the kernel copy), i.e. ≥ 10,000 examples/s; the rest is the
+parse, the crop and the shuffle. ``tune_malloc()`` saves another ~15 % where the caller opts in.
+
+Evaluation (``training=False``): a fixed order (round-robin over the sorted files), one pass, no shuffle,
+the **centre crop** ``start = (n_frames - 256) // 2``; the last partial batch is kept unless
+``drop_remainder=True``.
 
 Distribution: with ``input_context`` (from ``strategy.distribute_datasets_from_function``) the files are
 split by ``input_pipeline_id`` when there are at least ``num_input_pipelines`` of them, otherwise every
@@ -254,7 +262,7 @@ def make_dataset(data_dir, split: str, batch_size: int, *, training: bool = True
 
     ``batch_size`` is the global batch; with ``input_context`` each pipeline yields the per-replica
     batch. ``training=True``: seeded random crops, shuffle, infinite repeat, ``drop_remainder``
-    defaulting to True (static batch shape). ``training=False``: centre crops, one pass in file order,
+    defaulting to True (static batch shape). ``training=False``: centre crops, one pass in a fixed order,
     ``drop_remainder`` defaulting to False. ``with_crop_start`` adds ``"crop_start"`` (i64, frames).
     ``shuffle_buffer`` counts crops; ``cycle_length`` caps the shards read concurrently.
     """
