@@ -411,6 +411,22 @@ def test_all_writes_tables_and_plots(gtzan, melon, tmp_path, monkeypatch, capsys
     assert "Table 1: GTZAN" in capsys.readouterr().out
 
 
+def test_single_task_cli_prints_and_writes_json(gtzan, melon, tmp_path, monkeypatch, capsys):
+    root, splits = gtzan
+    layout, prepared = melon
+    monkeypatch.setattr(ev, "load_model", lambda name, d: ev.Model(name, SignalEmbedder(), key="sig"))
+    ev.main(["gtzan", "--model", "m", "--gtzan", str(root), "--splits", str(splits), "--runs", "2", "--quiet",
+             "--cache", str(tmp_path / "cache"), "--out", str(tmp_path / "out")])
+    saved = json.loads((tmp_path / "out" / "gtzan.json").read_text())
+    assert saved["params"]["runs"] == 2 and len(saved["result"]["runs"]) == 2
+    assert f"GTZAN accuracy: {saved['result']['mean']:.2f} ± " in capsys.readouterr().out
+    ev.main(["playlists", "--model", "m", "--data", str(prepared), "--melon", layout.root, "--k", "10", "--quiet",
+             "--no-cache", "--out", str(tmp_path / "out")])
+    saved = json.loads((tmp_path / "out" / "playlists.json").read_text())["result"]
+    assert f"nDCG@10 {saved['ndcg']:.4f}" in capsys.readouterr().out
+    assert not (tmp_path / "cache" / "sig" / "melon").exists()  # --no-cache wrote nothing
+
+
 def test_cli_errors(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         ev.main(["gtzan", "--model", str(tmp_path), "--gtzan", str(tmp_path), "--splits", str(tmp_path)])
