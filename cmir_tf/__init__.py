@@ -12,5 +12,7 @@ __version__ = "0.1.0"
 
 import os as _os
 
-# TensorFlow's C++ start-up chatter (CUDA probes on a CPU machine) drowns a CLI's own output.
-_os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# TensorFlow's C++ start-up chatter (CUDA factory registration on a CPU machine, logged as errors though
+# harmless) drowns a CLI's own output; real failures still surface as Python exceptions. Set the variable
+# yourself (e.g. TF_CPP_MIN_LOG_LEVEL=0) to see everything.
+_os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")

@@ -548,7 +548,7 @@ def train(cfg: TrainConfig, *, restart: bool = False) -> Path:
             keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=True),
             keras.callbacks.TensorBoard(str(run_dir / "logs"), update_freq="epoch", profile_batch=0),
         ]
-        fit_args = dict(validation_data=val_ds, validation_steps=val_steps, callbacks=callbacks, verbose=2 if not sys.stdout.isatty() else 1)
+        fit_args = dict(shuffle=False, validation_data=val_ds, validation_steps=val_steps, callbacks=callbacks, verbose=2 if not sys.stdout.isatty() else 1)
         print(f"[cmir_tf] training {cfg.mode} on {data} ({n_train} train / {n_val} val songs), "
               f"{replicas} replica(s), batch {batch}, {steps} steps/epoch, epochs {initial_epoch + 1}–{cfg.epochs} → {run_dir}", flush=True)
         if initial_step:  # finish the interrupted epoch first: only its remaining steps
@@ -565,13 +565,24 @@ def train(cfg: TrainConfig, *, restart: bool = False) -> Path:
     return run_dir
 
 
-def export_after_training(cfg: TrainConfig, run_dir: Path) -> Path | None:
-    """Export the trained audio encoder (SavedModel + Essentia graph) next to the other exports."""
-    try:
-        from .export import export_run
-    except ImportError:  # pragma: no cover - only while the export module is absent
-        return None
+def export_after_training(cfg: TrainConfig, run_dir: Path):
+    """Export the trained audio encoder (SavedModel + Essentia graph) to ``export/<run name>``.
+
+    A new version is written only when the run's checkpoints are newer than its latest export, so
+    rerunning a finished run does not pile up identical versions. Returns the ExportResult or None.
+    """
+    from .export import existing_versions, export_run
+
     out = Path(cfg.export_dir) if cfg.export_dir else DEFAULT_EXPORTS / run_dir.name
+    checkpoints = [p for p in (run_dir / "checkpoints").glob("*.weights.h5")]
+    if not checkpoints:
+        return None
+    versions = existing_versions(out) if out.exists() else []
+    if versions:
+        latest = out / "saved_model" / str(max(versions))
+        if latest.stat().st_mtime >= max(p.stat().st_mtime for p in checkpoints):
+            print(f"[cmir_tf] export: {out.resolve()} version {max(versions)} is up to date")
+            return None
     return export_run(run_dir, out)
 
 
@@ -583,7 +594,8 @@ def main(argv: list[str] | None = None) -> int:
         if cfg.export:
             exported = export_after_training(cfg, run_dir)
             if exported:
-                print(f"[cmir_tf] export: {Path(exported).resolve()}")
+                print(f"[cmir_tf] export: {Path(exported.saved_model_dir).resolve()} (TF Serving), "
+                      f"{Path(exported.graph_path).resolve()} + .json (Essentia)")
     except (ConfigError, DataError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
