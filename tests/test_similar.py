@@ -1,6 +1,5 @@
 """The annoy similarity tool: folder reading, exact answers on small indexes, persistence, CLI, errors."""
 import json
-import pickle
 
 import numpy as np
 import pytest
