@@ -26,6 +26,7 @@ from typing import Hashable, Iterable, Sequence
 import numpy as np
 
 from cmir_tf.errors import ConfigError, DataError
+from cmir_tf.melon import write_json
 
 __all__ = ["SimilarityIndex", "load_embedding", "load_embedding_folder", "find_similar", "main"]
 
@@ -156,8 +157,11 @@ class SimilarityIndex:
         os.close(fd)
         try:
             self._index.save(tmp)
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would hide the index from other users
             meta = {"dim": self.dim, "ids": self.ids, "fingerprint": fingerprint}
-            _write_json(Path(str(path) + ".ids.json"), meta)
+            write_json(Path(str(path) + ".ids.json"), meta, indent=1)
             os.replace(tmp, path)
         finally:
             if os.path.exists(tmp):
@@ -177,17 +181,6 @@ class SimilarityIndex:
         index.load(str(path))
         ids = meta["ids"]
         return cls(ids, None, _annoy=(index, int(meta["dim"]))), meta.get("fingerprint", "")
-
-
-def _write_json(path: Path, obj) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=1, ensure_ascii=False)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def open_index(folder: str | os.PathLike, index_path: str | os.PathLike | None = None, *,

@@ -1,5 +1,6 @@
 """The annoy similarity tool: folder reading, exact answers on small indexes, persistence, CLI, errors."""
 import json
+import os
 
 import numpy as np
 import pytest
@@ -152,3 +153,15 @@ def test_cli_table_and_json(folder, capsys):
     with pytest.raises(SystemExit) as e:
         main([str(d), "--id", "missing"])
     assert e.value.code == 2 and "no such track" in capsys.readouterr().err
+
+
+def test_saved_index_is_readable_by_others(folder, tmp_path):
+    d, _ = folder
+    path = tmp_path / "emb.ann"
+    old = os.umask(0o022)
+    try:
+        find_similar(d, track_id="t0", k=1, index_path=str(path))
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "emb.ann.ids.json").stat().st_mode & 0o777 == 0o644
