@@ -411,6 +411,21 @@ def test_all_writes_tables_and_plots(gtzan, melon, tmp_path, monkeypatch, capsys
     assert "Table 1: GTZAN" in capsys.readouterr().out
 
 
+def test_report_table2_layout(tmp_path):
+    """Table 2 in the paper's column order (Genre, Mood, Instrument) with the paper's values beside ours."""
+    def r(m):
+        return {"mean": m, "std": 0.001, "runs": [m]}
+    report = {"params": {"k": 100}, "jamendo": {
+        "contr_g": {"genre": r(0.85), "moodtheme": r(0.73), "instrument": r(0.8)},
+        "mine": {"genre": r(0.5), "instrument": r(0.6)}}}
+    ev.write_report(report, tmp_path)
+    md = (tmp_path / "report.md").read_text()
+    assert "| Model | Genre | Mood | Instrument | Paper (Genre/Mood/Instrument) |" in md
+    assert "| contr_g | 0.850 ± 0.001 | 0.730 ± 0.001 | 0.800 ± 0.001 | 0.847 / 0.732 / 0.797 |" in md
+    assert "| mine | 0.500 ± 0.001 | — | 0.600 ± 0.001 | — |" in md
+    assert json.loads((tmp_path / "report.json").read_text())["plots"] == [str(tmp_path / "tasks.png")]
+
+
 def test_single_task_cli_prints_and_writes_json(gtzan, melon, tmp_path, monkeypatch, capsys):
     root, splits = gtzan
     layout, prepared = melon
