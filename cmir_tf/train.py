@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from . import constants as C
-from .errors import ConfigError, DataError
+from .errors import ConfigError, DataError, ExportError
 
 MODES = ("contr_cf_g", "contr_g", "contr_cf", "bline_g", "bline_cf", "bline_cf_g")
 STRATEGIES = ("auto", "default", "mirrored", "multiworker")
@@ -596,7 +596,7 @@ def main(argv: list[str] | None = None) -> int:
             if exported:
                 print(f"[cmir_tf] export: {Path(exported.saved_model_dir).resolve()} (TF Serving), "
                       f"{Path(exported.graph_path).resolve()} + .json (Essentia)")
-    except (ConfigError, DataError) as exc:
+    except (ConfigError, DataError, ExportError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except RuntimeError as exc:
