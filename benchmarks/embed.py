@@ -154,7 +154,7 @@ def main(argv=None):
     p.add_argument("--model", help="an export folder to use instead of a freshly built encoder")
     p.add_argument("--no-essentia", action="store_true", help="skip the Essentia engine")
     p.add_argument("--no-torch", action="store_true", help="skip the PyTorch peer")
-    p.add_argument("--torch-python", default=DEFAULT_TORCH_PYTHON, help=f"Python with torch [{DEFAULT_TORCH_PYTHON}]")
+    p.add_argument("--peer-python", "--torch-python", dest="torch_python", default=DEFAULT_TORCH_PYTHON, help=f"Python with torch [{DEFAULT_TORCH_PYTHON}]")
     p.add_argument("--peer", default=DEFAULT_PEER, help="path of torch_peer.py")
     p.add_argument("--work", help="working folder (default: a temporary one, removed at the end)")
     # child modes (internal)
