@@ -332,8 +332,8 @@ def test_bad_input_and_flags_raise_named_errors(tmp_path, capsys):
     assert ei.value.code == 0
     helptext = capsys.readouterr().out
     for flag in ("--melon", "--out", "--workers", "--seed", "--cf-dim", "--w2v-dim", "--cf-model", "--cf-iterations",
-                 "--cf-threads", "--w2v-epochs", "--shard-size", "--gzip", "--metadata-only", "--overwrite",
-                 "--no-progress"):
+                 "--cf-threads", "--cf-learning-rate", "--w2v-epochs", "--shard-size", "--gzip", "--metadata-only",
+                 "--overwrite", "--no-progress"):
         assert flag in helptext
 
 
