@@ -43,9 +43,63 @@ def _resolve_sync(synchronized):
     return _in_multi_replica_context() if synchronized is None else bool(synchronized)
 
 
-def _batch_norm(synchronized: bool, name: str) -> keras.layers.BatchNormalization:
-    return keras.layers.BatchNormalization(
-        momentum=BN_MOMENTUM, epsilon=BN_EPSILON, synchronized=synchronized, name=name
+@keras.saving.register_keras_serializable(package="cmir_tf")
+class FusedBatchNorm(keras.layers.BatchNormalization):
+    """Keras BatchNormalization whose per-device training step on NHWC maps uses TF's fused kernel.
+
+    Keras 3 computes training-mode batch norm as separate moments / normalise ops; on this CPU that
+    costs ~25 % on top of a conv block's forward+backward, the fused kernel (oneDNN) ~5 %. Same
+    weights, same semantics: normalises with the biased batch variance, and the moving averages are
+    updated exactly as Keras does (with the biased variance, ``momentum``). Falls back to the Keras
+    path for synchronised (cross-replica) statistics, other ranks, float64 and inference.
+    """
+
+    _FUSED_DTYPES = (tf.float32, tf.bfloat16, tf.float16)
+    use_fused_kernel = True  # class default; set False on an instance to force the Keras path
+
+    def call(self, inputs, training=None, mask=None):
+        inputs = tf.convert_to_tensor(inputs)
+        fused = (
+            self.use_fused_kernel
+            and training is True
+            and self.trainable
+            and not self.synchronized
+            and not self.renorm
+            and mask is None
+            and inputs.shape.rank == 4
+            and self.axis in (-1, 3)
+            and inputs.dtype in self._FUSED_DTYPES
+            and self.scale
+            and self.center
+        )
+        if not fused:
+            return super().call(inputs, training=training, mask=mask)
+        empty = tf.constant([], tf.float32)
+        y, mean, variance, _, _, _ = tf.raw_ops.FusedBatchNormV3(
+            x=inputs,
+            scale=tf.cast(self.gamma, tf.float32),
+            offset=tf.cast(self.beta, tf.float32),
+            mean=empty,
+            variance=empty,
+            epsilon=self.epsilon,
+            exponential_avg_factor=1.0,
+            data_format="NHWC",
+            is_training=True,
+        )
+        # the kernel returns the Bessel-corrected batch variance; Keras averages the biased one
+        n = tf.cast(tf.size(inputs, out_type=tf.int64) // tf.cast(tf.shape(inputs)[-1], tf.int64), tf.float32)
+        variance = variance * (n - 1.0) / tf.maximum(n, 1.0)
+        momentum = self.momentum
+        self.moving_mean.assign(self.moving_mean * momentum + tf.stop_gradient(mean) * (1.0 - momentum))
+        self.moving_variance.assign(
+            self.moving_variance * momentum + tf.stop_gradient(variance) * (1.0 - momentum)
+        )
+        return tf.cast(y, self.compute_dtype)
+
+
+def _batch_norm(synchronized: bool, name: str, dtype=None) -> keras.layers.BatchNormalization:
+    return FusedBatchNorm(
+        momentum=BN_MOMENTUM, epsilon=BN_EPSILON, synchronized=synchronized, name=name, dtype=dtype
     )
 
 
@@ -65,9 +119,22 @@ class AudioEncoder(keras.layers.Layer):
     multi-replica strategy normalises with the global batch's moments as one device would.
     ``None`` (default) decides when the layer is created: on iff inside a strategy scope with more than
     one replica in sync. It is not part of the saved config (a model saved under two replicas reloads on one).
+
+    ``cnn_dtype``: a Keras dtype policy for the 7 convolutional blocks only, e.g. ``"mixed_bfloat16"``
+    (float32 variables, bfloat16 convolutions: ~1.7× faster convolutions on a CPU with AVX512_BF16).
+    The input BatchNorm, the FFB, both outputs and therefore every loss stay in the layer's own dtype
+    (float32). ``None``: the blocks use the layer's dtype. Weights are the same either way, so a model
+    trained in mixed precision loads into a float32 encoder (which is what should be exported).
     """
 
-    def __init__(self, dropout: float = C.DROPOUT, embed_dim: int = C.EMBED_DIM, synchronized=None, **kwargs):
+    def __init__(
+        self,
+        dropout: float = C.DROPOUT,
+        embed_dim: int = C.EMBED_DIM,
+        synchronized=None,
+        cnn_dtype=None,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         if not 0.0 <= float(dropout) < 1.0:
             raise ValueError(f"AudioEncoder: dropout must be in [0, 1), got {dropout}")
@@ -75,17 +142,20 @@ class AudioEncoder(keras.layers.Layer):
         self.embed_dim = int(embed_dim)
         self.synchronized = _resolve_sync(synchronized)
         sync = self.synchronized
-        self.input_bn = _batch_norm(sync, "input_bn")
+        self.cnn_dtype = cnn_dtype
+        cnn = cnn_dtype if cnn_dtype is not None else self.dtype_policy
+        self.input_bn = _batch_norm(sync, "input_bn", dtype=self.dtype_policy)
         self.convs, self.conv_bns, self.pools = [], [], []
         for i, (filters, pool) in enumerate(AUDIO_BLOCKS):
-            self.convs.append(keras.layers.Conv2D(filters, 3, padding="same", name=f"conv{i}"))
-            self.conv_bns.append(_batch_norm(sync, f"conv{i}_bn"))
-            self.pools.append(keras.layers.MaxPooling2D(pool, name=f"pool{i}"))
-        self.fc1 = keras.layers.Dense(C.HIDDEN_DIM, name="fc1")
-        self.fc1_bn = _batch_norm(sync, "fc1_bn")
-        self.drop = keras.layers.Dropout(self.dropout_rate, name="dropout")
-        self.fc2 = keras.layers.Dense(self.embed_dim, name="fc2")
-        self.ln = keras.layers.LayerNormalization(epsilon=LN_EPSILON, name="ln")
+            self.convs.append(keras.layers.Conv2D(filters, 3, padding="same", name=f"conv{i}", dtype=cnn))
+            self.conv_bns.append(_batch_norm(sync, f"conv{i}_bn", dtype=cnn))
+            self.pools.append(keras.layers.MaxPooling2D(pool, name=f"pool{i}", dtype=cnn))
+        own = self.dtype_policy
+        self.fc1 = keras.layers.Dense(C.HIDDEN_DIM, name="fc1", dtype=own)
+        self.fc1_bn = _batch_norm(sync, "fc1_bn", dtype=own)
+        self.drop = keras.layers.Dropout(self.dropout_rate, name="dropout", dtype=own)
+        self.fc2 = keras.layers.Dense(self.embed_dim, name="fc2", dtype=own)
+        self.ln = keras.layers.LayerNormalization(epsilon=LN_EPSILON, name="ln", dtype=own)
 
     def build(self, input_shape):
         if len(input_shape) != 3 or tuple(input_shape[1:]) != (C.PATCH_FRAMES, C.N_BANDS):
@@ -113,7 +183,7 @@ class AudioEncoder(keras.layers.Layer):
         h = self.input_bn(h, training=training)
         for conv, bn, pool in zip(self.convs, self.conv_bns, self.pools):
             h = pool(ops.relu(bn(conv(h), training=training)))
-        features = ops.reshape(h, (-1, C.FEATURE_DIM))
+        features = ops.cast(ops.reshape(h, (-1, C.FEATURE_DIM)), self.compute_dtype)
         h = ops.relu(self.fc1_bn(self.fc1(features), training=training))
         h = self.drop(h, training=training)
         embedding = self.ln(self.fc2(h))
@@ -124,7 +194,7 @@ class AudioEncoder(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(dropout=self.dropout_rate, embed_dim=self.embed_dim)
+        config.update(dropout=self.dropout_rate, embed_dim=self.embed_dim, cnn_dtype=self.cnn_dtype)
         return config
 
 

@@ -194,3 +194,58 @@ def test_cf_encoder_matches_equation_8_and_round_trips():
     clone(x)
     _copy_weights(enc, clone)
     np.testing.assert_array_equal(np.asarray(clone(x)), out)
+
+
+def test_fused_batch_norm_matches_the_keras_computation():
+    """The fused training kernel: same outputs, gradients and moving statistics as Keras's own BN."""
+    import tensorflow as tf
+
+    from cmir_tf.encoders import FusedBatchNorm
+
+    rng = np.random.default_rng(7)
+    x = tf.constant(rng.normal(1.5, 2.0, size=(3, 10, 6, 4)).astype("float32"))
+    fused = FusedBatchNorm(momentum=0.9, epsilon=1e-5)
+    plain = FusedBatchNorm(momentum=0.9, epsilon=1e-5)
+    plain.use_fused_kernel = False
+    for layer in (fused, plain):
+        layer.build(x.shape)
+        layer.gamma.assign(rng.normal(size=4).astype("float32"))
+        layer.beta.assign(rng.normal(size=4).astype("float32"))
+    plain.set_weights(fused.get_weights())
+    weight = tf.constant(rng.normal(size=x.shape).astype("float32"))
+    results = []
+    for layer in (fused, plain):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x, training=True)
+            loss = tf.reduce_sum(y * weight)
+        grads = tape.gradient(loss, [x, layer.gamma, layer.beta])
+        results.append([y.numpy()] + [g.numpy() for g in grads] + [w.numpy() for w in layer.non_trainable_weights])
+    for a, b in zip(*results):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    # moving variance uses the biased batch variance, as Keras (0.9 * 1 + 0.1 * var)
+    xv = x.numpy().reshape(-1, 4)
+    np.testing.assert_allclose(fused.moving_variance.numpy(), 0.9 + 0.1 * xv.var(0), rtol=1e-5)
+    np.testing.assert_allclose(fused.moving_mean.numpy(), 0.1 * xv.mean(0), rtol=1e-5)
+    # inference uses the moving statistics (both paths agree)
+    np.testing.assert_allclose(fused(x, training=False).numpy(), plain(x, training=False).numpy(), rtol=1e-6)
+
+
+def test_bfloat16_cnn_keeps_outputs_float32_and_close_to_float32():
+    x = np.random.default_rng(8).normal(size=(4, C.PATCH_FRAMES, C.N_BANDS)).astype("float32")
+    f32 = AudioEncoder(dropout=0.0)
+    bf16 = AudioEncoder(dropout=0.0, cnn_dtype="mixed_bfloat16")
+    f32(x)
+    bf16(x)
+    bf16.set_weights(f32.get_weights())  # same variables (float32) whatever the compute precision
+    assert all(w.dtype == "float32" for w in bf16.weights)
+    assert bf16.get_config()["cnn_dtype"] == "mixed_bfloat16"
+    for training in (True, False):
+        e32, f_32 = f32(x, training=training)
+        e16, f_16 = bf16(x, training=training)
+        assert e16.dtype == "float32" and f_16.dtype == "float32"
+        # bfloat16 keeps 8 significant bits: embeddings agree to a few per cent, not more
+        cos = np.sum(np.asarray(e32) * np.asarray(e16), 1) / (
+            np.linalg.norm(np.asarray(e32), axis=1) * np.linalg.norm(np.asarray(e16), axis=1)
+        )
+        assert np.all(cos > 0.99), cos

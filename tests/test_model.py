@@ -118,11 +118,13 @@ def test_model_outputs_per_mode(w2v):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("mode", list(MODES))
-def test_each_mode_trains_and_its_loss_decreases_on_a_fixed_batch(mode, w2v):
+@pytest.mark.parametrize(
+    "mode, cnn_dtype", [(mode, None) for mode in MODES] + [("contr_cf_g", "mixed_bfloat16")]
+)
+def test_each_mode_trains_and_its_loss_decreases_on_a_fixed_batch(mode, cnn_dtype, w2v):
     keras.utils.set_random_seed(3)
     data = make_batch(np.random.default_rng(3), batch=6)
-    model = build_model(mode, w2v, learning_rate=1e-3)
+    model = build_model(mode, w2v, learning_rate=1e-3, cnn_dtype=cnn_dtype)
     losses = [model.train_on_batch(data, return_dict=True) for _ in range(6)]
     assert set(losses[0]) == {"loss", *MODES[mode]}
     first = losses[0]["loss"]
@@ -251,7 +253,8 @@ _EQUIVALENCE_SCRIPT = textwrap.dedent(
 def test_two_replica_step_equals_one_device_step():
     """Global-batch semantics: 2 steps under MirroredStrategy on 2 logical CPUs = 2 steps on one device.
 
-    Run in float64 so that float32 summation-order noise (which in this BN network alone moves some
+    Run in float64 (where BatchNorm takes Keras's unfused path; the fused kernel is checked against
+    it in test_encoders) so that float32 summation-order noise (which in this BN network alone moves some
     gradients by ~1e-2 relative when the batch is merely permuted) cannot hide or fake a difference:
     all-gathered negatives, synchronised BN, and the per-replica loss share make the two runs agree
     to ~1e-14; local-only negatives, unsynchronised BN or a wrong loss scale would differ at ~1e-2.
