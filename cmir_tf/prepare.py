@@ -353,6 +353,8 @@ def prepare(melon_dir, out_dir, *, workers: int = 1, seed: int = 0, cf_dim: int 
 
     ``metadata_only=True`` runs steps 1–4 without opening a mel (every song with genres counts as
     usable) and writes no shard — the metadata path at Melon scale (``benchmarks/prepare_scale.py``).
+    ``workers > 1`` uses ``spawn`` processes (no fork after TensorFlow/OpenMP threads): a script calling
+    this must guard its top level with ``if __name__ == "__main__":``.
     """
     t0 = time.time()
     if workers < 1:
