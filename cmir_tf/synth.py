@@ -198,7 +198,8 @@ def make_synthetic_melon(out, songs: int = 1000, playlists: int = 300, seed: int
     """Write a synthetic Melon folder at ``out``; returns a summary dict (sizes, hidden ``taste`` array).
 
     ``mels=False`` writes only the JSON metadata (for scale tests: 650k songs / 150k playlists in about
-    a minute). ``majors`` is the number of major genres (Melon has 30; 8 keeps small runs learnable).
+    a minute). ``song_meta.json`` is written last, so its presence means the folder is complete (an
+    interrupted run can be detected and redone). ``majors`` is the number of major genres (Melon has 30; 8 keeps small runs learnable).
     """
     if songs < 1 or playlists < 1:
         raise ConfigError(f"--songs and --playlists must be ≥ 1, got {songs} and {playlists}")
@@ -209,7 +210,6 @@ def make_synthetic_melon(out, songs: int = 1000, playlists: int = 300, seed: int
     meta, major, taste = _songs(songs, majors, detailed_of, rng)
     pls = _playlists(playlists, major, taste, majors, mean_songs, rng, names)
     write_json(layout.genres, names)
-    write_json(layout.song_meta, meta)
     a, b = int(0.8 * playlists), int(0.9 * playlists)
     for split, part in zip(("train", "val", "test"), (pls[:a], pls[a:b], pls[b:])):
         write_json(layout.playlists(split), part)
@@ -223,6 +223,7 @@ def make_synthetic_melon(out, songs: int = 1000, playlists: int = 300, seed: int
             det = meta[i]["song_gn_dtl_gnr_basket"][: 3]
             det = [c for c in det if c.startswith(f"GN{major[i] + 1:02d}")]
             write_mel(layout, i, synth_mel(i, int(major[i]), det, int(taste[i]), params, seed, n_frames))
+    write_json(layout.song_meta, meta)  # last: its presence means the folder is complete
     return {"root": layout.root, "songs": songs, "playlists": playlists, "majors": majors,
             "genres": len(names), "entries": sum(len(p["songs"]) for p in pls), "mels": mels,
             "major": major, "taste": taste}
