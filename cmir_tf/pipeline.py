@@ -19,6 +19,9 @@ depend on the song's length, and memory is bounded by the buffers above whatever
 
 Reproducibility: for a given ``seed`` the file order, the crops and the shuffle are fixed, and every
 ordering stage is deterministic, so two runs (two iterators, or two processes) give identical batches.
+As with every seeded TensorFlow random op, the stream is a function of ``seed`` *and* TensorFlow's global
+seed (``tf.random.set_seed`` / ``keras.utils.set_random_seed``, unset by default); ``cmir_tf.train``
+sets both from ``--seed``.
 ``seed=None`` draws a fresh seed. Keeping order (``deterministic=True``) was measured to cost nothing
 here: a non-deterministic variant was not faster. The repeat comes before the shuffle, so epochs blur at
 the buffer (a song may be drawn again before every other song has been) — the usual tf.data idiom.
