@@ -475,14 +475,9 @@ def load_run_model(run_dir):
 
 def _build(model, cf_dim):
     """Create the model's variables with one inference call on a dummy pipeline batch."""
-    batch = {
-        "mel": tf.zeros([2, C.PATCH_FRAMES, C.N_BANDS], tf.float32),
-        "genres": tf.zeros([2, C.MAX_GENRES], tf.int32),
-        "genre_mask": tf.concat([tf.ones([2, 1], tf.bool), tf.zeros([2, C.MAX_GENRES - 1], tf.bool)], axis=1),
-        "cf": tf.zeros([2, cf_dim], tf.float32),
-        "song_id": tf.zeros([2], tf.int64),
-    }
-    model(batch, training=False)
+    from cmir_tf.model import dummy_batch
+
+    model(dummy_batch(cf_dim), training=False)
 
 
 def export_run(run_dir, out_dir, version=None, name=DEFAULT_NAME):

@@ -320,6 +320,17 @@ def build_model(
     return model
 
 
+def dummy_batch(cf_dim: int = C.CF_DIM, batch: int = 2) -> dict:
+    """A zero batch with the pipeline's structure: one call on it creates a model's variables."""
+    return {
+        "mel": tf.zeros([batch, C.PATCH_FRAMES, C.N_BANDS], tf.float32),
+        "genres": tf.zeros([batch, C.MAX_GENRES], tf.int32),
+        "genre_mask": tf.concat([tf.ones([batch, 1], tf.bool), tf.zeros([batch, C.MAX_GENRES - 1], tf.bool)], axis=1),
+        "cf": tf.zeros([batch, cf_dim], tf.float32),
+        "song_id": tf.zeros([batch], tf.int64),
+    }
+
+
 def make_optimizer(learning_rate: float = C.LEARNING_RATE, weight_decay: float = 0.0) -> keras.optimizers.Optimizer:
     """Adam (paper); with ``weight_decay`` > 0, Keras's decoupled weight decay (AdamW form)."""
     if not learning_rate > 0:

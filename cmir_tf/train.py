@@ -39,6 +39,7 @@ from .errors import ConfigError, DataError, ExportError
 
 MODES = ("contr_cf_g", "contr_g", "contr_cf", "bline_g", "bline_cf", "bline_cf_g")
 STRATEGIES = ("auto", "default", "mirrored", "multiworker")
+PRECISIONS = ("float32", "mixed_bfloat16")
 
 # The embedded default: where a fresh checkout puts its synthetic data, prepared records and runs.
 DEFAULT_MELON = Path("data/synth_melon")
@@ -67,6 +68,7 @@ class TrainConfig:
     lambda_a2p: float = 1.0
     lambda_g2p: float = 1.0
     seed: int = 0
+    precision: str = "float32"  # or "mixed_bfloat16": the CNN blocks in bfloat16 (≈1.8× faster on AVX512-BF16 CPUs)
     out: str | None = None  # run dir; None → runs/<mode>
     strategy: str = "auto"
     devices: int | None = None
@@ -79,6 +81,8 @@ class TrainConfig:
     def validate(self) -> None:
         if self.mode not in MODES:
             raise ConfigError(f"--mode: unknown mode {self.mode!r}; choose one of {', '.join(MODES)}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"--precision: unknown precision {self.precision!r}; choose one of {', '.join(PRECISIONS)}")
         if self.strategy not in STRATEGIES:
             raise ConfigError(f"--strategy: unknown strategy {self.strategy!r}; choose one of {', '.join(STRATEGIES)}")
         for name in ("epochs", "batch_size", "num_heads", "embed_dim", "backup_every"):
@@ -151,6 +155,7 @@ def build_arg_parser() -> argparse.ArgumentParser:
     p.add_argument("--lambda-a2g", type=float, help="weight of the audio-to-genre loss [default 1]")
     p.add_argument("--lambda-a2p", type=float, help="weight of the audio-to-playlist loss [default 1]")
     p.add_argument("--lambda-g2p", type=float, help="weight of the genre-to-playlist loss [default 1]")
+    p.add_argument("--precision", choices=PRECISIONS, help="float32 (the paper's numerics) or mixed_bfloat16: convolution blocks in bfloat16 with float32 weights and losses, ≈1.8× faster on CPUs with AVX512-BF16; exports are always float32 [default float32]")
     p.add_argument("--seed", type=int, help="seed of weights, crops and shuffling [default 0]")
     p.add_argument("--out", help="run directory; rerunning with the same one resumes [default runs/<mode>]")
     p.add_argument("--config", help="JSON or YAML file with any of these options (keys like `batch_size`); flags override it")
@@ -291,19 +296,6 @@ def read_prepared(data: Path) -> dict:
 
 # ----------------------------------------------------------------------------------------------------
 # Callbacks
-
-
-def dummy_batch(cf_dim: int = C.CF_DIM, batch: int = 2) -> dict:
-    """A zero batch with the pipeline's structure (to build a model's variables)."""
-    import tensorflow as tf
-
-    return {
-        "mel": tf.zeros((batch, C.PATCH_FRAMES, C.N_BANDS)),
-        "genres": tf.zeros((batch, C.MAX_GENRES), tf.int32),
-        "genre_mask": tf.concat([tf.ones((batch, 1), tf.bool), tf.zeros((batch, C.MAX_GENRES - 1), tf.bool)], axis=1),
-        "cf": tf.zeros((batch, cf_dim)),
-        "song_id": tf.zeros((batch,), tf.int64),
-    }
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
@@ -470,7 +462,7 @@ def train(cfg: TrainConfig, *, restart: bool = False) -> Path:
     import tensorflow as tf
 
     from . import pipeline
-    from .model import build_model
+    from .model import build_model, dummy_batch
 
     data = Path(cfg.data) if cfg.data else ensure_embedded_data(cfg)
     manifest = read_prepared(data)
@@ -514,6 +506,7 @@ def train(cfg: TrainConfig, *, restart: bool = False) -> Path:
             lambdas=(cfg.lambda_a2g, cfg.lambda_a2p, cfg.lambda_g2p), embed_dim=cfg.embed_dim,
             num_heads=cfg.num_heads, cf_dim=int(manifest.get("cf_dim", C.CF_DIM)),
             learning_rate=cfg.lr, weight_decay=cfg.weight_decay,
+            cnn_dtype=None if cfg.precision == "float32" else cfg.precision,
         )
         # create every variable now (a restore needs them): one call on a dummy batch of the pipeline's shape
         model(dummy_batch(int(manifest.get("cf_dim", C.CF_DIM))), training=False)

@@ -20,10 +20,10 @@ def exports(tmp_path_factory):
     import keras
 
     from cmir_tf.export import export_model, export_run
-    from cmir_tf.model import build_model
+    from cmir_tf.model import build_model, dummy_batch
     from cmir_tf.prepare import prepare
     from cmir_tf.synth import make_synthetic_melon
-    from cmir_tf.train import TrainConfig, dummy_batch, train
+    from cmir_tf.train import TrainConfig, train
 
     root = tmp_path_factory.mktemp("learning")
     make_synthetic_melon(root / "melon", songs=500, playlists=200, seed=3)

@@ -234,3 +234,26 @@ def test_multiworker_strategy_trains_with_two_local_workers(prepared_data, tmp_p
     assert "2 replica(s)" in outputs[0][0]
     assert (tmp_path / "mw" / "history.csv").exists()  # the chief's run directory
     assert (tmp_path / "mw" / "workers" / "1").is_dir()  # the other worker wrote aside
+
+
+@pytest.mark.slow
+def test_bfloat16_run_exports_a_float32_encoder_at_the_end(prepared_data, tmp_path):
+    out, export_dir = tmp_path / "bf16", tmp_path / "exported"
+    args = ["--data", str(prepared_data), "--out", str(out), "--precision", "mixed_bfloat16", "--epochs", "1",
+            "--steps-per-epoch", "2", "--batch-size", "8", "--validation-steps", "1", "--export-dir", str(export_dir)]
+    result = run_train(args, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads((out / "config.json").read_text())["precision"] == "mixed_bfloat16"
+    assert (export_dir / "saved_model" / "1" / "saved_model.pb").exists()
+    assert "(TF Serving)" in result.stdout and "(Essentia)" in result.stdout
+    meta = json.loads(next(export_dir.glob("*.json")).read_text())
+    assert meta["inference"]["sample_rate"] == 16000
+    # the exported graph computes in float32, whatever the training precision
+    import tensorflow as tf
+
+    served = tf.saved_model.load(str(export_dir / "saved_model" / "1")).signatures["serving_default"]
+    assert served.structured_outputs["embeddings"].dtype == tf.float32
+    # a rerun of the finished run neither retrains nor exports a duplicate version
+    again = run_train(args, cwd=tmp_path)
+    assert again.returncode == 0 and "is up to date" in again.stdout
+    assert not (export_dir / "saved_model" / "2").exists()
