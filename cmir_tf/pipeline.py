@@ -55,7 +55,7 @@ import tensorflow as tf
 
 from .constants import CF_DIM, MAX_GENRES, PATCH_FRAMES
 from .errors import ConfigError, DataError
-from .tfrecords import BYTES_PER_FRAME, N_BANDS
+from .tfrecords import BYTES_PER_FRAME, N_BANDS, feature_spec
 
 # Records parsed together by one vectorised ``tf.io.parse_example`` call.
 PARSE_BATCH = 64
@@ -154,16 +154,6 @@ def _split_files(files: list[str], input_context) -> tuple[list[str], int, int]:
 
 
 # --------------------------------------------------------------------------------------------- parse
-def _parse_spec():
-    return {
-        "song_id": tf.io.FixedLenFeature([], tf.int64),
-        "mel": tf.io.FixedLenFeature([], tf.string),
-        "n_frames": tf.io.FixedLenFeature([], tf.int64),
-        "genres": tf.io.RaggedFeature(tf.int64),
-        "cf": tf.io.RaggedFeature(tf.float32),
-    }
-
-
 def _genres_and_cf(parsed, cf_dim: int):
     genres = parsed["genres"]
     n_genres = tf.minimum(genres.row_lengths(), MAX_GENRES)
@@ -198,7 +188,7 @@ def _check_frames(parsed):
 
 def _parse_and_crop(serialized, u, *, training: bool, cf_dim: int):
     """Vectorised parse of a batch of records; the crop stays float16 bytes (decoded after batching)."""
-    parsed = tf.io.parse_example(serialized, _parse_spec())
+    parsed = tf.io.parse_example(serialized, feature_spec())
     with tf.control_dependencies([_check_frames(parsed)]):
         start = _crop_starts(parsed["n_frames"], u, training)
     crop = tf.strings.substr(parsed["mel"], tf.cast(start * BYTES_PER_FRAME, tf.int32),
@@ -318,7 +308,7 @@ def make_dataset(data_dir, split: str, batch_size: int, *, training: bool = True
 
 def _song_patches(serialized, cf_dim: int):
     """One song → its ``n_frames // 256`` non-overlapping patches (ragged first dimension)."""
-    parsed = tf.io.parse_example(serialized[tf.newaxis], _parse_spec())
+    parsed = tf.io.parse_example(serialized[tf.newaxis], feature_spec())
     with tf.control_dependencies([_check_frames(parsed)]):
         n_patches = parsed["n_frames"][0] // PATCH_FRAMES
     mel = tf.strings.substr(parsed["mel"][0], 0, tf.cast(n_patches * PATCH_FRAMES * BYTES_PER_FRAME, tf.int32),

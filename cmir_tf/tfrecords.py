@@ -57,15 +57,15 @@ def serialize_example(song_id: int, mel: np.ndarray, genres, cf=None) -> bytes:
 
 
 def feature_spec():
-    """``tf.io.parse_example`` spec of the schema."""
+    """``tf.io.parse_example`` spec of the schema (the variable-length lists parse as ragged tensors)."""
     import tensorflow as tf
 
     return {
         "song_id": tf.io.FixedLenFeature([], tf.int64),
         "mel": tf.io.FixedLenFeature([], tf.string),
         "n_frames": tf.io.FixedLenFeature([], tf.int64),
-        "genres": tf.io.VarLenFeature(tf.int64),
-        "cf": tf.io.VarLenFeature(tf.float32),
+        "genres": tf.io.RaggedFeature(tf.int64),
+        "cf": tf.io.RaggedFeature(tf.float32),
     }
 
 
