@@ -37,6 +37,8 @@ setup(
             "essentia-tensorflow==2.1b6.dev1389",
             # writes the flac / mp3 / ogg (Vorbis) files the decoding tests read (wheels bundle libsndfile)
             "soundfile>=0.12",
+            # trec_eval's own C code: the playlist metrics are checked against it
+            "pytrec-eval-terrier>=0.5.6",
         ],
     },
     entry_points={

@@ -427,6 +427,7 @@ def plot_curves(history_csv: Path, out_png: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     with open(history_csv, newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
@@ -441,6 +442,7 @@ def plot_curves(history_csv: Path, out_png: Path) -> None:
             ax.plot(epochs, [float(r[f"val_{name}"]) for r in rows], "s--", label="validation")
         ax.set_title(name)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.legend()
     fig.tight_layout()
     tmp = out_png.with_name("tmp-" + out_png.name)
