@@ -526,7 +526,8 @@ def prepare(melon_dir, out_dir, *, workers: int = 1, seed: int = 0, cf_dim: int 
 def summary(manifest: dict) -> str:
     """The human-readable count summary printed at the end of :func:`prepare`."""
     c, st = manifest["counts"], manifest["stats"]
-    lines = [f"records written: train {c['train']}, val {c['val']}, test {c['test']} "
+    what = "songs per split (metadata only, no records)" if manifest.get("metadata_only") else "records written"
+    lines = [f"{what}: train {c['train']}, val {c['val']}, test {c['test']} "
              f"({manifest['n_genres']} genres, CF {manifest['cf_dim']}, word2vec {manifest['w2v_dim']})",
              f"songs in song_meta {st['songs_in_meta']} (duplicate entries ignored: {st['duplicate_song_meta']}), "
              f"in playlists {st['songs_in_playlists']}; playlists {st['playlists']}, entries "

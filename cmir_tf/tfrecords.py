@@ -41,7 +41,8 @@ def serialize_example(song_id: int, mel: np.ndarray, genres, cf=None) -> bytes:
     mel = np.asarray(mel)
     if mel.ndim != 2 or mel.shape[1] != N_BANDS:
         raise ValueError(f"song {song_id}: mel must be (n_frames, {N_BANDS}), got {mel.shape}")
-    mel16 = mel.astype(MEL_DTYPE)
+    with np.errstate(over="ignore"):  # an overflow becomes inf, refused just below with the song named
+        mel16 = mel.astype(MEL_DTYPE)
     if not np.isfinite(mel16).all():
         raise ValueError(f"song {song_id}: mel holds non-finite values after float16 conversion")
     genres = [int(g) for g in genres]
