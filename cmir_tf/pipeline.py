@@ -246,6 +246,18 @@ def tune_malloc(mmap_threshold: int = 4 << 20, trim_threshold: int = 64 << 20) -
     return bool(mallopt(m_mmap_threshold, int(mmap_threshold)) and mallopt(m_trim_threshold, int(trim_threshold)))
 
 
+def _inputs(data_dir, split: str, batch_size: int, input_context) -> tuple[list[str], int, int]:
+    """Checked arguments → (shard files, CF size, this pipeline's batch size)."""
+    _check_args(split, batch_size)
+    data_dir = os.fspath(data_dir)
+    manifest = _read_manifest(data_dir) if os.path.isdir(data_dir) else {}
+    files = shard_files(data_dir, split, manifest)
+    cf_dim = cf_dim_of(data_dir, manifest)
+    if input_context is not None:
+        batch_size = input_context.get_per_replica_batch_size(batch_size)
+    return files, cf_dim, batch_size
+
+
 def make_dataset(data_dir, split: str, batch_size: int, *, training: bool = True, seed: int | None = None,
                  input_context: "tf.distribute.InputContext | None" = None, drop_remainder: bool | None = None,
                  shuffle_buffer: int = SHUFFLE_BUFFER, cycle_length: int = CYCLE_LENGTH,
@@ -259,13 +271,7 @@ def make_dataset(data_dir, split: str, batch_size: int, *, training: bool = True
     ``drop_remainder`` defaulting to False. ``with_crop_start`` adds ``"crop_start"`` (i64, frames).
     ``shuffle_buffer`` counts crops; ``cycle_length`` caps the shards read concurrently.
     """
-    _check_args(split, batch_size)
-    data_dir = os.fspath(data_dir)
-    manifest = _read_manifest(data_dir) if os.path.isdir(data_dir) else {}
-    files = shard_files(data_dir, split, manifest)
-    cf_dim = cf_dim_of(data_dir, manifest)
-    if input_context is not None:
-        batch_size = input_context.get_per_replica_batch_size(batch_size)
+    files, cf_dim, batch_size = _inputs(data_dir, split, batch_size, input_context)
     if drop_remainder is None:
         drop_remainder = bool(training)
     if seed is None:
@@ -331,13 +337,7 @@ def make_patch_dataset(data_dir, split: str, batch_size: int, *,
     patches of one song are consecutive, so a track's mean embedding is a segment mean over ``song_id``.
     The last batch may be partial.
     """
-    _check_args(split, batch_size)
-    data_dir = os.fspath(data_dir)
-    manifest = _read_manifest(data_dir) if os.path.isdir(data_dir) else {}
-    files = shard_files(data_dir, split, manifest)
-    cf_dim = cf_dim_of(data_dir, manifest)
-    if input_context is not None:
-        batch_size = input_context.get_per_replica_batch_size(batch_size)
+    files, cf_dim, batch_size = _inputs(data_dir, split, batch_size, input_context)
     files, n_rec_shards, rec_index = _split_files(files, input_context)
     ds = _records(files, shuffle_files=False, seed=0, cycle_length=1,
                   num_shards=n_rec_shards, shard_index=rec_index)
