@@ -4,6 +4,7 @@ One export of a freshly built model (with non-trivial BatchNorm statistics, so i
 is shared by the tests; each consumer is checked in a fresh process against the Keras model.
 """
 import json
+import re
 import os
 import subprocess
 import sys
@@ -246,7 +247,8 @@ def test_essentia_loads_frozen_graph_cleanly_and_matches_saved_model(exported, e
     raw = tmp_path / "raw.pb"
     raw.write_bytes(E.freeze_audio_encoder(audio, strip=False).SerializeToString())
     _, stderr = _essentia_predict(raw, mel, "melspectrogram", ["embeddings"], tmp_path / "raw")
-    assert "grad_a which is not in the op definition" in stderr
+    # TF names the first unknown attribute it meets, grad_a or grad_b (map order varies from run to run)
+    assert re.search(r"grad_[ab] which is not in the op definition", stderr), stderr[-3000:]
 
 
 def test_refuses_to_overwrite_a_version_and_counts_up(exported, encoders):
