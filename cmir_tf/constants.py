@@ -27,3 +27,6 @@ DROPOUT = 0.5
 NUM_HEADS = 4
 
 SPLITS = ("train", "val", "test")
+
+# Downstream datasets (reference.md §3)
+JAMENDO_CATEGORIES = ("genre", "instrument", "moodtheme")  # MTG-Jamendo autotagging splits

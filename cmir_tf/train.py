@@ -461,7 +461,6 @@ def train(cfg: TrainConfig, *, restart: bool = False) -> Path:
     configure_devices(cfg.devices)
     import keras
     import numpy as np
-    import tensorflow as tf
 
     from . import pipeline
     from .model import build_model, dummy_batch
