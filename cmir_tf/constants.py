@@ -28,5 +28,15 @@ NUM_HEADS = 4
 
 SPLITS = ("train", "val", "test")
 
+# The six presets (paper sec. 3) → the losses each reports: contrastive alignments, or baseline targets
+MODES = {
+    "contr_cf_g": ("a2g", "a2p", "g2p"),
+    "contr_g": ("a2g",),
+    "contr_cf": ("a2p",),
+    "bline_g": ("genre",),
+    "bline_cf": ("cf",),
+    "bline_cf_g": ("genre", "cf"),
+}
+
 # Downstream datasets (reference.md §3)
 JAMENDO_CATEGORIES = ("genre", "instrument", "moodtheme")  # MTG-Jamendo autotagging splits

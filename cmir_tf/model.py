@@ -55,14 +55,7 @@ from cmir_tf.losses import loss_dtype, nt_xent_replica_share
 
 # mode -> (loss parts); contrastive parts are (name, left, right, lambda index)
 CONTRASTIVE_PARTS = {"a2g": ("audio", "genre", 0), "a2p": ("audio", "cf", 1), "g2p": ("genre", "cf", 2)}
-MODES = {
-    "contr_cf_g": ("a2g", "a2p", "g2p"),
-    "contr_g": ("a2g",),
-    "contr_cf": ("a2p",),
-    "bline_g": ("genre",),
-    "bline_cf": ("cf",),
-    "bline_cf_g": ("genre", "cf"),
-}
+MODES = C.MODES  # mode → the losses it reports (one table, shared with train's CLI)
 
 
 def _replica_context():

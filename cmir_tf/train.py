@@ -37,7 +37,7 @@ from typing import Any
 from . import constants as C
 from .errors import ConfigError, DataError, ExportError
 
-MODES = ("contr_cf_g", "contr_g", "contr_cf", "bline_g", "bline_cf", "bline_cf_g")
+MODES = tuple(C.MODES)
 STRATEGIES = ("auto", "default", "mirrored", "multiworker")
 PRECISIONS = ("float32", "mixed_bfloat16")
 
