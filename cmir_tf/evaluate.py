@@ -55,7 +55,8 @@ import numpy as np
 
 from cmir_tf.constants import JAMENDO_CATEGORIES
 from cmir_tf.errors import CmirError, ConfigError, DataError
-from cmir_tf.melon import MelonLayout, read_playlists, save_npy, write_json
+from cmir_tf.fileio import save_npy, write_json
+from cmir_tf.melon import MelonLayout, read_playlists
 from cmir_tf.metrics import average_precision_at_k, ndcg_at_k
 from cmir_tf.report import _markdown, _pm, write_report
 from cmir_tf.similar import SimilarityIndex

@@ -29,13 +29,12 @@ clipping to −200 dB would silently train on a spectrogram of unknown provenanc
 """
 from __future__ import annotations
 
-import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from . import fileio
 from .constants import N_BANDS, PATCH_FRAMES
 from .errors import DataError
 
@@ -118,13 +117,7 @@ class Song:
 
 
 def _read_json(path):
-    try:
-        with open(path, "rb") as f:
-            return json.load(f)
-    except FileNotFoundError:
-        raise DataError(f"{path}: file not found") from None
-    except (ValueError, UnicodeDecodeError) as e:
-        raise DataError(f"{path}: not valid JSON ({e})") from None
+    return fileio.read_json(path, "Melon file")
 
 
 def _codes(value) -> list:
@@ -293,45 +286,8 @@ def load_mel(path) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------------------- writing
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write_bytes(path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and ``os.replace``."""
-    path = os.fspath(path)
-    d = os.path.dirname(path) or "."
-    os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=d)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def write_json(path, obj, indent=None) -> None:
-    """Atomically write ``obj`` as UTF-8 JSON (non-ASCII kept, as in Melon's files)."""
-    atomic_write_bytes(path, json.dumps(obj, ensure_ascii=False, indent=indent).encode("utf-8"))
-
-
-def save_npy(path, arr: np.ndarray) -> None:
-    """Atomically write one array as ``.npy`` (never pickled)."""
-    import io
-
-    buf = io.BytesIO()
-    np.save(buf, np.asarray(arr), allow_pickle=False)
-    atomic_write_bytes(path, buf.getvalue())
-
-
 def write_mel(layout: MelonLayout, song_id: int, mel_bands_major: np.ndarray) -> str:
     """Write a song's mel as Melon stores it: ``(48, n_frames)`` float32 at ``layout.mel_path(id)``."""
     path = layout.mel_path(song_id)
-    save_npy(path, np.asarray(mel_bands_major, dtype=np.float32))
+    fileio.save_npy(path, np.asarray(mel_bands_major, dtype=np.float32))
     return path

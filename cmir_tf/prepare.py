@@ -55,8 +55,9 @@ import numpy as np
 
 from .constants import CF_DIM, MAX_GENRES, SPLITS, W2V_DIM
 from .errors import CmirError, ConfigError, DataError
+from .fileio import save_npy, write_json
 from .melon import (PLAYLIST_FILES, MelError, MelonLayout, inspect_mel, load_mel, read_genres, read_playlists,
-                    read_song_meta, save_npy, write_json)
+                    read_song_meta)
 from .tfrecords import shard_name
 
 STATE_DIR = ".prepare"

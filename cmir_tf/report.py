@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from cmir_tf.constants import JAMENDO_CATEGORIES
-from cmir_tf.melon import atomic_write_bytes, write_json
+from cmir_tf.fileio import atomic_write_bytes, write_json
 
 # The paper's Tables 1–3 (Ferraro et al. 2021), for comparison in the report.
 PAPER = {

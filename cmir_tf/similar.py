@@ -26,7 +26,7 @@ from typing import Hashable, Iterable, Sequence
 import numpy as np
 
 from cmir_tf.errors import ConfigError, DataError
-from cmir_tf.melon import write_json
+from cmir_tf.fileio import write_json
 
 __all__ = ["SimilarityIndex", "load_embedding", "load_embedding_folder", "find_similar", "main"]
 

@@ -32,7 +32,8 @@ import numpy as np
 
 from .constants import DB_FLOOR, MELON_FRAMES, N_BANDS
 from .errors import CmirError, ConfigError
-from .melon import MelonLayout, read_playlists, save_npy, write_json, write_mel
+from .fileio import save_npy, write_json
+from .melon import MelonLayout, read_playlists, write_mel
 
 TASTES = 6
 _MAJOR_NAMES = [

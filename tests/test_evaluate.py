@@ -16,7 +16,8 @@ from scipy.io import wavfile
 
 from cmir_tf import evaluate as ev
 from cmir_tf.errors import ConfigError, DataError
-from cmir_tf.melon import MelonLayout, load_mel, write_json, write_mel
+from cmir_tf.fileio import write_json
+from cmir_tf.melon import MelonLayout, load_mel, write_mel
 from cmir_tf.metrics import average_precision_at_k, ndcg_at_k
 
 GENRES = ev.GTZAN_GENRES

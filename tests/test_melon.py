@@ -144,7 +144,7 @@ def test_read_playlists_and_genres_tolerate_masked_fields(tmp_path):
 
 
 def test_atomic_writes_leave_no_temp_file_and_usual_permissions(tmp_path):
-    from cmir_tf.melon import save_npy, write_json
+    from cmir_tf.fileio import save_npy, write_json
 
     old = os.umask(0o022)
     try:

@@ -1,0 +1,198 @@
+"""Small file primitives every stage shares: atomic writes, safe JSON / ``.npy`` reading.
+
+Atomic writes: the bytes go to a temporary file in the destination folder, named
+``.cmir-tmp-<pid>-<token>-<final name>`` (the final suffix is kept, so libraries that infer a format
+from it — Keras's ``.weights.h5``, matplotlib's ``.png``, numpy's ``.npz`` — work on the temporary
+path), which is then renamed over the destination (``os.replace``: a reader sees the old file or the
+new one, never half of one). The file gets the usual permissions (``0666 & ~umask``; ``mkstemp``'s 0600
+would hide outputs from other users). :func:`remove_stale_temps` deletes only such names, and only
+those whose process is gone — what a killed run left behind — never any other file.
+
+A write that fails for lack of space or permission raises :class:`~cmir_tf.errors.StorageError`
+naming the destination (not the temporary name) and leaves no temporary file.
+
+Reading: :func:`read_json` and :func:`load_npy` turn every way a data file can be broken (missing,
+not JSON, nested too deeply, pickled, wrong shape or dtype) into a one-line
+:class:`~cmir_tf.errors.DataError` naming the file; ``.npy`` files are never unpickled.
+"""
+from __future__ import annotations
+
+import contextlib
+import errno
+import io
+import json
+import os
+import re
+import secrets
+
+import numpy as np
+
+from .errors import DataError, StorageError
+
+TMP_PREFIX = ".cmir-tmp-"
+_TMP_RE = re.compile(r"^\.cmir-tmp-(\d+)-[0-9a-f]+-")
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def temp_path(path) -> str:
+    """A fresh temporary name beside ``path`` that keeps its file name (and so its suffix)."""
+    path = os.fspath(path)
+    folder, name = os.path.split(path)
+    return os.path.join(folder, f"{TMP_PREFIX}{os.getpid()}-{secrets.token_hex(4)}-{name}")
+
+
+def _storage(exc: OSError, path) -> StorageError:
+    from .cli import storage_error
+
+    exc.filename = os.fspath(path)
+    return storage_error(exc)
+
+
+@contextlib.contextmanager
+def atomic_path(path):
+    """Yield a temporary path beside ``path``; on success rename it over ``path``, else delete it.
+
+    For writers that want a file name rather than bytes (``model.save_weights(tmp)``,
+    ``fig.savefig(tmp)``, ``annoy.save(tmp)``)::
+
+        with atomic_path(run / "best.weights.h5") as tmp:
+            model.save_weights(tmp)
+    """
+    path = os.fspath(path)
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    tmp = temp_path(path)
+    try:
+        yield tmp
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    except OSError as exc:
+        _remove_quietly(tmp)
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG):
+            raise _storage(exc, path) from None
+        raise
+    except BaseException:
+        _remove_quietly(tmp)
+        raise
+
+
+def _remove_quietly(path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+
+
+def atomic_write_bytes(path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (see the module doc)."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(data)
+
+
+def atomic_write_text(path, text: str) -> None:
+    """Write UTF-8 ``text`` to ``path`` atomically."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def write_json(path, obj, indent=None) -> None:
+    """Atomically write ``obj`` as UTF-8 JSON (non-ASCII kept, as in Melon's files)."""
+    atomic_write_bytes(path, json.dumps(obj, ensure_ascii=False, indent=indent).encode("utf-8"))
+
+
+def save_npy(path, arr) -> None:
+    """Atomically write one array as ``.npy`` (never pickled)."""
+    buf = io.BytesIO()
+    np.save(buf, np.asarray(arr), allow_pickle=False)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temps(folder) -> list[str]:
+    """Delete this package's temporary files in ``folder`` whose writing process no longer runs.
+
+    Only names made by :func:`temp_path` are touched. Returns the paths removed.
+    """
+    folder = os.fspath(folder)
+    removed = []
+    try:
+        names = os.listdir(folder)
+    except (FileNotFoundError, NotADirectoryError):
+        return removed
+    for name in names:
+        m = _TMP_RE.match(name)
+        if m and not _pid_alive(int(m.group(1))):
+            path = os.path.join(folder, name)
+            if os.path.isfile(path) and not os.path.islink(path):
+                _remove_quietly(path)
+                removed.append(path)
+    return removed
+
+
+# ------------------------------------------------------------------------------------------ reading
+def read_json(path, what: str = "JSON file"):
+    """Parse a JSON file → its value; any fault → ``DataError("<path>: <reason>")``."""
+    path = os.fspath(path)
+    try:
+        with open(path, "rb") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise DataError(f"{path}: {what} not found") from None
+    except IsADirectoryError:
+        raise DataError(f"{path}: {what} is a folder, not a file") from None
+    except RecursionError:
+        raise DataError(f"{path}: not a usable {what} (JSON nested too deeply)") from None
+    except (ValueError, UnicodeDecodeError) as e:
+        reason = " ".join(str(e).split())
+        raise DataError(f"{path}: {what} is not valid JSON ({reason})") from None
+    except OSError as e:
+        raise DataError(f"{path}: cannot read {what} ({e.strerror or e})") from None
+
+
+def load_npy(path, what: str = "array", *, ndim: int | None = None, kind: str | None = "f") -> np.ndarray:
+    """Load one ``.npy`` array without ever unpickling; check its rank and dtype kind.
+
+    ``kind``: numpy dtype kind the array must have (``"f"`` float, ``"i"`` signed int, None: any
+    non-object dtype). Every fault → ``DataError`` naming the file and the reason.
+    """
+    path = os.fspath(path)
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(6)
+        if magic != np.lib.format.MAGIC_PREFIX:
+            if magic[:1] == b"\x80":  # a bare pickle: refused without unpickling
+                raise DataError(f"{path}: {what} holds Python objects (pickled); refused")
+            raise DataError(f"{path}: {what} is not a .npy file")
+        arr = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise DataError(f"{path}: {what} not found") from None
+    except ValueError as e:
+        if "pickle" in str(e).lower():
+            raise DataError(f"{path}: {what} holds Python objects (pickled); refused") from None
+        raise DataError(f"{path}: {what} is not a readable .npy file ({e})") from None
+    except IsADirectoryError:
+        raise DataError(f"{path}: {what} is a folder, not a file") from None
+    except (OSError, EOFError) as e:
+        raise DataError(f"{path}: {what} is not a readable .npy file ({e})") from None
+    if not isinstance(arr, np.ndarray):
+        raise DataError(f"{path}: {what} is not a single .npy array")
+    if kind == "i" and arr.dtype.kind == "u":
+        arr = arr.astype(np.int64)
+    if kind is not None and arr.dtype.kind != kind:
+        raise DataError(f"{path}: {what} has dtype {arr.dtype}, expected a {'float' if kind == 'f' else 'integer'} array")
+    if ndim is not None and arr.ndim != ndim:
+        raise DataError(f"{path}: {what} has shape {arr.shape}, expected {ndim} dimension(s)")
+    return arr
