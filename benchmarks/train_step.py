@@ -1,20 +1,30 @@
 """Training speed of the full contr_cf_g model vs the PyTorch peer, side by side, on this machine.
 
-    python benchmarks/train_step.py                      # batch 128, 3 interleaved rounds
-    python benchmarks/train_step.py --rounds 5 --steps 3 --peer-python /work/torchvenv/bin/python
+    python benchmarks/train_step.py --peer-python /tmp/torch/bin/python   # batch 128, 3 interleaved rounds
+    CMIR_PEER_PYTHON=/tmp/torch/bin/python python benchmarks/train_step.py --rounds 5 --steps 3
+    python benchmarks/train_step.py --rounds 1 --steps 1 --batch 16      # smoke run; no peer unless given
     python benchmarks/train_step.py --profile            # forward / forward+backward / step split
 
-Each round runs, one after the other in fresh processes, the peer (``shared/peers/torch_peer.py train``)
-and our model in each requested precision (A B A B ...), so that load from other processes on a
-shared machine hits both alike. Each process does one untimed warm-up step (tracing, allocation)
-and then ``--steps`` timed steps on a fixed random batch like the peer's (mel (B,256,48), genres,
-CF vector; forward + backward + Adam). Printed: every round's examples/s, the medians, and the median
-of the per-round ratios ours/peer. ``float32`` is the paper's numerics; ``mixed_bfloat16`` runs only
-the audio CNN blocks in bfloat16 (losses and embeddings stay float32), which pays off on CPUs with
-AVX512_BF16 / AMX.
+Each of our precisions is timed against the peer a PyTorch user would run for it
+(``benchmarks/peers/torch_peer.py train``):
 
-The peer needs torch, which is not a dependency of this package: ``--peer-python`` is a Python
-that can import it (default: the first of /work/torchvenv/bin/python, this Python, that can).
+    float32          vs  the peer's default  AND  the peer with ``--tuned`` (channels_last convolutions)
+    mixed_bfloat16   vs  the peer with ``--tuned --bf16`` (channels_last + bfloat16 autocast)
+
+Each round runs, one after the other in fresh processes, every peer variant and our model in each
+requested precision, each of ours right after its own peers (with ``--precision both``: peer,
+peer --tuned, float32, peer --tuned --bf16, mixed_bfloat16), so that load from other processes on a
+shared machine hits both sides alike. Each process does one untimed warm-up step (tracing, allocation)
+and then ``--steps`` timed steps on a fixed random batch like the peer's (mel (B,256,48), genres,
+CF vector; forward + backward + Adam). Printed: every round's examples/s, the medians, and for each
+pairing the median of the per-round ratios ours/peer (the contention-robust figure). ``float32`` is
+the paper's numerics; ``mixed_bfloat16`` runs only the audio CNN blocks in bfloat16 (losses and
+embeddings stay float32), which pays off on CPUs with AVX512_BF16 / AMX.
+
+The peer needs torch, which is not a dependency of this package. ``--peer-python`` (or the environment
+variable ``CMIR_PEER_PYTHON``) names a Python that can import it; when neither is given, or that Python
+cannot import torch, the peer is skipped with a printed note and only our figures are printed.
+``--peer-script`` defaults to the vendored ``benchmarks/peers/torch_peer.py``.
 """
 from __future__ import annotations
 
@@ -29,9 +39,17 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_PEER = REPO.parent / "shared" / "peers" / "torch_peer.py"
-TORCH_VENV_PYTHON = Path("/work/torchvenv/bin/python")
+DEFAULT_PEER = Path(__file__).resolve().parent / "peers" / "torch_peer.py"
+PEER_PYTHON_ENV = "CMIR_PEER_PYTHON"
 PRECISIONS = ("float32", "mixed_bfloat16")
+# The peer's command-line flags of each variant, and the variants each of our precisions is compared with.
+PEER_VARIANTS = {"default": (), "tuned": ("--tuned",), "tuned_bf16": ("--tuned", "--bf16")}
+PEERS_OF = {"float32": ("default", "tuned"), "mixed_bfloat16": ("tuned_bf16",)}
+
+
+def peer_label(variant: str) -> str:
+    flags = PEER_VARIANTS[variant]
+    return "peer " + (" ".join(flags) if flags else "default")
 
 
 def _child(args) -> None:
@@ -97,37 +115,54 @@ def _child(args) -> None:
     print(json.dumps(result))
 
 
-def _find_peer_python(explicit: str | None) -> str:
-    if explicit:
-        return explicit
-    for cand in (TORCH_VENV_PYTHON, Path(sys.executable)):
-        if cand.exists() and subprocess.run([str(cand), "-c", "import torch"], capture_output=True).returncode == 0:
-            return str(cand)
-    raise SystemExit("no Python with torch found: pass --peer-python (e.g. a venv with `pip install torch`)")
+def find_peer_python(explicit: str | None) -> tuple[str | None, str]:
+    """The peer's Python (``--peer-python``, else ``$CMIR_PEER_PYTHON``) if it can import torch.
+
+    Returns ``(python, note)``: ``python`` is None when there is none or it cannot import torch, and
+    ``note`` then says why (printed by the caller); otherwise ``note`` names the torch version.
+    """
+    python = explicit or os.environ.get(PEER_PYTHON_ENV) or None
+    if not python:
+        return None, (f"PyTorch peer skipped: no --peer-python given and ${PEER_PYTHON_ENV} is not set "
+                      "(a Python that can import torch; torch is not a dependency of cmir_tf)")
+    try:
+        out = subprocess.run([python, "-c", "import torch; print(torch.__version__)"],
+                             capture_output=True, text=True, check=False, timeout=300)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return None, f"PyTorch peer skipped: cannot run {python} ({e})"
+    if out.returncode != 0:
+        last = (out.stderr.strip().splitlines() or ["no error message"])[-1]
+        return None, f"PyTorch peer skipped: {python} cannot import torch ({last})"
+    return python, f"PyTorch peer: {python} (torch {out.stdout.strip()})"
 
 
-def _run_peer(python: str, peer: Path, batch: int, steps: int, threads: int | None) -> float:
+def run_peer(python: str, peer: Path, variant: str, batch: int, steps: int, threads: int | None) -> float:
+    """One peer process (``torch_peer.py train`` with the variant's flags) → its examples/s."""
     env = dict(os.environ)
     if threads:
         env["OMP_NUM_THREADS"] = str(threads)
-    out = subprocess.run(
-        [python, str(peer), "train", "--batch", str(batch), "--steps", str(steps)],
-        capture_output=True, text=True, env=env, check=False,
-    )
+    cmd = [python, str(peer), "train", "--batch", str(batch), "--steps", str(steps), *PEER_VARIANTS[variant]]
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
     m = re.search(r"examples_per_s=([0-9.]+)", out.stdout)
     if out.returncode != 0 or not m:
-        raise SystemExit(f"peer failed ({python} {peer}):\n{out.stdout}\n{out.stderr[-2000:]}")
+        raise SystemExit(f"peer failed ({' '.join(cmd)}):\n{out.stdout}\n{out.stderr[-2000:]}")
     return float(m.group(1))
 
 
-def _run_ours(precision: str, args) -> dict:
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", precision, "--batch", str(args.batch),
-           "--steps", str(args.steps)]
-    if args.intra:
-        cmd += ["--intra", str(args.intra)]
-    if args.inter:
-        cmd += ["--inter", str(args.inter)]
-    if args.profile:
+def run_ours(precision: str, batch: int, steps: int, *, intra: int = 0, inter: int = 0,
+             profile: bool = False) -> dict:
+    """Time our contr_cf_g training step in a fresh process → the child's JSON result.
+
+    Keys: ``precision, batch, steps, step_s, examples_per_s`` (and the ``*_s`` parts with ``profile``).
+    Also used by benchmarks/pipeline.py to measure the training rate its pipeline must keep up with.
+    """
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", precision, "--batch", str(batch),
+           "--steps", str(steps)]
+    if intra:
+        cmd += ["--intra", str(intra)]
+    if inter:
+        cmd += ["--inter", str(inter)]
+    if profile:
         cmd.append("--profile")
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
@@ -136,17 +171,27 @@ def _run_ours(precision: str, args) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def _ratio_line(name: str, ours: list[float], peer: list[float]) -> str:
+    ratios = [x / y for x, y in zip(ours, peer)]
+    return (f"  {name:<46} {statistics.median(ratios):6.2f}   (rounds: "
+            + ", ".join(f"{x:.2f}" for x in ratios) + ")")
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--batch", type=int, default=128, help="global batch size (paper: 128)")
     p.add_argument("--steps", type=int, default=3, help="timed training steps per process, after one warm-up step")
-    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds (peer, ours, peer, ours, ...)")
+    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds (peers, ours, peers, ours, ...)")
     p.add_argument("--precision", choices=PRECISIONS + ("both",), default="both",
-                   help="our CNN's compute precision; 'both' times float32 and mixed_bfloat16 in every round")
-    p.add_argument("--peer-python", default=None, help="Python that can import torch (default: /work/torchvenv "
-                   "or this Python, whichever imports torch)")
-    p.add_argument("--peer-script", default=str(DEFAULT_PEER), help="path of torch_peer.py")
-    p.add_argument("--no-peer", action="store_true", help="time only our model")
+                   help="our CNN's compute precision; 'both' times float32 and mixed_bfloat16 in every round "
+                        "(float32 against the default and the --tuned peer, mixed_bfloat16 against "
+                        "--tuned --bf16)")
+    p.add_argument("--peer-python", default=None,
+                   help=f"a Python that can import torch, to run the peer (default: ${PEER_PYTHON_ENV}; "
+                        "neither given, or no torch there: the peer is skipped with a note)")
+    p.add_argument("--peer-script", default=str(DEFAULT_PEER),
+                   help="the PyTorch peer (default: the vendored benchmarks/peers/torch_peer.py)")
+    p.add_argument("--no-peer", action="store_true", help="time only our model, even if a peer Python is set")
     p.add_argument("--intra", type=int, default=0, help="TF intra-op threads (0: TF default = cores)")
     p.add_argument("--inter", type=int, default=0, help="TF inter-op threads (0: TF default)")
     p.add_argument("--peer-threads", type=int, default=0, help="OMP_NUM_THREADS for the peer (0: torch default)")
@@ -157,44 +202,54 @@ def main(argv=None) -> None:
     if args.child:
         _child(args)
         return
+    for name in ("batch", "steps", "rounds"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name} must be ≥ 1")
 
     precisions = PRECISIONS if args.precision == "both" else (args.precision,)
-    peer_python = None if args.no_peer else _find_peer_python(args.peer_python)
     peer_script = Path(args.peer_script)
-    if peer_python and not peer_script.exists():
-        raise SystemExit(f"--peer-script: {peer_script} does not exist")
+    if args.no_peer:
+        peer_python, note = None, "PyTorch peer skipped (--no-peer)"
+    else:
+        peer_python, note = find_peer_python(args.peer_python)
+        if peer_python and not peer_script.is_file():
+            raise SystemExit(f"--peer-script: {peer_script} is not a file")
+    print(note, flush=True)
+    variants = [v for pr in precisions for v in PEERS_OF[pr]] if peer_python else []
     print(f"batch {args.batch}, {args.steps} timed steps per process, {args.rounds} rounds; "
           f"cores {os.cpu_count()}, load average before {os.getloadavg()[0]:.1f}", flush=True)
-    peer_rates, ours = [], {pr: [] for pr in precisions}
+    peer_rates = {v: [] for v in variants}
+    ours = {pr: [] for pr in precisions}
     for r in range(args.rounds):
-        line = [f"round {r + 1}:"]
-        if peer_python:
-            peer_rates.append(_run_peer(peer_python, peer_script, args.batch, args.steps, args.peer_threads))
-            line.append(f"peer {peer_rates[-1]:.2f}")
+        line = []
         for pr in precisions:
-            res = _run_ours(pr, args)
+            for v in (PEERS_OF[pr] if peer_python else ()):
+                peer_rates[v].append(run_peer(peer_python, peer_script, v, args.batch, args.steps,
+                                              args.peer_threads))
+                line.append(f"{peer_label(v)} {peer_rates[v][-1]:.2f}")
+            res = run_ours(pr, args.batch, args.steps, intra=args.intra, inter=args.inter, profile=args.profile)
             ours[pr].append(res)
-            line.append(f"{pr} {res['examples_per_s']:.2f}")
+            item = f"{pr} {res['examples_per_s']:.2f}"
             if args.profile:
-                line.append("(fwd {forward_s:.2f}s, fwd+bwd {forward_backward_s:.2f}s, audio fwd+bwd "
-                            "{audio_forward_backward_s:.2f}s, step {step_s:.2f}s)".format(**res))
-        line.append(f"ex/s, load {os.getloadavg()[0]:.1f}")
-        print(" ".join(line), flush=True)
+                item += (" (fwd {forward_s:.2f}s, fwd+bwd {forward_backward_s:.2f}s, audio fwd+bwd "
+                         "{audio_forward_backward_s:.2f}s, step {step_s:.2f}s)".format(**res))
+            line.append(item)
+        print(f"round {r + 1}: " + " | ".join(line) + f" ex/s, load {os.getloadavg()[0]:.1f}", flush=True)
 
     print("median examples/s:")
-    if peer_rates:
-        print(f"  peer (torch)      {statistics.median(peer_rates):8.2f}")
+    for v in variants:
+        print(f"  {peer_label(v) + ' (torch)':<32} {statistics.median(peer_rates[v]):8.2f}")
     for pr in precisions:
         rates = [x["examples_per_s"] for x in ours[pr]]
-        line = f"  cmir_tf {pr:<15} {statistics.median(rates):8.2f}"
-        if peer_rates:
-            ratios = [x / y for x, y in zip(rates, peer_rates)]
-            line += f"   ratio vs peer: median {statistics.median(ratios):.2f} (rounds: " + \
-                    ", ".join(f"{x:.2f}" for x in ratios) + ")"
-        print(line)
+        print(f"  {'cmir_tf ' + pr:<32} {statistics.median(rates):8.2f}")
+    if variants:
+        print("ours / peer, median of the per-round ratios:")
+        for pr in precisions:
+            rates = [x["examples_per_s"] for x in ours[pr]]
+            for v in PEERS_OF[pr]:
+                print(_ratio_line(f"cmir_tf {pr} / {peer_label(v)}", rates, peer_rates[v]))
     print(f"load average after {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores: figures taken while other "
           "processes share the CPU are lower and noisier; the ratio of interleaved runs is the robust figure")
-
 
 if __name__ == "__main__":
     main()
