@@ -11,11 +11,17 @@ measurement in a fresh child process so each size's peak RSS is its own:
 * RSS: after TensorFlow and the dataset are set up, after warm-up, at the end, and the peak
   (``VmHWM``) minus the set-up RSS ("growth") — read from ``/proc/self/status``.
 
-The ratio to ``--train-rate`` (the training step's examples/s) says how far the pipeline is from being
-the bottleneck (goal ≥ 20×). The shards are deleted afterwards unless ``--keep``.
+The ratio to the training rate (examples/s of cmir_tf's contr_cf_g training step) says how far the
+pipeline is from being the bottleneck (goal ≥ 20×). That rate is measured in the same run, on the same
+machine, before the pipeline runs (``benchmarks/train_step.py``'s own timing of our step, in a fresh
+process: ``--train-precision``, ``--batch``, ``--train-steps``), or given with ``--train-rate``
+(e.g. a figure ``benchmarks/train_step.py`` printed; ``0`` leaves the ratio out). The shards are
+deleted afterwards unless ``--keep``.
 
     python benchmarks/pipeline.py                      # 1k and 10k songs (writes ~1.8 GB at most)
-    python benchmarks/pipeline.py --sizes 1000 --repeats 5
+    python benchmarks/pipeline.py --sizes 1000 --repeats 5 --train-precision mixed_bfloat16
+    python benchmarks/pipeline.py --sizes 300 --frames 300 --batch 16 --examples 64 --repeats 1 \\
+        --warmup 1 --train-steps 1                     # smoke run
 """
 from __future__ import annotations
 
@@ -31,6 +37,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))  # run from a checkout without installing
+TRAIN_PRECISIONS = ("float32", "mixed_bfloat16")
 
 
 def rss_kb(field: str = "VmRSS") -> int:
@@ -120,9 +127,14 @@ def main(argv=None) -> None:
     p.add_argument("--repeats", type=int, default=5, help="timed windows per size (default 5)")
     p.add_argument("--warmup", type=int, default=30, help="batches before timing (default 30)")
     p.add_argument("--seed", type=int, default=0, help="pipeline seed (default 0)")
-    p.add_argument("--train-rate", type=float, default=11.9,
-                   help="training step's examples/s to compare with (default 11.9 = 1.5 × the PyTorch "
-                        "reference's 7.9 ex/s on these 2 cores)")
+    p.add_argument("--train-rate", type=float, default=None,
+                   help="training examples/s to compare the pipeline with (default: measured in this run, "
+                        "before the pipeline, by timing cmir_tf's contr_cf_g training step; 0: no ratio)")
+    p.add_argument("--train-precision", choices=TRAIN_PRECISIONS, default="float32",
+                   help="precision of the training step measured for the ratio (default float32, the "
+                        "train CLI's default; mixed_bfloat16 is the faster trainer the pipeline must also feed)")
+    p.add_argument("--train-steps", type=int, default=3,
+                   help="timed training steps (after one warm-up) when measuring the training rate (default 3)")
     p.add_argument("--workdir", default=tempfile.gettempdir(),
                    help="where the temporary shards are written (default: the system temp folder)")
     p.add_argument("--keep", action="store_true", help="keep the shards (printed) instead of deleting them")
@@ -147,6 +159,22 @@ def main(argv=None) -> None:
             p.error(f"--{name.replace('_', '-')} must be ≥ 1")
     if args.frames < 256:
         p.error("--frames must be ≥ 256 (one crop)")
+    if args.train_rate is not None and args.train_rate < 0:
+        p.error("--train-rate must be ≥ 0")
+    if args.train_steps < 1:
+        p.error("--train-steps must be ≥ 1")
+
+    if args.train_rate is None:
+        sys.path.insert(0, HERE)
+        from train_step import run_ours  # benchmarks/train_step.py: times our step in a fresh process
+
+        print(f"measuring the training step (cmir_tf contr_cf_g, {args.train_precision}, batch {args.batch}, "
+              f"{args.train_steps} timed steps) ...", file=sys.stderr, flush=True)
+        train_rate = run_ours(args.train_precision, args.batch, args.train_steps)["examples_per_s"]
+        rate_source = f"measured in this run: contr_cf_g {args.train_precision}, batch {args.batch}"
+    else:
+        train_rate = args.train_rate
+        rate_source = "given with --train-rate"
 
     results = []
     for size in args.sizes:
@@ -170,7 +198,9 @@ def main(argv=None) -> None:
                 shutil.rmtree(folder, ignore_errors=True)
 
     print(f"\ntraining pipeline, batch {args.batch}, {args.frames}-frame songs, {os.cpu_count()} CPUs, "
-          f"load average {os.getloadavg()[0]:.2f}; ratio = best rate / --train-rate {args.train_rate:g} ex/s")
+          f"load average {os.getloadavg()[0]:.2f}")
+    if train_rate:
+        print(f"ratio = best rate / training step {train_rate:.2f} ex/s ({rate_source})")
     head = (f"{'songs':>7} {'malloc':>7} {'GB':>5} {'best ex/s':>10} {'median':>8} {'CPU µs/ex':>9} {'ratio':>6} "
             f"{'RSS setup':>9} {'after warm':>10} {'end':>6} {'peak':>6} {'growth MB':>9}")
     print(head)
@@ -178,13 +208,13 @@ def main(argv=None) -> None:
     for r in results:
         best, med = max(r["rates"]), statistics.median(r["rates"])
         print(f"{r['songs']:>7} {r['malloc']:>7} {r['gb']:>5.2f} {best:>10.0f} {med:>8.0f} {min(r['cpu_us']):>9.1f} "
-              f"{best / args.train_rate:>5.0f}× {r['rss_setup_mb']:>9.0f} {r['rss_warm_mb']:>10.0f} "
+              f"{(f'{best / train_rate:.0f}×' if train_rate else '-'):>6} {r['rss_setup_mb']:>9.0f} {r['rss_warm_mb']:>10.0f} "
               f"{r['rss_end_mb']:>6.0f} {r['peak_mb']:>6.0f} {r['growth_mb']:>9.0f}")
     if args.json:
         tmp = args.json + ".tmp"
         with open(tmp, "w") as f:
             json.dump({"args": {k: v for k, v in vars(args).items() if not k.startswith("_")},
-                       "results": results}, f, indent=1)
+                       "train_rate": train_rate, "train_rate_source": rate_source, "results": results}, f, indent=1)
         os.replace(tmp, args.json)
 
 
