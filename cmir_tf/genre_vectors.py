@@ -8,8 +8,8 @@
   the same matrix in every process.
 
 Named ``genre_vectors`` rather than ``word2vec``: in this package ``word2vec`` is the matrix (the
-``word2vec.npy`` file, the ``word2vec`` argument of the genre encoder), and a module of that name would
-be shadowed by, or shadow, those variables.
+prepared folder's word2vec file, the ``word2vec`` argument of the genre encoder, many local variables),
+and a module of that name would be shadowed by, or shadow, those variables.
 """
 from __future__ import annotations
 

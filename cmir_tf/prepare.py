@@ -57,7 +57,7 @@ from .melon import PLAYLIST_FILES, MelonLayout
 from .prepared import PreparedData
 from .shard_writer import write_shards
 from .song_split import RATIOS, load_metadata, scan_mels, select_songs, stratified_split
-from .tfrecords import shard_name
+from .tfrecords import GZIP_SUFFIX, SHARD_SUFFIX, shard_name
 
 
 @dataclass
@@ -101,7 +101,7 @@ class Preparation:
     progress: bool = True
     verbose: bool = True
     fingerprint: str = ""
-    resumed: bool = False  # steps 2–6 were loaded from .prepare, not run
+    resumed: bool = False  # steps 2–6 were loaded from the state, not run
     meta: dict = field(default_factory=dict)  # load_metadata(): songs, genre_names, playlists, stats
     ids: list = field(default_factory=list)  # candidate songs, sorted
     skipped: dict = field(default_factory=dict)  # {song id: reason} decided before the records
@@ -123,7 +123,7 @@ class Preparation:
         return {v["code"]: v["index"] for v in self.vocab}
 
     def plan(self) -> dict:
-        """What ``.prepare/plan.json`` holds (the side inputs are cached beside it)."""
+        """What the state's plan file holds (the side inputs are cached beside it)."""
         return {"fingerprint": self.fingerprint, "params": self.params.as_dict(), "splits": self.splits,
                 "shards": self.shards, "cf": self.cf_info, "seconds": self.seconds,
                 "skipped": [[int(k), v] for k, v in sorted(self.skipped.items())]}
@@ -382,7 +382,7 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("--w2v-epochs", type=int, default=5,
                     help="word2vec epochs (default 5; small corpora get more, up to 200k tokens seen)")
     ap.add_argument("--shard-size", type=int, default=256, help="songs per TFRecord shard (default 256)")
-    ap.add_argument("--gzip", action="store_true", help="GZIP the shards (*.tfrecord.gz)")
+    ap.add_argument("--gzip", action="store_true", help=f"GZIP the shards (*{SHARD_SUFFIX}{GZIP_SUFFIX})")
     ap.add_argument("--metadata-only", action="store_true",
                     help="split, CF and word2vec only: no mel is opened and no shard written")
     ap.add_argument("--overwrite", action="store_true",

@@ -5,10 +5,10 @@ name, "compress": GZIP or not, "songs": [(song_id, genre indices, CF vector or N
 loads every mel in full with :func:`cmir_tf.melon.load_mel` and skips, with its reason, a song whose
 file fails there (``non_finite`` and the header faults) or whose values float16 cannot hold
 (``out_of_range``: a finite float32 above 65504 in magnitude); the others become one record each
-(:func:`cmir_tf.tfrecords.serialize_example`). The shard is written under ``<name>.tmp`` and renamed
-when whole; then its done-record ``{"shard", "split", "written", "skipped", "bytes"}`` is written to
-``.prepare/done/`` (see :class:`cmir_tf.prepared.PreparedData`). TensorFlow is imported by the worker
-only, so the parent stays light.
+(:func:`cmir_tf.tfrecords.serialize_example`). The shard is written under a partial name and renamed
+when whole; then its done-record ``{"shard", "split", "written", "skipped", "bytes"}`` is written into
+the folder's state (paths by :class:`cmir_tf.prepared.PreparedData`). TensorFlow is imported by the
+worker only, so the parent stays light.
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ F16_MAX = float(np.finfo(np.float16).max)  # 65504: records store the mel as flo
 
 
 def write_shard(task: dict) -> dict:
-    """Worker: write one shard (``.tmp`` then rename), then its done-record. Returns the done-record."""
+    """Worker: write one shard (partial name, then renamed), then its done-record. Returns the done-record."""
     import tensorflow as tf
 
     from .tfrecords import serialize_example
