@@ -52,8 +52,27 @@ PARTIAL_SUFFIX = ".tmp"  # a shard being written (renamed when whole)
 MAKE = "python -m cmir_tf.prepare"
 
 
+class _File:
+    """A file of the folder by its relative name: ``data.manifest_path`` → ``<root>/manifest.json``."""
+
+    def __init__(self, *parts: str):
+        self.name = os.path.join(*parts)
+
+    def __get__(self, data, owner=None):
+        return self if data is None else os.path.join(data.root, self.name)
+
+
 class PreparedData:
     """Paths, checked readers and the writer side of one prepared folder (see the module doc)."""
+
+    manifest_path = _File(MANIFEST)
+    splits_path = _File(SPLITS_FILE)
+    vocab_path = _File(VOCAB)
+    word2vec_path = _File(WORD2VEC)
+    cf_song_ids_path = _File(CF_SONG_IDS)
+    cf_factors_path = _File(CF_FACTORS)
+    plan_path = _File(STATE_DIR, PLAN)
+    done_dir = _File(STATE_DIR, DONE_DIR)
 
     def __init__(self, root):
         self.root = os.fspath(root)
@@ -65,27 +84,6 @@ class PreparedData:
     def path(self, name: str) -> str:
         return os.path.join(self.root, name)
 
-    @property
-    def manifest_path(self) -> str:
-        return self.path(MANIFEST)
-
-    @property
-    def splits_path(self) -> str:
-        return self.path(SPLITS_FILE)
-
-    @property
-    def vocab_path(self) -> str:
-        return self.path(VOCAB)
-
-    @property
-    def word2vec_path(self) -> str:
-        return self.path(WORD2VEC)
-
-    @property
-    def cf_paths(self) -> tuple[str, str]:
-        """``(cf_song_ids.npy, cf_factors.npy)``."""
-        return self.path(CF_SONG_IDS), self.path(CF_FACTORS)
-
     def split_dir(self, split: str) -> str:
         return self.path(split)
 
@@ -94,16 +92,8 @@ class PreparedData:
 
     @property
     def state(self) -> "PreparedData":
-        """``.prepare/``: it caches the side inputs under the folder's own names (vocab.json, …)."""
+        """The state folder: it caches the side inputs under the folder's own names."""
         return PreparedData(self.path(STATE_DIR))
-
-    @property
-    def plan_path(self) -> str:
-        return os.path.join(self.root, STATE_DIR, PLAN)
-
-    @property
-    def done_dir(self) -> str:
-        return os.path.join(self.root, STATE_DIR, DONE_DIR)
 
     def done_path(self, shard: str) -> str:
         return os.path.join(self.done_dir, shard + ".json")
@@ -178,7 +168,7 @@ class PreparedData:
 
     def read_cf(self) -> tuple[np.ndarray, np.ndarray]:
         """``(cf_song_ids int64 (n,), cf_factors float32 (n, cf_dim))``, row-aligned."""
-        ids_path, factors_path = self.cf_paths
+        ids_path, factors_path = self.cf_song_ids_path, self.cf_factors_path
         ids = fileio.load_npy(ids_path, "CF song ids", ndim=1, kind="i").astype(np.int64, copy=False)
         factors = fileio.load_npy(factors_path, "CF factors", ndim=2, kind="f").astype(np.float32, copy=False)
         if len(ids) != len(factors):
@@ -248,8 +238,11 @@ class PreparedData:
         fileio.write_json(self.plan_path, plan)
 
     def start(self) -> None:
-        """Create the state folder (``.prepare/done/``)."""
+        """Create the state folder; delete the temporary files a killed writer left (fileio's, only
+        those whose process is gone) in the folder and its state."""
         os.makedirs(self.done_dir, exist_ok=True)
+        for folder in (self.root, self.state.root, self.done_dir):
+            fileio.remove_stale_temps(folder)
 
     def start_split(self, split: str) -> None:
         """Create ``{split}/`` and delete the partial shards (``*.tmp``) an interrupted run left there."""
@@ -282,8 +275,7 @@ class PreparedData:
         fileio.write_json(self.manifest_path, manifest, indent=1)
 
     def _write_side_inputs(self, vocab, word2vec, cf_ids, cf, *, vocab_indent) -> None:
-        ids_path, factors_path = self.cf_paths
-        fileio.save_npy(ids_path, cf_ids)
-        fileio.save_npy(factors_path, cf)
+        fileio.save_npy(self.cf_song_ids_path, cf_ids)
+        fileio.save_npy(self.cf_factors_path, cf)
         fileio.save_npy(self.word2vec_path, word2vec)
         fileio.write_json(self.vocab_path, vocab, indent=vocab_indent)

@@ -127,3 +127,14 @@ def test_clear_removes_only_what_prepare_writes(prepared_data, tmp_path):
     data.clear()
     assert sorted(os.listdir(data.root)) == ["notes.txt"]
     assert data.read_plan() is None
+
+
+def test_start_removes_only_dead_writers_temporary_files(tmp_path):
+    data = PreparedData(tmp_path / "p")
+    data.start()
+    dead = os.path.join(data.state.root, ".cmir-tmp-999999999-00ab-vocab.json")  # no such process
+    alive = os.path.join(data.root, f".cmir-tmp-{os.getpid()}-00ab-manifest.json")
+    for path in (dead, alive):
+        open(path, "w").close()
+    data.start()
+    assert not os.path.exists(dead) and os.path.exists(alive)
