@@ -137,11 +137,12 @@ class Preparation:
 
 
 # ------------------------------------------------------------------------------------------- steps
-def _open(melon_dir, out_dir, params: PrepareParams, *, overwrite: bool, **run) -> Preparation:
+def _open(melon_dir, out_dir, params: PrepareParams, *, overwrite: bool, workers: int, progress: bool,
+          verbose: bool) -> Preparation:
     """Step 1: check the inputs, fingerprint them, start (or resume) the state in ``out_dir``."""
     layout = MelonLayout(melon_dir)
     layout.check()
-    p = Preparation(layout, PreparedData(out_dir), params, **run)
+    p = Preparation(layout, PreparedData(out_dir), params, workers=workers, progress=progress, verbose=verbose)
     p.fingerprint = _fingerprint(layout, params.as_dict())
     if overwrite:
         p.out.clear()
@@ -150,7 +151,7 @@ def _open(melon_dir, out_dir, params: PrepareParams, *, overwrite: bool, **run) 
     if plan is not None:
         if plan.get("fingerprint") != p.fingerprint:
             raise ConfigError(f"{p.out.root}: already prepared from other inputs or parameters ({p.out.plan_path}); "
-                              "prepare it again with overwrite, or choose another output folder")
+                              "discard it with the overwrite option, or choose another output folder")
         p.resume(plan, p.out.read_cache())
         p.log(f"resuming {p.out.root}: plan, vocabulary, word2vec and CF loaded from {p.out.state.root}")
     p.meta = load_metadata(layout.root)
