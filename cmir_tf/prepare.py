@@ -5,33 +5,29 @@
 :func:`prepare` runs named steps over one :class:`Preparation` (the run's inputs and what each step
 decides); the folder it writes is described, and owned, by :class:`cmir_tf.prepared.PreparedData`.
 
-1. **Open** (:func:`_open`). Check the Melon folder, fingerprint the parameters and the metadata files
-   (SHA-256 of the parameters and of each JSON file's name, size and modification time; mels are not
-   fingerprinted), and load the plan an earlier run cached in the output folder's state.
-2. **Songs** (:func:`_choose_songs`, :mod:`cmir_tf.song_split`): the candidates (in a playlist, with a
-   genre, a mel passing the header check) and each other song's skip reason; then the genre vocabulary
-   (:func:`cmir_tf.genre_vectors.build_vocab`).
+1. **Open** (:func:`_open`): check the Melon folder; fingerprint the parameters and the metadata files
+   (SHA-256 of the parameters and of each JSON file's name, size and mtime; mels are not fingerprinted);
+   load the plan an earlier run cached in the output folder's state.
+2. **Songs** (:func:`_choose_songs`, :mod:`cmir_tf.song_split`): candidates (in a playlist, with a genre,
+   a mel passing the header check), every other song's skip reason, the genre vocabulary.
 3. **Split** (:func:`_split`): iterative multi-label stratification 0.8/0.1/0.1 on the genres, seeded.
 4. **CF** (:func:`_fit_cf`, :mod:`cmir_tf.cf`): ``implicit`` BPR (or ALS) on the playlists restricted
    to the train+val songs; test songs get no vector (cold start).
 5. **Word2vec** (:func:`_fit_word2vec`, :mod:`cmir_tf.genre_vectors`): gensim skip-gram on the
    candidates' genre baskets, seeded and single-threaded.
 6. **Shard plan** (:func:`_plan_shards`): each split's songs shuffled with the seed, in shards of
-   ``shard_size`` songs; the plan and the side inputs (vocabulary, word2vec, CF) are cached in the
-   folder's state.
-7. **Records** (:func:`_write_records`, :mod:`cmir_tf.shard_writer`): the unfinished shards, written by
+   ``shard_size`` songs; the plan and the side inputs are cached in the state.
+7. **Records** (:func:`_write_records`, :mod:`cmir_tf.shard_writer`): the unfinished shards, by
    ``workers`` processes. A song whose mel values fail (``non_finite``, or ``out_of_range`` for float16)
-   is skipped there and recorded — so a split can lose those few songs after the split was drawn
-   (Melon: a handful among 650k). A record holds ALL the song's genres (songs with more than 10 are
-   kept; the pipeline truncates to T_w = 10).
-8. **Finish** (:func:`_finish`): the split lists (songs written), vocabulary, word2vec, the CF vectors
-   of the songs written, and the manifest last: its presence means the folder is complete.
+   is skipped there and recorded, so a split can lose those few songs after it was drawn (Melon: a
+   handful among 650k). A record holds ALL the song's genres (the pipeline truncates to T_w = 10).
+8. **Finish** (:func:`_finish`): split lists (songs written), vocabulary, word2vec, the written songs'
+   CF vectors, and the manifest last: its presence means the folder is complete.
 
-Resume: a shard counts as finished when its done-record exists and the shard file has the size it
-records (shards are written under a temporary name and renamed). Steps 2–6 run once: a rerun with the
-same fingerprint loads their results from the state and rewrites only the unfinished shards; a rerun
-with another fingerprint raises :class:`~cmir_tf.errors.ConfigError` (overwrite, or choose another
-output folder). Everything is deterministic for a seed, so a fresh run reproduces the same bytes.
+Resume: a shard is finished when its done-record exists and the file has the size it records (shards
+are written under a partial name, then renamed). Steps 2–6 run once: a rerun with the same fingerprint
+loads them from the state and writes only the unfinished shards; another fingerprint raises
+:class:`~cmir_tf.errors.ConfigError`. Everything is deterministic for a seed (same bytes on a fresh run).
 """
 from __future__ import annotations
 
