@@ -11,7 +11,6 @@
    Targets: < 10 minutes, < 8 GB.
 """
 import argparse
-import json
 import os
 import resource
 import shutil
@@ -36,6 +35,7 @@ def main(argv=None):
     ap.add_argument("--workdir", default=None, help="where to write the data (default: a temp folder, removed)")
     a = ap.parse_args(argv)
 
+    from cmir_tf.prepared import PreparedData
     from cmir_tf.synth import make_synthetic_melon
 
     work = a.workdir or tempfile.mkdtemp(prefix="prepare_scale_")
@@ -59,8 +59,7 @@ def main(argv=None):
         ru = resource.getrusage(resource.RUSAGE_CHILDREN)
         rss_gb = ru.ru_maxrss / 1024 ** 2  # KiB → GiB
         cpu = ru.ru_utime + ru.ru_stime
-        with open(os.path.join(out, "manifest.json"), encoding="utf-8") as f:
-            m = json.load(f)
+        m = PreparedData(out).read_manifest()
         print(f"prepare --metadata-only: wall {wall:.1f} s (CPU {cpu:.1f} s; load average now "
               f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores), peak RSS {rss_gb:.2f} GiB "
               f"(targets < 600 s, < 8 GB); counts {m['counts']}, {m['n_genres']} genres, "

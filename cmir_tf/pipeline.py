@@ -1,5 +1,9 @@
 """Streaming ``tf.data`` input pipeline over the prepared TFRecord shards (docs/ARCHITECTURE.md).
 
+The shards of a split and the CF size come from :class:`cmir_tf.prepared.PreparedData`: the shards the
+manifest lists (each must exist), else the shard files in ``{split}/``; the manifest's ``cf_dim``, else
+``constants.CF_DIM``.
+
 ``make_dataset`` (training and evaluation batches of 256-frame crops) and ``make_patch_dataset`` (every
 non-overlapping 256-frame patch of every song, for evaluation).
 
@@ -45,17 +49,15 @@ fallback is consistent across workers because the order is deterministic for a s
 """
 from __future__ import annotations
 
-import glob
-import json
-import os
 import random
 
 import numpy as np
 import tensorflow as tf
 
-from .constants import CF_DIM, MAX_GENRES, PATCH_FRAMES
-from .errors import ConfigError, DataError
-from .tfrecords import BYTES_PER_FRAME, N_BANDS, feature_spec
+from .constants import MAX_GENRES, PATCH_FRAMES
+from .errors import ConfigError
+from .prepared import PreparedData
+from .tfrecords import BYTES_PER_FRAME, N_BANDS, feature_spec, is_compressed
 
 # Records parsed together by one vectorised ``tf.io.parse_example`` call.
 PARSE_BATCH = 64
@@ -72,63 +74,10 @@ _SEED_MAX = 2**31 - 1
 
 
 # --------------------------------------------------------------------------------------------- files
-def _read_manifest(data_dir: str) -> dict:
-    path = os.path.join(data_dir, "manifest.json")
-    if not os.path.exists(path):
-        return {}
-    try:
-        with open(path, encoding="utf-8") as f:
-            manifest = json.load(f)
-    except (OSError, ValueError) as e:
-        raise DataError(f"{path}: cannot read the manifest ({e})") from e
-    if not isinstance(manifest, dict):
-        raise DataError(f"{path}: the manifest must be a JSON object")
-    return manifest
-
-
-def cf_dim_of(data_dir: str, manifest: dict | None = None) -> int:
-    """CF vector length of a prepared folder: the manifest's ``cf_dim``, else ``constants.CF_DIM``."""
-    manifest = _read_manifest(data_dir) if manifest is None else manifest
-    value = manifest.get("cf_dim", CF_DIM)
-    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-        raise DataError(f"{os.path.join(data_dir, 'manifest.json')}: cf_dim must be a positive integer, got {value!r}")
-    return value
-
-
-def shard_files(data_dir: str, split: str, manifest: dict | None = None) -> list[str]:
-    """The split's shard paths, sorted: the manifest's ``shards[split]`` if listed, else a glob of
-    ``{data_dir}/{split}/*.tfrecord*``. Raises ``DataError`` naming the folder when there are none."""
-    data_dir = os.fspath(data_dir)
-    if not os.path.isdir(data_dir):
-        raise DataError(f"{data_dir}: prepared data folder not found")
-    manifest = _read_manifest(data_dir) if manifest is None else manifest
-    listed = (manifest.get("shards") or {}).get(split) if isinstance(manifest.get("shards"), dict) else None
-    if listed is not None:
-        files = []
-        for name in listed:
-            # Names are relative to the split folder (prepare's layout); accept data_dir-relative too.
-            cands = [os.path.join(data_dir, split, name), os.path.join(data_dir, name)]
-            path = next((c for c in cands if os.path.isfile(c)), None)
-            if path is None:
-                raise DataError(f"{os.path.join(data_dir, 'manifest.json')}: shard {name!r} of split "
-                                f"{split!r} is listed but missing")
-            files.append(path)
-    else:
-        files = [p for p in glob.glob(os.path.join(data_dir, split, "*.tfrecord*")) if os.path.isfile(p)]
-        files = [p for p in files if p.endswith(".tfrecord") or p.endswith(".tfrecord.gz")]
-    files = sorted(files)
-    if not files:
-        raise DataError(f"{os.path.join(data_dir, split)}: no TFRecord shards for split {split!r}")
-    compressed = {f.endswith(".gz") for f in files}
-    if len(compressed) > 1:
-        raise DataError(f"{os.path.join(data_dir, split)}: mixes GZIP (.gz) and uncompressed shards")
-    return files
-
-
 def _records(files: list[str], *, shuffle_files: bool, seed: int, cycle_length: int,
              num_shards: int = 1, shard_index: int = 0) -> tf.data.Dataset:
     """Serialized records of ``files``, interleaved, deterministic for a seed."""
-    compression = "GZIP" if files[0].endswith(".gz") else None
+    compression = "GZIP" if is_compressed(files[0]) else None
     buffer = None if compression else READ_BUFFER  # GZIP streams keep TF's default buffering
     ds = tf.data.Dataset.from_tensor_slices(files)
     if shuffle_files and len(files) > 1:
@@ -249,10 +198,10 @@ def tune_malloc(mmap_threshold: int = 4 << 20, trim_threshold: int = 64 << 20) -
 def _inputs(data_dir, split: str, batch_size: int, input_context) -> tuple[list[str], int, int]:
     """Checked arguments → (shard files, CF size, this pipeline's batch size)."""
     _check_args(split, batch_size)
-    data_dir = os.fspath(data_dir)
-    manifest = _read_manifest(data_dir) if os.path.isdir(data_dir) else {}
-    files = shard_files(data_dir, split, manifest)
-    cf_dim = cf_dim_of(data_dir, manifest)
+    data = PreparedData(data_dir)
+    manifest = data.read_manifest()
+    files = data.shard_files(split, manifest)
+    cf_dim = data.cf_dim(manifest)
     if input_context is not None:
         batch_size = input_context.get_per_replica_batch_size(batch_size)
     return files, cf_dim, batch_size

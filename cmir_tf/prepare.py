@@ -1,324 +1,299 @@
-"""Melon folder (real or synthetic) → prepared training data: split, CF vectors, genre word2vec, TFRecords.
+"""Melon folder (real or synthetic) → a prepared folder: split, CF vectors, genre word2vec, TFRecords.
 
 ``python -m cmir_tf.prepare --melon DIR --out DIR [--workers N] [--seed S] ...``
 
-Steps (issue 2):
+:func:`prepare` runs named steps over one :class:`Preparation` (the run's inputs and what each step
+decides); the folder it writes is described, and owned, by :class:`cmir_tf.prepared.PreparedData`.
 
-1. **Songs.** ``song_meta.json`` (duplicate ids: the first entry is kept, the rest counted), the songs
-   named by the playlists of ``train/val/test.json`` (entries naming songs absent from ``song_meta`` are
-   dropped and counted). A song is a candidate when it appears in a playlist (else ``no_playlist``), has
-   at least one genre (else ``no_genres``) and its mel passes the header check of
-   :func:`cmir_tf.melon.inspect_mel` (``missing``, ``unreadable``, ``pickled``, ``bad_dtype``,
-   ``bad_shape``, ``wrong_bands``, ``too_short``). Stray files in ``arena_mel`` are never looked at:
-   mels are opened by their song's path only.
-2. **Split.** Iterative multi-label stratification (Sechidis et al. 2011, the ``iterative-stratification``
-   package's ``IterativeStratification`` called once with ratios 0.8/0.1/0.1) on the multi-hot genre
-   vectors (major + detailed), seeded. Measured: 650k songs × 250 genres in ~20 s, 0.5 GB.
-3. **CF.** Binary playlist × song matrix of ALL playlists restricted to train+val songs, factorised with
-   ``implicit`` (CPU classes; BPR by default — the closest to the paper's WARP —, ALS selectable). BPR's
-   item factors carry the item bias as last column, so BPR is fitted with ``cf_dim − 1`` factors to give
-   ``cf_dim`` values; learning rate 0.05 (see :func:`train_cf`), iterations by matrix size (see
-   :func:`default_cf_iterations`). Test songs get none (cold start).
-4. **Word2vec.** gensim skip-gram on the candidate songs' genre baskets (major + detailed), seeded and
-   single-threaded (deterministic). Vocabulary = every genre code of a candidate song, sorted
-   (``GNxx00`` before its ``GNxxyy``); names from ``genre_gn_all.json`` (a code missing there gets "").
-5. **Records.** Each split's songs, shuffled with the seed, in shards of ``shard_size`` songs written by
-   ``--workers`` processes: every mel is fully loaded with :func:`cmir_tf.melon.load_mel`; one whose
-   values fail (``non_finite``, or ``out_of_range`` for float16) is skipped there and recorded — so a
-   split can lose those few songs after the split was drawn (Melon: a handful among 650k). A record holds
-   ALL the song's genres (songs with more than 10 are kept; the pipeline truncates to T_w = 10).
-6. **Resume.** Shards are written as ``*.tmp`` then renamed; a finished shard leaves
-   ``.prepare/done/<shard>.json``. The plan (split, shards, skips) and the vocabulary / word2vec / CF
-   factors are computed once and cached in ``OUT/.prepare`` with a fingerprint of the parameters and
-   input files; a rerun with the same fingerprint rewrites only shards that are not finished, a rerun
-   with another raises :class:`~cmir_tf.errors.ConfigError` (use ``--overwrite`` or another ``--out``).
-   Everything is also deterministic for a seed, so a fresh run reproduces the same bytes.
+1. **Open** (:func:`_open`): check the Melon folder; fingerprint the parameters and the metadata files
+   (SHA-256 of the parameters and of each JSON file's name, size and mtime; mels are not fingerprinted);
+   load the plan an earlier run cached in the output folder's state.
+2. **Songs** (:func:`_choose_songs`, :mod:`cmir_tf.song_split`): candidates (in a playlist, with a genre,
+   a mel passing the header check), every other song's skip reason, the genre vocabulary.
+3. **Split** (:func:`_split`): iterative multi-label stratification 0.8/0.1/0.1 on the genres, seeded.
+4. **CF** (:func:`_fit_cf`, :mod:`cmir_tf.cf`): ``implicit`` BPR (or ALS) on the playlists restricted
+   to the train+val songs; test songs get no vector (cold start).
+5. **Word2vec** (:func:`_fit_word2vec`, :mod:`cmir_tf.genre_vectors`): gensim skip-gram on the
+   candidates' genre baskets, seeded and single-threaded.
+6. **Shard plan** (:func:`_plan_shards`): each split's songs shuffled with the seed, in shards of
+   ``shard_size`` songs; the plan and the side inputs are cached in the state.
+7. **Records** (:func:`_write_records`, :mod:`cmir_tf.shard_writer`): the unfinished shards, by
+   ``workers`` processes. A song whose mel values fail (``non_finite``, or ``out_of_range`` for float16)
+   is skipped there and recorded, so a split can lose those few songs after it was drawn (Melon: a
+   handful among 650k). A record holds ALL the song's genres (the pipeline truncates to T_w = 10).
+8. **Finish** (:func:`_finish`): split lists (songs written), vocabulary, word2vec, the written songs'
+   CF vectors, and the manifest last: its presence means the folder is complete.
 
-Output layout (docs/ARCHITECTURE.md): ``manifest.json``, ``splits.json``, ``vocab.json``,
-``word2vec.npy``, ``cf_song_ids.npy``, ``cf_factors.npy``, ``{train,val,test}/*.tfrecord``.
-``manifest.json`` is written last: its presence means the folder is complete.
+Resume: a shard is finished when its done-record exists and the file has the size it records (shards
+are written under a partial name, then renamed). Steps 2–6 run once: a rerun with the same fingerprint
+loads them from the state and writes only the unfinished shards; another fingerprint raises
+:class:`~cmir_tf.errors.ConfigError`. Everything is deterministic for a seed (same bytes on a fresh run).
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import math
 import os
-import shutil
 import sys
 import time
-import zlib
 from collections import Counter
+from dataclasses import dataclass, field
 
 import numpy as np
 
+from . import cli
+from .cf import BPR_LEARNING_RATE, CF_MODELS, check_cf_params, train_cf
 from .constants import CF_DIM, MAX_GENRES, SPLITS, W2V_DIM
-from .errors import CmirError, ConfigError, DataError
-from .fileio import save_npy, write_json
-from .melon import (PLAYLIST_FILES, MelError, MelonLayout, inspect_mel, load_mel, read_genres, read_playlists,
-                    read_song_meta)
-from .tfrecords import shard_name
-
-STATE_DIR = ".prepare"
-F16_MAX = float(np.finfo(np.float16).max)  # 65504: records store the mel as float16
-RATIOS = (0.8, 0.1, 0.1)
-CF_MODELS = ("bpr", "als")
-ALS_ITERATIONS = 15
-BPR_SAMPLES = 60_000_000  # default BPR iterations: ~this many SGD samples, clamped to [10, 200] iterations
-BPR_LEARNING_RATE = 0.05  # lightfm's (the paper's WARP) default; implicit's 0.01 barely moved 300-d factors
-W2V_MIN_TOKENS = 200_000  # tiny corpora get more epochs: at least this many tokens seen in training …
-W2V_MAX_EPOCHS = 200  # … but no more than this many epochs
+from .errors import ConfigError
+from .genre_vectors import build_vocab, train_word2vec
+from .melon import PLAYLIST_FILES, MelonLayout
+from .prepared import PreparedData
+from .shard_writer import write_shards
+from .song_split import RATIOS, load_metadata, scan_mels, select_songs, stratified_split
+from .tfrecords import GZIP_SUFFIX, SHARD_SUFFIX, shard_name
 
 
-def default_cf_iterations(model: str, nnz: int) -> int:
-    """ALS: 15. BPR: ``BPR_SAMPLES / nnz`` clamped to [10, 200] — 200 on small data, 10 at Melon's 5.9M
-    entries, where one single-threaded 300-factor BPR epoch took ~10 s here (benchmarks/prepare_scale.py)."""
-    if model == "als":
-        return ALS_ITERATIONS
-    return int(min(200, max(10, math.ceil(BPR_SAMPLES / max(1, nnz)))))
+@dataclass
+class PrepareParams:
+    """The parameters of a preparation: recorded in the manifest and hashed into the fingerprint."""
+
+    seed: int = 0
+    cf_dim: int = CF_DIM
+    w2v_dim: int = W2V_DIM
+    cf_model: str = "bpr"
+    cf_iterations: int | None = None
+    cf_threads: int = 1
+    cf_learning_rate: float = BPR_LEARNING_RATE
+    w2v_epochs: int = 5
+    shard_size: int = 256
+    compress: bool = False
+    ratios: tuple = RATIOS
+    metadata_only: bool = False
+
+    def check(self) -> None:
+        """Raise :class:`ConfigError` naming the first invalid parameter."""
+        if self.shard_size < 1:
+            raise ConfigError(f"shard_size must be ≥ 1, got {self.shard_size}")
+        check_cf_params(self.cf_model, self.cf_dim)
+        if self.w2v_dim < 1:
+            raise ConfigError(f"w2v_dim must be ≥ 1, got {self.w2v_dim}")
+
+    def as_dict(self) -> dict:
+        """The manifest's ``params`` (key order as in every manifest so far)."""
+        return {**dataclasses.asdict(self), "ratios": list(self.ratios)}
 
 
-# -------------------------------------------------------------------------------------------- stage 1
-def load_metadata(melon_dir) -> dict:
-    """Read a Melon folder's JSON files → ``{"songs", "genre_names", "playlists", "stats"}``.
+@dataclass
+class Preparation:
+    """One run of :func:`prepare`: its resolved inputs, then what each step decides."""
 
-    ``playlists`` is a list of song-id lists (all three files; unknown songs and repeats removed).
-    """
+    melon: MelonLayout
+    out: PreparedData
+    params: PrepareParams
+    workers: int = 1
+    progress: bool = True
+    verbose: bool = True
+    fingerprint: str = ""
+    resumed: bool = False  # steps 2–6 were loaded from the state, not run
+    meta: dict = field(default_factory=dict)  # load_metadata(): songs, genre_names, playlists, stats
+    ids: list = field(default_factory=list)  # candidate songs, sorted
+    skipped: dict = field(default_factory=dict)  # {song id: reason} decided before the records
+    vocab: list = field(default_factory=list)  # [{"index", "code", "name"}]
+    splits: dict = field(default_factory=dict)  # {split: sorted song ids}
+    cf_ids: np.ndarray | None = None  # songs with a CF vector, row-aligned with cf
+    cf: np.ndarray | None = None
+    cf_info: dict = field(default_factory=dict)
+    word2vec: np.ndarray | None = None
+    shards: dict = field(default_factory=dict)  # {split: [{"name", "songs"}]}
+    seconds: dict = field(default_factory=dict)  # step times: split, cf, word2vec
+
+    def log(self, msg: str) -> None:
+        if self.verbose:
+            print(msg, file=sys.stderr, flush=True)
+
+    def genre_index(self) -> dict:
+        """``{genre code: vocabulary index}``."""
+        return {v["code"]: v["index"] for v in self.vocab}
+
+    def plan(self) -> dict:
+        """What the state's plan file holds (the side inputs are cached beside it)."""
+        return {"fingerprint": self.fingerprint, "params": self.params.as_dict(), "splits": self.splits,
+                "shards": self.shards, "cf": self.cf_info, "seconds": self.seconds,
+                "skipped": [[int(k), v] for k, v in sorted(self.skipped.items())]}
+
+    def resume(self, plan: dict, cache: dict) -> None:
+        """Take steps 2–6's results from a cached plan and side inputs."""
+        self.splits, self.shards, self.cf_info, self.seconds = plan["splits"], plan["shards"], plan["cf"], plan["seconds"]
+        self.skipped = {int(k): v for k, v in plan["skipped"]}
+        self.vocab, self.word2vec, self.cf_ids, self.cf = cache["vocab"], cache["word2vec"], cache["cf_ids"], cache["cf"]
+        self.resumed = True
+
+
+# ------------------------------------------------------------------------------------------- steps
+def _open(melon_dir, out_dir, params: PrepareParams, *, overwrite: bool, workers: int, progress: bool,
+          verbose: bool) -> Preparation:
+    """Step 1: check the inputs, fingerprint them, start (or resume) the state in ``out_dir``."""
     layout = MelonLayout(melon_dir)
     layout.check()
-    songs, n_dup = read_song_meta(layout.song_meta)
-    genre_names = read_genres(layout.genres)
-    playlists, n_entries, n_unknown = [], 0, 0
-    for f in PLAYLIST_FILES:
-        for p in read_playlists(layout.playlists(f)):
-            n_entries += len(p["songs"])
-            kept = [s for s in dict.fromkeys(p["songs"]) if s in songs]
-            n_unknown += sum(1 for s in p["songs"] if s not in songs)
-            playlists.append(kept)
-    stats = {"songs_in_meta": len(songs), "duplicate_song_meta": n_dup, "playlists": len(playlists),
-             "playlist_entries": n_entries, "unknown_playlist_entries": n_unknown}
-    return {"songs": songs, "genre_names": genre_names, "playlists": playlists, "stats": stats}
+    p = Preparation(layout, PreparedData(out_dir), params, workers=workers, progress=progress, verbose=verbose)
+    p.fingerprint = _fingerprint(layout, params.as_dict())
+    if overwrite:
+        p.out.clear()
+    p.out.start()
+    plan = p.out.read_plan()
+    if plan is not None:
+        if plan.get("fingerprint") != p.fingerprint:
+            raise ConfigError(f"{p.out.root}: already prepared from other inputs or parameters ({p.out.plan_path}); "
+                              "discard it with the overwrite option, or choose another output folder")
+        p.resume(plan, p.out.read_cache())
+        p.log(f"resuming {p.out.root}: plan, vocabulary, word2vec and CF loaded from {p.out.state.root}")
+    p.meta = load_metadata(layout.root)
+    return p
 
 
-def select_songs(meta: dict) -> tuple[list, dict]:
-    """Songs in a playlist with ≥ 1 genre → ``(sorted ids, {id: reason})`` for ``no_playlist``/``no_genres``."""
-    in_pl = set()
-    for p in meta["playlists"]:
-        in_pl.update(p)
-    skipped, ids = {}, []
-    for sid in sorted(meta["songs"]):
-        if sid not in in_pl:
-            skipped[sid] = "no_playlist"
-        elif not meta["songs"][sid].genres:
-            skipped[sid] = "no_genres"
-        else:
-            ids.append(sid)
-    return ids, skipped
-
-
-def _inspect_chunk(args):
-    root, ids = args
-    layout = MelonLayout(root)
-    out = {}
-    for sid in ids:
-        try:
-            inspect_mel(layout.mel_path(sid))
-        except MelError as e:
-            out[sid] = e.reason
-    return out
-
-
-def scan_mels(melon_dir, ids, workers: int = 1, progress: bool = True) -> dict:
-    """Header-check every song's mel (a few hundred bytes each) → ``{id: reason}`` of the failing ones."""
-    chunks = [(os.fspath(melon_dir), list(ids[i:i + 2000])) for i in range(0, len(ids), 2000)]
-    bad = {}
-    bar = _bar(len(ids), "check mels", progress)
-    if workers > 1 and len(chunks) > 1:
-        import multiprocessing as mp
-
-        with mp.get_context("spawn").Pool(workers) as pool:
-            for c, r in zip(chunks, pool.imap(_inspect_chunk, chunks)):
-                bad.update(r); bar.update(len(c[1]))
+def _choose_songs(p: Preparation) -> None:
+    """Step 2: candidate songs, skip reasons, genre vocabulary."""
+    ids, skipped = select_songs(p.meta)
+    if p.params.metadata_only:
+        p.log(f"{len(ids)} songs in playlists with genres (metadata only)")
     else:
-        for c in chunks:
-            bad.update(_inspect_chunk(c)); bar.update(len(c[1]))
-    bar.close()
-    return bad
+        p.log(f"{len(ids)} songs in playlists with genres; checking their mels")
+        bad = scan_mels(p.melon.root, ids, p.workers, p.progress)
+        skipped.update(bad)
+        ids = [s for s in ids if s not in bad]
+    p.ids, p.skipped = ids, skipped
+    p.vocab = build_vocab(p.meta["songs"], ids, p.meta["genre_names"])
 
 
-def build_vocab(songs: dict, ids, genre_names: dict) -> list:
-    """``[{"index", "code", "name"}]`` over every genre code of the songs ``ids``, sorted by code."""
-    codes = sorted({c for sid in ids for c in songs[sid].genres})
-    return [{"index": i, "code": c, "name": genre_names.get(c, "")} for i, c in enumerate(codes)]
+def _split(p: Preparation) -> None:
+    """Step 3: the stratified split."""
+    index, songs = p.genre_index(), p.meta["songs"]
+    t = time.time()
+    p.splits = stratified_split(p.ids, [[index[c] for c in songs[s].genres] for s in p.ids], len(p.vocab),
+                                p.params.seed)
+    p.seconds["split"] = round(time.time() - t, 1)
+    p.log(f"split {len(p.ids)} songs in {time.time() - t:.1f} s: "
+          + ", ".join(f"{s} {len(p.splits[s])}" for s in SPLITS))
 
 
-# -------------------------------------------------------------------------------------------- stage 2
-def stratified_split(ids, genre_index_lists, n_genres: int, seed: int, ratios=RATIOS) -> dict:
-    """Iterative multi-label stratification → ``{"train": [...], "val": [...], "test": [...]}`` (sorted ids).
-
-    ``genre_index_lists[i]`` are the vocabulary indices of ``ids[i]``. Deterministic for a seed.
-    """
-    from iterstrat.ml_stratifiers import IterativeStratification
-
-    ids = np.asarray(ids, dtype=np.int64)
-    out = {s: [] for s in SPLITS}
-    if len(ids) == 0:
-        return out
-    y = np.zeros((len(ids), n_genres), dtype=bool)
-    rows = np.repeat(np.arange(len(ids)), [len(g) for g in genre_index_lists])
-    y[rows, np.concatenate([np.asarray(g, dtype=np.int64) for g in genre_index_lists])] = True
-    folds = IterativeStratification(labels=y, r=np.asarray(ratios, dtype=float),
-                                    random_state=np.random.RandomState(seed))
-    for k, s in enumerate(SPLITS):
-        out[s] = sorted(int(v) for v in ids[folds == k])
-    return out
+def _fit_cf(p: Preparation) -> None:
+    """Step 4: CF vectors of the train+val songs."""
+    q, t = p.params, time.time()
+    p.cf_ids, p.cf, p.cf_info = train_cf(p.meta["playlists"], p.splits["train"] + p.splits["val"], q.cf_dim,
+                                         q.cf_model, q.seed, q.cf_iterations, q.cf_threads, progress=p.progress,
+                                         learning_rate=q.cf_learning_rate)
+    p.cf_info["seconds"] = p.seconds["cf"] = round(time.time() - t, 1)
+    p.log(f"CF ({q.cf_model}, {q.cf_dim} values, {p.cf_info['iterations']} iterations, "
+          f"{p.cf_info['nnz']} entries) for {len(p.cf_ids)} songs in {time.time() - t:.1f} s")
 
 
-# -------------------------------------------------------------------------------------------- stage 3
-def train_cf(playlists, song_ids, cf_dim: int = CF_DIM, model: str = "bpr", seed: int = 0,
-             iterations: int | None = None, threads: int = 1, progress: bool = False,
-             learning_rate: float = BPR_LEARNING_RATE):
-    """Factorise the binary playlist × song matrix restricted to ``song_ids``.
-
-    Returns ``(ids int64 (n,), factors float32 (n, cf_dim), info dict)`` for the songs of ``song_ids``
-    that occur in at least one playlist, sorted. ``threads=1`` makes
-    BPR deterministic (its multi-threaded SGD is lock-free); ALS is deterministic at any thread count.
-    ``learning_rate`` is BPR's: at Melon scale (5.3M entries, 12 epochs, 300 factors) co-occurring songs'
-    mean cosine was 0.005 (random pairs −0.012) with implicit's default 0.01, 0.39 (random 0.00) with 0.05
-    and 0.51 (0.02) with 0.1; 0.05 is lightfm's default for the paper's WARP.
-    """
-    import scipy.sparse as sp
-
-    if model not in CF_MODELS:
-        raise ConfigError(f"--cf-model must be one of {CF_MODELS}, got {model!r}")
-    if cf_dim < 2:
-        raise ConfigError(f"--cf-dim must be ≥ 2, got {cf_dim}")
-    col_of = {int(s): j for j, s in enumerate(sorted(int(s) for s in song_ids))}
-    indptr, indices = [0], []
-    for p in playlists:
-        cols = sorted({col_of[s] for s in p if s in col_of})
-        if cols:
-            indices.extend(cols); indptr.append(len(indices))
-    if not indices:
-        return np.zeros(0, np.int64), np.zeros((0, cf_dim), np.float32), {"playlists": 0, "nnz": 0}
-    m = sp.csr_matrix((np.ones(len(indices), np.float32), np.asarray(indices, np.int32),
-                       np.asarray(indptr, np.int64)), shape=(len(indptr) - 1, len(col_of)))
-    used = np.flatnonzero(np.asarray((m > 0).sum(axis=0)).ravel() > 0)
-    m = m[:, used].tocsr()
-    ids = np.asarray(sorted(col_of), np.int64)[used]
-    iterations = default_cf_iterations(model, m.nnz) if iterations is None else int(iterations)
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(1, "blas"):
-        if model == "bpr":
-            from implicit.cpu.bpr import BayesianPersonalizedRanking
-
-            mf = BayesianPersonalizedRanking(factors=cf_dim - 1, learning_rate=learning_rate, iterations=iterations,
-                                             num_threads=threads, random_state=seed)
-        else:
-            from implicit.cpu.als import AlternatingLeastSquares
-
-            mf = AlternatingLeastSquares(factors=cf_dim, iterations=iterations, num_threads=threads,
-                                         random_state=seed)
-        mf.fit(m, show_progress=progress)
-    f = np.asarray(mf.item_factors, dtype=np.float32)[:, :cf_dim]
-    info = {"model": model, "iterations": iterations, "threads": threads,
-            "learning_rate": learning_rate if model == "bpr" else None, "playlists": int(m.shape[0]),
-            "songs": int(m.shape[1]), "nnz": int(m.nnz)}
-    return ids, np.ascontiguousarray(f), info
+def _fit_word2vec(p: Preparation) -> None:
+    """Step 5: the genre word2vec matrix."""
+    q, t = p.params, time.time()
+    p.word2vec = train_word2vec([p.meta["songs"][s].genres for s in p.ids], p.vocab, q.w2v_dim, q.seed,
+                                q.w2v_epochs)
+    p.seconds["word2vec"] = round(time.time() - t, 1)
+    p.log(f"word2vec ({len(p.vocab)} genres × {q.w2v_dim}) in {p.seconds['word2vec']} s")
 
 
-# -------------------------------------------------------------------------------------------- stage 4
-def _stable_hash(s):  # gensim's seeded vectors must not depend on PYTHONHASHSEED
-    return zlib.crc32(str(s).encode("utf-8"))
+def _plan_shards(p: Preparation) -> None:
+    """Step 6: shuffled shards per split; cache the plan and the side inputs."""
+    size = p.params.shard_size
+    rng = np.random.default_rng([p.params.seed, 5])
+    for s in SPLITS:
+        order = [int(v) for v in rng.permutation(np.asarray(p.splits[s], np.int64))]
+        n = math.ceil(len(order) / size)
+        p.shards[s] = [{"name": shard_name(s, i, n, p.params.compress), "songs": order[i * size:(i + 1) * size]}
+                       for i in range(n)]
+    p.out.write_state(p.plan(), p.vocab, p.word2vec, p.cf_ids, p.cf)
 
 
-def train_word2vec(baskets, vocab: list, dim: int = W2V_DIM, seed: int = 0, epochs: int = 5) -> np.ndarray:
-    """Skip-gram word2vec on genre baskets → ``(len(vocab), dim)`` float32, row i = vocabulary index i.
-
-    A basket is a whole "sentence" (window = the longest basket). No frequent-word down-sampling
-    (``sample=0``): with ~250 codes the majors are the frequent "words", and down-sampling them dropped
-    most of them (on 250 synthetic songs, detailed→own-major nearest neighbour 11 % vs 51 % without).
-    Small corpora get ``min(200, ceil(W2V_MIN_TOKENS / tokens))`` epochs if that is more than ``epochs``.
-    """
-    from gensim.models import Word2Vec
-
-    baskets = [list(b) for b in baskets if b]
-    if not baskets:
-        raise DataError("no song has a genre: cannot train the genre word2vec")
-    window = max(2, max(len(b) for b in baskets))
-    n_tokens = sum(len(b) for b in baskets)
-    epochs = max(int(epochs), min(W2V_MAX_EPOCHS, math.ceil(W2V_MIN_TOKENS / n_tokens)))
-    w2v = Word2Vec(sentences=baskets, vector_size=dim, window=window, min_count=1, sg=1, negative=5, sample=0,
-                   epochs=epochs, workers=1, seed=seed, hashfxn=_stable_hash)
-    mat = np.zeros((len(vocab), dim), np.float32)
-    for v in vocab:
-        mat[v["index"]] = w2v.wv[v["code"]]
-    return mat
+PLAN_STEPS = (_choose_songs, _split, _fit_cf, _fit_word2vec, _plan_shards)
 
 
-# -------------------------------------------------------------------------------------------- stage 5
-def _bar(total, desc, enabled):
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=desc, unit="song", disable=not enabled, file=sys.stderr, mininterval=0.5)
-
-
-def _write_shard(task: dict) -> dict:
-    """Worker: write one shard (``.tmp`` then rename), then its done-record. Returns the done-record."""
-    import tensorflow as tf
-
-    from .tfrecords import serialize_example
-
-    layout = MelonLayout(task["melon"])
-    path = os.path.join(task["out"], task["split"], task["name"])
-    tmp = path + ".tmp"
-    written, skipped = [], []
-    opts = tf.io.TFRecordOptions(compression_type="GZIP" if task["compress"] else "")
-    with tf.io.TFRecordWriter(tmp, opts) as w:
-        for sid, genres, cf in task["songs"]:
-            try:
-                mel = load_mel(layout.mel_path(sid))
-            except MelError as e:
-                skipped.append([sid, e.reason]); continue
-            if np.abs(mel).max() > F16_MAX:  # finite float32 that float16 would turn into inf
-                skipped.append([sid, "out_of_range"]); continue
-            w.write(serialize_example(sid, mel, genres, cf))
-            written.append(sid)
-    os.replace(tmp, path)
-    done = {"shard": task["name"], "split": task["split"], "written": written, "skipped": skipped,
-            "bytes": os.path.getsize(path)}
-    write_json(_done_path(task["out"], task["name"]), done)
+def _write_records(p: Preparation) -> dict:
+    """Step 7: write every unfinished shard → ``{shard name: done-record}`` of all shards."""
+    index, songs = p.genre_index(), p.meta["songs"]
+    cf_row = {int(s): i for i, s in enumerate(p.cf_ids)}
+    done, tasks = {}, []
+    for s in SPLITS:
+        p.out.start_split(s)
+        for sh in p.shards[s]:
+            record = p.out.finished(s, sh["name"])
+            if record is not None:
+                done[sh["name"]] = record
+                continue
+            tasks.append({"melon": p.melon.root, "out": p.out.root, "split": s, "name": sh["name"],
+                          "compress": bool(p.params.compress),
+                          "songs": [(sid, [index[c] for c in songs[sid].genres],
+                                     p.cf[cf_row[sid]] if s != "test" and sid in cf_row else None)
+                                    for sid in sh["songs"]]})
+    p.log(f"writing {sum(len(t['songs']) for t in tasks)} songs in {len(tasks)} shards "
+          f"({len(done)} shards already finished)")
+    for record in write_shards(tasks, p.workers, p.progress):
+        done[record["shard"]] = record
     return done
 
 
-def _done_path(out, name):
-    return os.path.join(out, STATE_DIR, "done", name + ".json")
+def _collect(p: Preparation, done: dict) -> tuple[dict, dict, dict]:
+    """The songs written per split (sorted), every skip reason, the shard names per split."""
+    skipped = dict(p.skipped)
+    written, files = {s: [] for s in SPLITS}, {s: [] for s in SPLITS}
+    for s in SPLITS:
+        for sh in p.shards[s]:
+            if p.params.metadata_only:
+                written[s].extend(sh["songs"])
+                continue
+            record = done[sh["name"]]
+            written[s].extend(record["written"])
+            skipped.update({int(k): v for k, v in record["skipped"]})
+            files[s].append(sh["name"])
+        written[s] = sorted(written[s])
+    return written, skipped, files
 
 
-def _finished(out, split, name):
-    """The done-record of a shard if the shard is finished (record present, file present, same size)."""
-    dp = _done_path(out, name)
-    path = os.path.join(out, split, name)
-    try:
-        with open(dp, encoding="utf-8") as f:
-            done = json.load(f)
-        return done if os.path.getsize(path) == done["bytes"] else None
-    except (OSError, ValueError, KeyError):
-        return None
+def _finish(p: Preparation, done: dict, t0: float) -> dict:
+    """Step 8: write the folder's files, the manifest last; return the manifest."""
+    written, skipped, files = _collect(p, done)
+    keep = np.isin(p.cf_ids, np.asarray(written["train"] + written["val"], np.int64))
+    songs, meta, q = p.meta["songs"], p.meta, p.params
+    stats = dict(meta["stats"])
+    stats.update({"songs_in_playlists": len({x for pl in meta["playlists"] for x in pl}),
+                  "songs_over_max_genres": sum(1 for s in SPLITS for sid in written[s]
+                                               if len(songs[sid].genres) > MAX_GENRES),
+                  "genres_missing_from_genre_gn_all": sum(1 for v in p.vocab if v["code"] not in meta["genre_names"]),
+                  "cf": p.cf_info, "stage_seconds": p.seconds, "seconds": round(time.time() - t0, 1)})
+    manifest = {
+        "counts": {s: len(written[s]) for s in SPLITS},
+        "skipped": [{"song_id": k, "reason": v} for k, v in sorted(skipped.items())],
+        "skipped_by_reason": dict(sorted(Counter(skipped.values()).items())),
+        "stats": stats,
+        "params": q.as_dict(),
+        "versions": _versions(),
+        "shards": files,
+        "n_genres": len(p.vocab),
+        "cf_dim": q.cf_dim,
+        "w2v_dim": q.w2v_dim,
+        "metadata_only": bool(q.metadata_only),
+        "compressed": bool(q.compress),
+    }
+    p.out.write_outputs(splits=written, vocab=p.vocab, word2vec=p.word2vec, cf_ids=p.cf_ids[keep], cf=p.cf[keep],
+                        manifest=manifest)
+    return manifest
 
 
-# ----------------------------------------------------------------------------------------- orchestrate
 def _fingerprint(layout: MelonLayout, params: dict) -> str:
     h = hashlib.sha256(json.dumps(params, sort_keys=True).encode())
-    for p in (layout.song_meta, layout.genres, *(layout.playlists(s) for s in PLAYLIST_FILES)):
-        st = os.stat(p)
-        h.update(f"{os.path.basename(p)}:{st.st_size}:{st.st_mtime_ns}".encode())
+    for path in (layout.song_meta, layout.genres, *(layout.playlists(s) for s in PLAYLIST_FILES)):
+        st = os.stat(path)
+        h.update(f"{os.path.basename(path)}:{st.st_size}:{st.st_mtime_ns}".encode())
     return h.hexdigest()
 
 
-def _versions():
+def _versions() -> dict:
     from importlib.metadata import PackageNotFoundError, version
 
     out = {"python": sys.version.split()[0]}
@@ -330,20 +305,7 @@ def _versions():
     return out
 
 
-def _clear(out):
-    for name in (STATE_DIR, *SPLITS):
-        shutil.rmtree(os.path.join(out, name), ignore_errors=True)
-    for name in ("manifest.json", "splits.json", "vocab.json", "word2vec.npy", "cf_song_ids.npy",
-                 "cf_factors.npy"):
-        if os.path.exists(os.path.join(out, name)):
-            os.unlink(os.path.join(out, name))
-
-
-def _log(verbose, msg):
-    if verbose:
-        print(msg, file=sys.stderr, flush=True)
-
-
+# ------------------------------------------------------------------------------------------ public
 def prepare(melon_dir, out_dir, *, workers: int = 1, seed: int = 0, cf_dim: int = CF_DIM,
             w2v_dim: int = W2V_DIM, cf_model: str = "bpr", cf_iterations: int | None = None,
             cf_threads: int = 1, cf_learning_rate: float = BPR_LEARNING_RATE, w2v_epochs: int = 5,
@@ -352,173 +314,23 @@ def prepare(melon_dir, out_dir, *, workers: int = 1, seed: int = 0, cf_dim: int 
             verbose: bool = True) -> dict:
     """Prepare ``melon_dir`` into ``out_dir`` (see the module docstring); returns the manifest dict.
 
-    ``metadata_only=True`` runs steps 1–4 without opening a mel (every song with genres counts as
+    ``metadata_only=True`` runs steps 1–6 without opening a mel (every song with genres counts as
     usable) and writes no shard — the metadata path at Melon scale (``benchmarks/prepare_scale.py``).
     ``workers > 1`` uses ``spawn`` processes (no fork after TensorFlow/OpenMP threads): a script calling
     this must guard its top level with ``if __name__ == "__main__":``.
     """
     t0 = time.time()
     if workers < 1:
-        raise ConfigError(f"--workers must be ≥ 1, got {workers}")
-    if shard_size < 1:
-        raise ConfigError(f"--shard-size must be ≥ 1, got {shard_size}")
-    if cf_model not in CF_MODELS:
-        raise ConfigError(f"--cf-model must be one of {CF_MODELS}, got {cf_model!r}")
-    if cf_dim < 2 or w2v_dim < 1:
-        raise ConfigError(f"--cf-dim must be ≥ 2 and --w2v-dim ≥ 1, got {cf_dim} and {w2v_dim}")
-    layout = MelonLayout(melon_dir)
-    layout.check()
-    out = os.fspath(out_dir)
-    params = {"seed": seed, "cf_dim": cf_dim, "w2v_dim": w2v_dim, "cf_model": cf_model,
-              "cf_iterations": cf_iterations,
-              "cf_threads": cf_threads, "cf_learning_rate": cf_learning_rate, "w2v_epochs": w2v_epochs,
-              "shard_size": shard_size,
-              "compress": bool(compress), "ratios": list(RATIOS), "metadata_only": bool(metadata_only)}
-    fp = _fingerprint(layout, params)
-    state = os.path.join(out, STATE_DIR)
-    plan_path = os.path.join(state, "plan.json")
-    if overwrite:
-        _clear(out)
-    os.makedirs(os.path.join(state, "done"), exist_ok=True)
-
-    plan = None
-    if os.path.exists(plan_path):
-        with open(plan_path, encoding="utf-8") as f:
-            plan = json.load(f)
-        if plan.get("fingerprint") != fp:
-            raise ConfigError(f"{out}: already prepared from other inputs or parameters ({plan_path}); "
-                              "pass --overwrite or choose another --out")
-        _log(verbose, f"resuming {out}: plan, vocabulary, word2vec and CF loaded from {state}")
-
-    meta = load_metadata(layout.root)
-    songs = meta["songs"]
-    if plan is None:
-        ids, skipped = select_songs(meta)
-        _log(verbose, f"{len(ids)} songs in playlists with genres; checking their mels"
-             if not metadata_only else f"{len(ids)} songs in playlists with genres (metadata only)")
-        if not metadata_only:
-            bad = scan_mels(layout.root, ids, workers, progress)
-            skipped.update(bad)
-            ids = [s for s in ids if s not in bad]
-        vocab = build_vocab(songs, ids, meta["genre_names"])
-        index = {v["code"]: v["index"] for v in vocab}
-        genre_idx = {sid: [index[c] for c in songs[sid].genres] for sid in ids}
-        t = time.time()
-        splits = stratified_split(ids, [genre_idx[s] for s in ids], len(vocab), seed)
-        split_seconds = round(time.time() - t, 1)
-        _log(verbose, f"split {len(ids)} songs in {time.time() - t:.1f} s: "
-             + ", ".join(f"{s} {len(splits[s])}" for s in SPLITS))
-        t = time.time()
-        trainval = splits["train"] + splits["val"]
-        cf_ids, cf, cf_info = train_cf(meta["playlists"], trainval, cf_dim, cf_model, seed, cf_iterations,
-                                       cf_threads, progress=progress, learning_rate=cf_learning_rate)
-        cf_info["seconds"] = round(time.time() - t, 1)
-        _log(verbose, f"CF ({cf_model}, {cf_dim} values, {cf_info['iterations']} iterations, "
-             f"{cf_info['nnz']} entries) for {len(cf_ids)} songs in {time.time() - t:.1f} s")
-        t = time.time()
-        baskets = [songs[s].genres for s in ids]
-        w2v = train_word2vec(baskets, vocab, w2v_dim, seed, w2v_epochs)
-        w2v_seconds = round(time.time() - t, 1)
-        _log(verbose, f"word2vec ({len(vocab)} genres × {w2v_dim}) in {w2v_seconds} s")
-        rng = np.random.default_rng([seed, 5])
-        shards = {}
-        for s in SPLITS:
-            order = [int(v) for v in rng.permutation(np.asarray(splits[s], np.int64))]
-            n = math.ceil(len(order) / shard_size)
-            shards[s] = [{"name": shard_name(s, i, n, compress), "songs": order[i * shard_size:(i + 1) * shard_size]}
-                         for i in range(n)]
-        save_npy(os.path.join(state, "cf_song_ids.npy"), cf_ids)
-        save_npy(os.path.join(state, "cf_factors.npy"), cf)
-        save_npy(os.path.join(state, "word2vec.npy"), w2v)
-        write_json(os.path.join(state, "vocab.json"), vocab)
-        plan = {"fingerprint": fp, "params": params, "splits": splits, "shards": shards, "cf": cf_info,
-                "seconds": {"split": split_seconds, "cf": cf_info["seconds"], "word2vec": w2v_seconds},
-                "skipped": [[int(k), v] for k, v in sorted(skipped.items())]}
-        write_json(plan_path, plan)  # last: its presence means the cached state is complete
-    with open(os.path.join(state, "vocab.json"), encoding="utf-8") as f:
-        vocab = json.load(f)
-    w2v = np.load(os.path.join(state, "word2vec.npy"), allow_pickle=False)
-    cf_ids = np.load(os.path.join(state, "cf_song_ids.npy"), allow_pickle=False)
-    cf = np.load(os.path.join(state, "cf_factors.npy"), allow_pickle=False)
-    index = {v["code"]: v["index"] for v in vocab}
-
-    # ---- records
-    done = {}
-    if not metadata_only:
-        cf_row = {int(s): i for i, s in enumerate(cf_ids)}
-        tasks = []
-        for s in SPLITS:
-            os.makedirs(os.path.join(out, s), exist_ok=True)
-            for f in os.listdir(os.path.join(out, s)):
-                if f.endswith(".tmp"):  # left by an interrupted run
-                    os.unlink(os.path.join(out, s, f))
-            for sh in plan["shards"][s]:
-                d = _finished(out, s, sh["name"])
-                if d is not None:
-                    done[sh["name"]] = d
-                    continue
-                tasks.append({"melon": layout.root, "out": out, "split": s, "name": sh["name"],
-                              "compress": bool(compress),
-                              "songs": [(sid, [index[c] for c in songs[sid].genres],
-                                         cf[cf_row[sid]] if s != "test" and sid in cf_row else None)
-                                        for sid in sh["songs"]]})
-        n_todo = sum(len(t["songs"]) for t in tasks)
-        _log(verbose, f"writing {n_todo} songs in {len(tasks)} shards ({len(done)} shards already finished)")
-        bar = _bar(n_todo, "write records", progress)
-        if workers > 1 and len(tasks) > 1:
-            import multiprocessing as mp
-
-            with mp.get_context("spawn").Pool(min(workers, len(tasks))) as pool:
-                for d in pool.imap_unordered(_write_shard, tasks):
-                    done[d["shard"]] = d; bar.update(len(d["written"]) + len(d["skipped"]))
-        else:
-            for t in tasks:
-                d = _write_shard(t)
-                done[d["shard"]] = d; bar.update(len(d["written"]) + len(d["skipped"]))
-        bar.close()
-
-    # ---- finalise
-    skipped = {int(k): v for k, v in plan["skipped"]}
-    written = {s: [] for s in SPLITS}
-    shard_files = {s: [] for s in SPLITS}
-    for s in SPLITS:
-        for sh in plan["shards"][s]:
-            if metadata_only:
-                written[s].extend(sh["songs"])
-                continue
-            d = done[sh["name"]]
-            written[s].extend(d["written"])
-            skipped.update({int(k): v for k, v in d["skipped"]})
-            shard_files[s].append(sh["name"])
-        written[s] = sorted(written[s])
-    keep = np.isin(cf_ids, np.asarray(written["train"] + written["val"], np.int64))
-    save_npy(os.path.join(out, "cf_song_ids.npy"), cf_ids[keep])
-    save_npy(os.path.join(out, "cf_factors.npy"), cf[keep])
-    save_npy(os.path.join(out, "word2vec.npy"), w2v)
-    write_json(os.path.join(out, "vocab.json"), vocab, indent=0)
-    write_json(os.path.join(out, "splits.json"), written)
-    n_many = sum(1 for s in SPLITS for sid in written[s] if len(songs[sid].genres) > MAX_GENRES)
-    reasons = Counter(skipped.values())
-    stats = dict(meta["stats"])
-    stats.update({"songs_in_playlists": len({x for p in meta["playlists"] for x in p}),
-                  "songs_over_max_genres": n_many,
-                  "genres_missing_from_genre_gn_all": sum(1 for v in vocab if v["code"] not in meta["genre_names"]),
-                  "cf": plan["cf"], "stage_seconds": plan["seconds"], "seconds": round(time.time() - t0, 1)})
-    manifest = {
-        "counts": {s: len(written[s]) for s in SPLITS},
-        "skipped": [{"song_id": k, "reason": v} for k, v in sorted(skipped.items())],
-        "skipped_by_reason": dict(sorted(reasons.items())),
-        "stats": stats,
-        "params": params,
-        "versions": _versions(),
-        "shards": shard_files,
-        "n_genres": len(vocab),
-        "cf_dim": cf_dim,
-        "w2v_dim": w2v_dim,
-        "metadata_only": bool(metadata_only),
-        "compressed": bool(compress),
-    }
-    write_json(os.path.join(out, "manifest.json"), manifest, indent=1)
+        raise ConfigError(f"workers must be ≥ 1, got {workers}")
+    params = PrepareParams(seed=seed, cf_dim=cf_dim, w2v_dim=w2v_dim, cf_model=cf_model, cf_iterations=cf_iterations,
+                           cf_threads=cf_threads, cf_learning_rate=cf_learning_rate, w2v_epochs=w2v_epochs,
+                           shard_size=shard_size, compress=bool(compress), metadata_only=bool(metadata_only))
+    params.check()
+    p = _open(melon_dir, out_dir, params, overwrite=overwrite, workers=workers, progress=progress, verbose=verbose)
+    if not p.resumed:
+        for step in PLAN_STEPS:
+            step(p)
+    manifest = _finish(p, {} if params.metadata_only else _write_records(p), t0)
     if verbose:
         print(summary(manifest))
     return manifest
@@ -540,7 +352,8 @@ def summary(manifest: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv=None):
+# --------------------------------------------------------------------------------------------- CLI
+def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="python -m cmir_tf.prepare",
         description="Turn a Melon folder (real or synthetic) into training data: stratified 80/10/10 split, "
@@ -566,22 +379,28 @@ def main(argv=None):
     ap.add_argument("--w2v-epochs", type=int, default=5,
                     help="word2vec epochs (default 5; small corpora get more, up to 200k tokens seen)")
     ap.add_argument("--shard-size", type=int, default=256, help="songs per TFRecord shard (default 256)")
-    ap.add_argument("--gzip", action="store_true", help="GZIP the shards (*.tfrecord.gz)")
+    ap.add_argument("--gzip", action="store_true", help=f"GZIP the shards (*{SHARD_SUFFIX}{GZIP_SUFFIX})")
     ap.add_argument("--metadata-only", action="store_true",
                     help="split, CF and word2vec only: no mel is opened and no shard written")
     ap.add_argument("--overwrite", action="store_true",
                     help="discard a previous preparation in --out instead of resuming it")
     ap.add_argument("--no-progress", action="store_true", help="no progress bars")
-    a = ap.parse_args(argv)
-    try:
-        prepare(a.melon, a.out, workers=a.workers, seed=a.seed, cf_dim=a.cf_dim, w2v_dim=a.w2v_dim,
-                cf_model=a.cf_model, cf_iterations=a.cf_iterations, cf_threads=a.cf_threads,
-                cf_learning_rate=a.cf_learning_rate,
-                w2v_epochs=a.w2v_epochs, shard_size=a.shard_size, compress=a.gzip,
-                metadata_only=a.metadata_only, overwrite=a.overwrite, progress=not a.no_progress)
-    except CmirError as e:
-        sys.exit(f"error: {e}")
+    return ap
+
+
+@cli.command
+def main(argv=None) -> int:
+    a = parser().parse_args(argv)
+    for flag, value, minimum in (("--workers", a.workers, 1), ("--shard-size", a.shard_size, 1),
+                                 ("--cf-dim", a.cf_dim, 2), ("--w2v-dim", a.w2v_dim, 1)):
+        if value < minimum:
+            raise ConfigError(f"{flag} must be ≥ {minimum}, got {value}")
+    prepare(a.melon, a.out, workers=a.workers, seed=a.seed, cf_dim=a.cf_dim, w2v_dim=a.w2v_dim,
+            cf_model=a.cf_model, cf_iterations=a.cf_iterations, cf_threads=a.cf_threads,
+            cf_learning_rate=a.cf_learning_rate, w2v_epochs=a.w2v_epochs, shard_size=a.shard_size,
+            compress=a.gzip, metadata_only=a.metadata_only, overwrite=a.overwrite, progress=not a.no_progress)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -23,6 +23,7 @@ so a seed gives the same bytes. :func:`plant_hostile` adds every fault the real 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import pickle
 import sys
@@ -31,9 +32,10 @@ import time
 import numpy as np
 
 from .constants import DB_FLOOR, MELON_FRAMES, N_BANDS
-from .errors import CmirError, ConfigError
+from . import cli
+from .errors import ConfigError
 from .fileio import save_npy, write_json
-from .melon import MelonLayout, read_playlists, write_mel
+from .melon import PLAYLIST_FILES, MelonLayout, read_playlists, write_mel
 
 TASTES = 6
 _MAJOR_NAMES = [
@@ -48,7 +50,7 @@ _MAJOR_NAMES = [
 def _genre_tree(majors: int, seed: int):
     """``(codes {code: name}, detailed_of [list of codes per major], params per code)``."""
     if not 1 <= majors <= 99:
-        raise ConfigError(f"--majors must be in 1..99, got {majors}")
+        raise ConfigError(f"majors must be in 1..99, got {majors}")
     rng = np.random.default_rng([seed, 1])
     names = {}
     detailed_of = []
@@ -203,7 +205,7 @@ def make_synthetic_melon(out, songs: int = 1000, playlists: int = 300, seed: int
     interrupted run can be detected and redone). ``majors`` is the number of major genres (Melon has 30; 8 keeps small runs learnable).
     """
     if songs < 1 or playlists < 1:
-        raise ConfigError(f"--songs and --playlists must be ≥ 1, got {songs} and {playlists}")
+        raise ConfigError(f"songs and playlists must be ≥ 1, got {songs} and {playlists}")
     layout = MelonLayout(out)
     os.makedirs(layout.root, exist_ok=True)
     rng = np.random.default_rng([seed, 0])
@@ -243,22 +245,24 @@ def plant_hostile(root, seed: int = 0) -> dict:
     ``{song_id: first entry's genres}``, ``unknown_entries`` (playlist entries naming absent songs),
     ``stray`` (paths of stray files).
     """
-    import json
-
     layout = MelonLayout(root)
     with open(layout.song_meta, encoding="utf-8") as f:
         meta = json.load(f)
-    pls = {s: read_playlists(layout.playlists(s)) for s in ("train", "val", "test")}
-    raw_pls = {}
-    for s in pls:
-        with open(layout.playlists(s), encoding="utf-8") as f:
-            raw_pls[s] = json.load(f)
-    in_pl = sorted({x for s in pls for p in pls[s] for x in p["songs"]})
+    in_pl = sorted({x for s in PLAYLIST_FILES for p in read_playlists(layout.playlists(s)) for x in p["songs"]})
     if len(in_pl) < 24:
         raise ConfigError(f"{root}: planting the hostile cases needs ≥ 24 songs in playlists, found {len(in_pl)}")
     rng = np.random.default_rng([seed, 99])
-    victims = [int(v) for v in rng.permutation(in_pl)[:24]]
-    it = iter(victims)
+    victims = iter([int(v) for v in rng.permutation(in_pl)[:24]])
+    expected = _plant_mel_faults(layout, victims, rng)
+    no_genres, many, dups = _plant_song_meta_faults(layout, meta, victims)
+    expected.update(no_genres)
+    absent = max(e["id"] for e in meta) + 1000  # an id no song has
+    return {"expected_skips": expected, "many_genres": many, "duplicates": dups,
+            "unknown_entries": _plant_unknown_entries(layout, absent), "stray": _plant_stray_files(layout, absent)}
+
+
+def _plant_mel_faults(layout: MelonLayout, victims, rng) -> dict:
+    """Damage the mels of the next 16 victims, one way each → ``{song_id: reason}``."""
     expected = {}
 
     def mel_of(sid):
@@ -266,63 +270,79 @@ def plant_hostile(root, seed: int = 0) -> dict:
 
     # missing
     for _ in range(2):
-        sid = next(it); os.unlink(layout.mel_path(sid)); expected[sid] = "missing"
+        sid = next(victims); os.unlink(layout.mel_path(sid)); expected[sid] = "missing"
     # truncated, garbage, corrupt header
-    sid = next(it); p = layout.mel_path(sid); data = open(p, "rb").read()
+    sid = next(victims); p = layout.mel_path(sid); data = open(p, "rb").read()
     open(p, "wb").write(data[: len(data) // 2]); expected[sid] = "unreadable"
-    sid = next(it); open(layout.mel_path(sid), "wb").write(rng.bytes(4096)); expected[sid] = "unreadable"
-    sid = next(it); p = layout.mel_path(sid); data = bytearray(open(p, "rb").read())
+    sid = next(victims); open(layout.mel_path(sid), "wb").write(rng.bytes(4096)); expected[sid] = "unreadable"
+    sid = next(victims); p = layout.mel_path(sid); data = bytearray(open(p, "rb").read())
     data[10:40] = b"{'descr': <garbage>, 'shape': ("; open(p, "wb").write(bytes(data)); expected[sid] = "unreadable"
     # pickled: object-dtype npy and a bare pickle (harmless payloads)
-    sid = next(it); np.save(layout.mel_path(sid), np.array([_Marker(), 1], dtype=object), allow_pickle=True)
+    sid = next(victims); np.save(layout.mel_path(sid), np.array([_Marker(), 1], dtype=object), allow_pickle=True)
     expected[sid] = "pickled"
-    sid = next(it); open(layout.mel_path(sid), "wb").write(pickle.dumps([1, 2, 3], protocol=4))
+    sid = next(victims); open(layout.mel_path(sid), "wb").write(pickle.dumps([1, 2, 3], protocol=4))
     expected[sid] = "pickled"
     # wrong dtype, shape, bands, length
-    sid = next(it); save_npy(layout.mel_path(sid), mel_of(sid).astype(np.int16)); expected[sid] = "bad_dtype"
-    sid = next(it); save_npy(layout.mel_path(sid), mel_of(sid).ravel()); expected[sid] = "bad_shape"
-    sid = next(it); save_npy(layout.mel_path(sid), mel_of(sid)[:40]); expected[sid] = "wrong_bands"
-    sid = next(it); save_npy(layout.mel_path(sid), mel_of(sid).T.copy()); expected[sid] = "wrong_bands"
-    sid = next(it); save_npy(layout.mel_path(sid), mel_of(sid)[:, :200]); expected[sid] = "too_short"
+    sid = next(victims); save_npy(layout.mel_path(sid), mel_of(sid).astype(np.int16)); expected[sid] = "bad_dtype"
+    sid = next(victims); save_npy(layout.mel_path(sid), mel_of(sid).ravel()); expected[sid] = "bad_shape"
+    sid = next(victims); save_npy(layout.mel_path(sid), mel_of(sid)[:40]); expected[sid] = "wrong_bands"
+    sid = next(victims); save_npy(layout.mel_path(sid), mel_of(sid).T.copy()); expected[sid] = "wrong_bands"
+    sid = next(victims); save_npy(layout.mel_path(sid), mel_of(sid)[:, :200]); expected[sid] = "too_short"
     # non-finite
     for bad in (np.inf, np.nan, -np.inf):
-        sid = next(it); m = mel_of(sid).copy(); m[5, 100] = bad; save_npy(layout.mel_path(sid), m)
+        sid = next(victims); m = mel_of(sid).copy(); m[5, 100] = bad; save_npy(layout.mel_path(sid), m)
         expected[sid] = "non_finite"
     # finite in float32 but beyond float16's range (records store float16)
-    sid = next(it); m = mel_of(sid).copy(); m[0, 0] = 1e6; save_npy(layout.mel_path(sid), m)
+    sid = next(victims); m = mel_of(sid).copy(); m[0, 0] = 1e6; save_npy(layout.mel_path(sid), m)
     expected[sid] = "out_of_range"
-    # no genres: empty baskets, and the fields missing altogether
+    return expected
+
+
+def _plant_song_meta_faults(layout: MelonLayout, meta: list, victims) -> tuple[dict, list, dict]:
+    """Rewrite ``song_meta.json`` with 2 songs without genres, 2 with 12 genres, 2 duplicated entries →
+    ``({song_id: "no_genres"}, [ids with 12 genres], {duplicated id: its first entry's genres})``."""
     by_id = {e["id"]: e for e in meta}
-    sid = next(it); by_id[sid]["song_gn_gnr_basket"] = []; by_id[sid]["song_gn_dtl_gnr_basket"] = []
+    expected = {}
+    # no genres: empty baskets, and the fields missing altogether
+    sid = next(victims); by_id[sid]["song_gn_gnr_basket"] = []; by_id[sid]["song_gn_dtl_gnr_basket"] = []
     expected[sid] = "no_genres"
-    sid = next(it); del by_id[sid]["song_gn_gnr_basket"]; del by_id[sid]["song_gn_dtl_gnr_basket"]
+    sid = next(victims); del by_id[sid]["song_gn_gnr_basket"]; del by_id[sid]["song_gn_dtl_gnr_basket"]
     expected[sid] = "no_genres"
     # more than 10 genres (kept)
     with open(layout.genres, encoding="utf-8") as f:
         all_codes = sorted(json.load(f))
     many = []
     for _ in range(2):
-        sid = next(it)
+        sid = next(victims)
         by_id[sid]["song_gn_gnr_basket"] = [c for c in all_codes if c.endswith("00")][:2]
         by_id[sid]["song_gn_dtl_gnr_basket"] = [c for c in all_codes if not c.endswith("00")][:10]
         many.append(sid)
     # duplicate song_meta entries (the first must win)
     dups = {}
     for _ in range(2):
-        sid = next(it)
+        sid = next(victims)
         e = dict(by_id[sid]); e["song_gn_gnr_basket"] = ["GN0100"]; e["song_gn_dtl_gnr_basket"] = ["GN0101", "GN0102"]
         e["song_name"] = "duplicate"
         dups[sid] = list(dict.fromkeys(by_id[sid]["song_gn_gnr_basket"] + by_id[sid]["song_gn_dtl_gnr_basket"]))
         meta.append(e)
     write_json(layout.song_meta, meta)
-    # playlists naming songs absent from song_meta
+    return expected, many, dups
+
+
+def _plant_unknown_entries(layout: MelonLayout, absent: int) -> int:
+    """Add 2 songs absent from ``song_meta`` (ids from ``absent``) to the first playlist of each file."""
     n_unknown = 0
-    absent = max(e["id"] for e in meta) + 1000
-    for s in ("train", "val", "test"):
-        raw_pls[s][0]["songs"] = raw_pls[s][0]["songs"] + [absent + n_unknown, absent + n_unknown + 1]
+    for s in PLAYLIST_FILES:
+        with open(layout.playlists(s), encoding="utf-8") as f:
+            raw = json.load(f)
+        raw[0]["songs"] = raw[0]["songs"] + [absent + n_unknown, absent + n_unknown + 1]
         n_unknown += 2
-        write_json(layout.playlists(s), raw_pls[s])
-    # stray files
+        write_json(layout.playlists(s), raw)
+    return n_unknown
+
+
+def _plant_stray_files(layout: MelonLayout, absent: int) -> list:
+    """Files in ``arena_mel`` that belong to no song of ``song_meta`` → their paths."""
     stray = [os.path.join(layout.mel_root, "README.txt"), os.path.join(layout.mel_root, "0", ".DS_Store"),
              os.path.join(layout.mel_root, "0", "0.npy.bak"), layout.mel_path(absent + 777)]
     for p in stray:
@@ -331,12 +351,12 @@ def plant_hostile(root, seed: int = 0) -> dict:
             save_npy(p, np.zeros((48, 300), np.float32))
         else:
             open(p, "wb").write(b"stray")
-    return {"expected_skips": expected, "many_genres": many, "duplicates": dups,
-            "unknown_entries": n_unknown, "stray": stray}
+    return stray
 
 
 # ---------------------------------------------------------------------------------------------- CLI
-def main(argv=None):
+@cli.command
+def main(argv=None) -> int:
     ap = argparse.ArgumentParser(
         prog="python -m cmir_tf.synth",
         description="Write a synthetic Melon Playlist Dataset (Melon's exact layout) with planted genre "
@@ -355,18 +375,20 @@ def main(argv=None):
     a = ap.parse_args(argv)
     if a.hostile and a.no_mels:
         ap.error("--hostile needs the mels (drop --no-mels)")
+    if a.songs < 1 or a.playlists < 1:
+        raise ConfigError(f"--songs and --playlists must be ≥ 1, got {a.songs} and {a.playlists}")
+    if not 1 <= a.majors <= 99:
+        raise ConfigError(f"--majors must be in 1..99, got {a.majors}")
     t0 = time.time()
-    try:
-        s = make_synthetic_melon(a.out, a.songs, a.playlists, a.seed, majors=a.majors, mels=not a.no_mels,
-                                 mean_songs=a.mean_songs, progress=True)
-        if a.hostile:
-            h = plant_hostile(a.out, a.seed)
-            print(f"planted {len(h['expected_skips'])} faulty songs, {len(h['stray'])} stray files")
-    except CmirError as e:
-        sys.exit(f"error: {e}")
+    s = make_synthetic_melon(a.out, a.songs, a.playlists, a.seed, majors=a.majors, mels=not a.no_mels,
+                             mean_songs=a.mean_songs, progress=True)
+    if a.hostile:
+        h = plant_hostile(a.out, a.seed)
+        print(f"planted {len(h['expected_skips'])} faulty songs, {len(h['stray'])} stray files")
     print(f"wrote {s['songs']} songs, {s['playlists']} playlists ({s['entries']} entries), {s['genres']} "
           f"genre codes{' and mels' if s['mels'] else ''} to {a.out} in {time.time() - t0:.1f} s")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -14,7 +14,8 @@ cf          float list     the song's CF vector (F_cf values); empty for test so
 ==========  =============  ==========================================================================
 
 Shards are named ``{split}-{index:05d}-of-{count:05d}.tfrecord`` (uncompressed: reading is the hot path
-and a mel does not compress well) or ``….tfrecord.gz`` (GZIP) when asked for.
+and a mel does not compress well) or ``….tfrecord.gz`` (GZIP) when asked for. This module is the one
+place that spells those names (:func:`shard_name`, :func:`is_shard_name`, :func:`is_compressed`).
 """
 from __future__ import annotations
 
@@ -24,11 +25,24 @@ from .constants import N_BANDS
 
 BYTES_PER_FRAME = N_BANDS * 2  # float16
 MEL_DTYPE = np.dtype("<f2")
+SHARD_SUFFIX = ".tfrecord"
+GZIP_SUFFIX = ".gz"
 
 
 def shard_name(split: str, index: int, count: int, compressed: bool = False) -> str:
     """File name of shard ``index`` (0-based) of ``count`` for ``split``."""
-    return f"{split}-{index:05d}-of-{count:05d}.tfrecord" + (".gz" if compressed else "")
+    return f"{split}-{index:05d}-of-{count:05d}{SHARD_SUFFIX}" + (GZIP_SUFFIX if compressed else "")
+
+
+def is_shard_name(name: str) -> bool:
+    """Whether a file name is a shard's: ``*.tfrecord`` or ``*.tfrecord.gz``, not hidden (``.…``), so a
+    partial ``….tfrecord.tmp`` or another tool's temporary file never counts."""
+    return not name.startswith(".") and name.endswith((SHARD_SUFFIX, SHARD_SUFFIX + GZIP_SUFFIX))
+
+
+def is_compressed(name: str) -> bool:
+    """Whether a shard (name or path) is GZIP-compressed."""
+    return name.endswith(GZIP_SUFFIX)
 
 
 def serialize_example(song_id: int, mel: np.ndarray, genres, cf=None) -> bytes:

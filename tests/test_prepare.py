@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from cmir_tf import prepare as prepare_mod
+from cmir_tf import shard_writer
 from cmir_tf.errors import ConfigError, DataError
 from cmir_tf.melon import MelonLayout, load_mel, read_song_meta
 from cmir_tf.prepare import main, prepare
@@ -264,7 +264,7 @@ def test_same_seed_same_output_whatever_the_worker_count(prepared_data, synth_me
 def test_resume_after_interruption_writes_nothing_twice_and_loses_nothing(prepared_data, synth_melon,
                                                                            tmp_path, monkeypatch):
     out = tmp_path / "p"
-    real = prepare_mod._write_shard
+    real = shard_writer.write_shard
     calls = []
 
     def dying(task):
@@ -274,7 +274,7 @@ def test_resume_after_interruption_writes_nothing_twice_and_loses_nothing(prepar
         calls.append(task["name"])
         return real(task)
 
-    monkeypatch.setattr(prepare_mod, "_write_shard", dying)
+    monkeypatch.setattr(shard_writer, "write_shard", dying)
     with pytest.raises(KeyboardInterrupt):
         prepare(synth_melon, out, workers=1, seed=0, shard_size=64, progress=False, verbose=False)
     assert not (out / "manifest.json").exists()
@@ -283,7 +283,7 @@ def test_resume_after_interruption_writes_nothing_twice_and_loses_nothing(prepar
     assert len(finished) == 2 and any(k[1].endswith(".tmp") for k in before)
 
     rewritten = []
-    monkeypatch.setattr(prepare_mod, "_write_shard", lambda t: rewritten.append(t["name"]) or real(t))
+    monkeypatch.setattr(shard_writer, "write_shard", lambda t: rewritten.append(t["name"]) or real(t))
     m = prepare(synth_melon, out, workers=1, seed=0, shard_size=64, progress=False, verbose=False)
     after = _stat(out)
     for k, v in finished.items():
@@ -322,11 +322,13 @@ def test_bad_input_and_flags_raise_named_errors(tmp_path, capsys):
     os.unlink(tmp_path / "m" / "val.json")
     with pytest.raises(DataError, match="val.json"):
         prepare(tmp_path / "m", tmp_path / "out")
-    with pytest.raises(ConfigError, match="--workers"):
+    with pytest.raises(ConfigError, match="workers must be ≥ 1"):  # the library names its parameter …
         prepare(tmp_path / "m", tmp_path / "out", workers=0)
-    with pytest.raises(SystemExit) as ei:
-        main(["--melon", str(tmp_path / "m"), "--out", str(tmp_path / "out")])
-    assert "val.json" in str(ei.value.code)
+    assert main(["--melon", str(tmp_path / "m"), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "val.json" in err and len(err.strip().splitlines()) == 1
+    assert main(["--melon", str(tmp_path / "m"), "--out", str(tmp_path / "out"), "--workers", "0"]) == 2
+    assert "error: --workers must be ≥ 1" in capsys.readouterr().err  # … the command line its flag
     with pytest.raises(SystemExit) as ei:
         main(["--help"])
     assert ei.value.code == 0
@@ -347,7 +349,8 @@ def test_gzip_shards_round_trip(tmp_path):
 
 
 def test_both_cf_models_give_cf_dim_values_deterministically(synth_melon):
-    from cmir_tf.prepare import default_cf_iterations, load_metadata, select_songs, train_cf
+    from cmir_tf.cf import default_cf_iterations, train_cf
+    from cmir_tf.song_split import load_metadata, select_songs
 
     meta = load_metadata(synth_melon)
     ids, _ = select_songs(meta)
@@ -360,5 +363,5 @@ def test_both_cf_models_give_cf_dim_values_deterministically(synth_melon):
         np.testing.assert_array_equal(f, again)
     assert default_cf_iterations("bpr", 5_900_000) == 11 and default_cf_iterations("bpr", 4000) == 200
     assert default_cf_iterations("als", 10) == 15
-    with pytest.raises(ConfigError, match="--cf-model"):
+    with pytest.raises(ConfigError, match="cf_model must be one of"):
         train_cf(meta["playlists"], ids, 16, "warp")

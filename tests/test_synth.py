@@ -122,3 +122,7 @@ def test_cli_writes_and_documents_every_flag(tmp_path, capsys):
     out = capsys.readouterr().out
     for flag in ("--out", "--songs", "--playlists", "--seed", "--majors", "--mean-songs", "--no-mels", "--hostile"):
         assert flag in out
+    # a bad value: one "error: …" line naming the flag, exit 2, nothing written
+    assert main(["--out", str(tmp_path / "bad"), "--majors", "0", "--no-mels"]) == 2
+    assert capsys.readouterr().err.strip() == "error: --majors must be in 1..99, got 0"
+    assert not (tmp_path / "bad").exists()

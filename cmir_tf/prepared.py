@@ -1,0 +1,281 @@
+"""The prepared data folder: the one owner of its file names, its reading checks and its writing order.
+
+``python -m cmir_tf.prepare`` writes it (through :class:`PreparedData`); the input pipeline, training,
+export and evaluation read it (through :class:`PreparedData` too)::
+
+    OUT/manifest.json      counts {train, val, test} (records written), skipped [{song_id, reason}],
+                           skipped_by_reason, stats, params, versions, shards {split: [file names]},
+                           n_genres, cf_dim, w2v_dim, metadata_only, compressed
+    OUT/splits.json        {"train": [song ids], "val": [...], "test": [...]}  (the songs written, sorted)
+    OUT/vocab.json         [{"index": i, "code": "GN0101", "name": "..."}] ordered by index
+    OUT/word2vec.npy       (n_genres, w2v_dim) float32, row i = vocabulary index i
+    OUT/cf_song_ids.npy    (n,) int64 — the train+val songs that have a CF vector
+    OUT/cf_factors.npy     (n, cf_dim) float32, row-aligned with cf_song_ids.npy
+    OUT/{split}/<shard>    TFRecord shards, named by :func:`cmir_tf.tfrecords.shard_name`
+    OUT/.prepare/          prepare's resume state:
+        plan.json            fingerprint, params, splits, shards {split: [{name, songs}]}, cf, seconds,
+                             skipped [[song_id, reason]]
+        vocab.json  word2vec.npy  cf_song_ids.npy  cf_factors.npy   the side inputs, computed once
+        done/<shard>.json    a finished shard: {shard, split, written, skipped, bytes}
+
+Writing order is the folder's completeness rule: ``manifest.json`` is written last (its presence means
+the folder is complete), ``.prepare/plan.json`` last of the state (its presence means the cached side
+inputs are complete), and a shard is written as ``<shard>.tmp`` then renamed, its done-record after it.
+Every other file is written atomically (:mod:`cmir_tf.fileio`).
+
+Reading never trusts the folder: each fault is one :class:`~cmir_tf.errors.DataError` naming the file
+and the reason, and ``.npy`` files are never unpickled.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+
+import numpy as np
+
+from . import fileio
+from .constants import CF_DIM, SPLITS
+from .errors import DataError
+from .tfrecords import is_compressed, is_shard_name
+
+MANIFEST = "manifest.json"
+SPLITS_FILE = "splits.json"
+VOCAB = "vocab.json"
+WORD2VEC = "word2vec.npy"
+CF_SONG_IDS = "cf_song_ids.npy"
+CF_FACTORS = "cf_factors.npy"
+OUTPUT_FILES = (MANIFEST, SPLITS_FILE, VOCAB, WORD2VEC, CF_SONG_IDS, CF_FACTORS)
+STATE_DIR = ".prepare"
+PLAN = "plan.json"
+DONE_DIR = "done"
+PARTIAL_SUFFIX = ".tmp"  # a shard being written (renamed when whole)
+MAKE = "python -m cmir_tf.prepare"
+
+
+class _File:
+    """A file of the folder by its relative name: ``data.manifest_path`` → ``<root>/manifest.json``."""
+
+    def __init__(self, *parts: str):
+        self.name = os.path.join(*parts)
+
+    def __get__(self, data, owner=None):
+        return self if data is None else os.path.join(data.root, self.name)
+
+
+class PreparedData:
+    """Paths, checked readers and the writer side of one prepared folder (see the module doc)."""
+
+    manifest_path = _File(MANIFEST)
+    splits_path = _File(SPLITS_FILE)
+    vocab_path = _File(VOCAB)
+    word2vec_path = _File(WORD2VEC)
+    cf_song_ids_path = _File(CF_SONG_IDS)
+    cf_factors_path = _File(CF_FACTORS)
+    plan_path = _File(STATE_DIR, PLAN)
+    done_dir = _File(STATE_DIR, DONE_DIR)
+
+    def __init__(self, root):
+        self.root = os.fspath(root)
+
+    def __repr__(self):
+        return f"PreparedData({self.root!r})"
+
+    # ------------------------------------------------------------------------------------------ paths
+    def path(self, name: str) -> str:
+        return os.path.join(self.root, name)
+
+    def split_dir(self, split: str) -> str:
+        return self.path(split)
+
+    def shard_path(self, split: str, name: str) -> str:
+        return os.path.join(self.root, split, name)
+
+    @property
+    def state(self) -> "PreparedData":
+        """The state folder: it caches the side inputs under the folder's own names."""
+        return PreparedData(self.path(STATE_DIR))
+
+    def done_path(self, shard: str) -> str:
+        return os.path.join(self.done_dir, shard + ".json")
+
+    # ---------------------------------------------------------------------------------------- reading
+    def is_complete(self) -> bool:
+        """Whether prepare finished here (``manifest.json`` is written last)."""
+        return os.path.isfile(self.manifest_path)
+
+    def read_manifest(self) -> dict:
+        """``manifest.json`` as a dict; ``{}`` when there is none (a folder of bare shards)."""
+        if not os.path.exists(self.manifest_path):
+            return {}
+        manifest = fileio.read_json(self.manifest_path, "manifest")
+        if not isinstance(manifest, dict):
+            raise DataError(f"{self.manifest_path}: the manifest must be a JSON object")
+        return manifest
+
+    def cf_dim(self, manifest: dict | None = None) -> int:
+        """CF vector length: the manifest's ``cf_dim``, else ``constants.CF_DIM``."""
+        manifest = self.read_manifest() if manifest is None else manifest
+        value = manifest.get("cf_dim", CF_DIM)
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            raise DataError(f"{self.manifest_path}: cf_dim must be a positive integer, got {value!r}")
+        return value
+
+    def shards_on_disk(self, split: str) -> list[str]:
+        """Paths of the shard files in ``{split}/`` (whatever the manifest says), sorted."""
+        folder = self.split_dir(split)
+        try:
+            names = os.listdir(folder)
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        return sorted(p for p in (os.path.join(folder, n) for n in names if is_shard_name(n)) if os.path.isfile(p))
+
+    def shard_files(self, split: str, manifest: dict | None = None) -> list[str]:
+        """The split's shard paths, sorted: the manifest's ``shards[split]`` if listed (each must exist),
+        else the shard files in ``{split}/``. Raises ``DataError`` naming the folder when there are none."""
+        if not os.path.isdir(self.root):
+            raise DataError(f"{self.root}: prepared data folder not found")
+        manifest = self.read_manifest() if manifest is None else manifest
+        listed = manifest.get("shards")
+        listed = listed.get(split) if isinstance(listed, dict) else None
+        files = self.shards_on_disk(split) if listed is None else [self._listed_shard(split, n) for n in listed]
+        files = sorted(files)
+        if not files:
+            raise DataError(f"{self.split_dir(split)}: no TFRecord shards for split {split!r}")
+        if len({is_compressed(f) for f in files}) > 1:
+            raise DataError(f"{self.split_dir(split)}: mixes GZIP (.gz) and uncompressed shards")
+        return files
+
+    def _listed_shard(self, split: str, name: str) -> str:
+        # Names are relative to the split folder (prepare's layout); the folder-relative form is accepted too.
+        for path in (self.shard_path(split, name), self.path(name)):
+            if os.path.isfile(path):
+                return path
+        raise DataError(f"{self.manifest_path}: shard {name!r} of split {split!r} is listed but missing")
+
+    def read_vocab(self) -> list[dict]:
+        """``vocab.json``: ``[{"index": i, "code", "name"}]`` with entry i holding index i."""
+        vocab = fileio.read_json(self.vocab_path, "genre vocabulary")
+        if not isinstance(vocab, list):
+            raise DataError(f"{self.vocab_path}: the genre vocabulary must be a JSON list")
+        for i, v in enumerate(vocab):
+            if not isinstance(v, dict) or v.get("index") != i or not isinstance(v.get("code"), str):
+                raise DataError(f"{self.vocab_path}: entry {i} is not {{\"index\": {i}, \"code\": …, \"name\": …}}")
+        return vocab
+
+    def read_word2vec(self) -> np.ndarray:
+        """``word2vec.npy`` → ``(n_genres, w2v_dim)`` float32 (never unpickled)."""
+        return fileio.load_npy(self.word2vec_path, "word2vec matrix", ndim=2, kind="f").astype(np.float32, copy=False)
+
+    def read_cf(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(cf_song_ids int64 (n,), cf_factors float32 (n, cf_dim))``, row-aligned."""
+        ids_path, factors_path = self.cf_song_ids_path, self.cf_factors_path
+        ids = fileio.load_npy(ids_path, "CF song ids", ndim=1, kind="i").astype(np.int64, copy=False)
+        factors = fileio.load_npy(factors_path, "CF factors", ndim=2, kind="f").astype(np.float32, copy=False)
+        if len(ids) != len(factors):
+            raise DataError(f"{factors_path}: {len(factors)} rows for the {len(ids)} songs of {CF_SONG_IDS}")
+        return ids, factors
+
+    def read_splits(self) -> dict[str, list[int]]:
+        """``splits.json`` → ``{"train": [ids], "val": [...], "test": [...]}`` (ints)."""
+        path = self.splits_path
+        if not os.path.isfile(path):
+            raise DataError(f"{path}: missing (write it with {MAKE})")
+        splits = fileio.read_json(path, "split file")
+        if not isinstance(splits, dict) or not all(isinstance(splits.get(s), list) for s in SPLITS):
+            raise DataError(f"{path}: expected {{\"train\": [...], \"val\": [...], \"test\": [...]}}")
+        try:
+            return {s: [int(v) for v in splits[s]] for s in SPLITS}
+        except (TypeError, ValueError):
+            raise DataError(f"{path}: song ids must be integers") from None
+
+    def check_trainable(self, splits=("train", "val")) -> dict:
+        """Check that training can start here and return the manifest.
+
+        Raises ``DataError`` naming the folder and what is missing (and how to make it): no folder; no
+        ``manifest.json`` / ``word2vec.npy`` / ``vocab.json``; a split of ``splits`` the manifest counts no
+        record of; a split folder without shard files.
+        """
+        if not os.path.isdir(self.root):
+            raise DataError(f"{self.root}: no such folder (make one with `{MAKE} --melon DIR --out {self.root}`)")
+        missing = [n for n in (MANIFEST, WORD2VEC, VOCAB) if not os.path.exists(self.path(n))]
+        if missing:
+            raise DataError(f"{self.root}: not a prepared folder, missing {', '.join(missing)} (run `{MAKE}`)")
+        manifest = self.read_manifest()
+        counts = manifest.get("counts") if isinstance(manifest.get("counts"), dict) else {}
+        for split in splits:
+            if not counts.get(split):
+                raise DataError(f"{self.root}: {MANIFEST} counts no {split} records")
+            if not self.shards_on_disk(split):
+                raise DataError(f"{self.root}: missing {split}/ shards (*.tfrecord)")
+        return manifest
+
+    # ------------------------------------------------------------------------------- writing (prepare)
+    def clear(self) -> None:
+        """Remove everything prepare writes here (state, shards, outputs); other files are left alone."""
+        for name in (STATE_DIR, *SPLITS):
+            shutil.rmtree(self.path(name), ignore_errors=True)
+        for name in OUTPUT_FILES:
+            if os.path.exists(self.path(name)):
+                os.unlink(self.path(name))
+
+    def read_plan(self) -> dict | None:
+        """``.prepare/plan.json`` of an earlier run here; None when no run got as far as writing it."""
+        if not os.path.exists(self.plan_path):
+            return None
+        plan = fileio.read_json(self.plan_path, "prepare plan")
+        if not isinstance(plan, dict):
+            raise DataError(f"{self.plan_path}: the prepare plan must be a JSON object")
+        return plan
+
+    def read_cache(self) -> dict:
+        """The side inputs cached beside the plan: ``{"vocab", "word2vec", "cf_ids", "cf"}``."""
+        cf_ids, cf = self.state.read_cf()
+        return {"vocab": self.state.read_vocab(), "word2vec": self.state.read_word2vec(), "cf_ids": cf_ids, "cf": cf}
+
+    def write_state(self, plan: dict, vocab, word2vec, cf_ids, cf) -> None:
+        """Cache the side inputs, then the plan (last: its presence means the cache is complete)."""
+        self.state._write_side_inputs(vocab, word2vec, cf_ids, cf, vocab_indent=None)
+        fileio.write_json(self.plan_path, plan)
+
+    def start(self) -> None:
+        """Create the state folder; delete the temporary files a killed writer left (fileio's, only
+        those whose process is gone) in the folder and its state."""
+        os.makedirs(self.done_dir, exist_ok=True)
+        for folder in (self.root, self.state.root, self.done_dir):
+            fileio.remove_stale_temps(folder)
+
+    def start_split(self, split: str) -> None:
+        """Create ``{split}/`` and delete the partial shards (``*.tmp``) an interrupted run left there."""
+        folder = self.split_dir(split)
+        os.makedirs(folder, exist_ok=True)
+        for name in os.listdir(folder):
+            if name.endswith(PARTIAL_SUFFIX):
+                os.unlink(os.path.join(folder, name))
+
+    def partial_path(self, split: str, name: str) -> str:
+        """Where a shard is written before it is renamed to :meth:`shard_path`."""
+        return self.shard_path(split, name) + PARTIAL_SUFFIX
+
+    def write_done(self, record: dict) -> None:
+        """Record a finished shard (``{"shard", "split", "written", "skipped", "bytes"}``)."""
+        fileio.write_json(self.done_path(record["shard"]), record)
+
+    def finished(self, split: str, name: str) -> dict | None:
+        """The done-record of a shard if it is finished: record present, shard present, same size."""
+        try:
+            done = fileio.read_json(self.done_path(name), "done-record")
+            return done if os.path.getsize(self.shard_path(split, name)) == done["bytes"] else None
+        except (OSError, DataError, KeyError, TypeError):
+            return None
+
+    def write_outputs(self, *, splits: dict, vocab: list, word2vec, cf_ids, cf, manifest: dict) -> None:
+        """Write the folder's files, ``manifest.json`` last (its presence means the folder is complete)."""
+        self._write_side_inputs(vocab, word2vec, cf_ids, cf, vocab_indent=0)
+        fileio.write_json(self.splits_path, splits)
+        fileio.write_json(self.manifest_path, manifest, indent=1)
+
+    def _write_side_inputs(self, vocab, word2vec, cf_ids, cf, *, vocab_indent) -> None:
+        fileio.save_npy(self.cf_song_ids_path, cf_ids)
+        fileio.save_npy(self.cf_factors_path, cf)
+        fileio.save_npy(self.word2vec_path, word2vec)
+        fileio.write_json(self.vocab_path, vocab, indent=vocab_indent)
