@@ -58,7 +58,7 @@ from cmir_tf.errors import CmirError, ConfigError, DataError
 from cmir_tf.fileio import save_npy, write_json
 from cmir_tf.melon import MelonLayout, read_playlists
 from cmir_tf.metrics import average_precision_at_k, ndcg_at_k
-from cmir_tf.report import _markdown, _pm, write_report
+from cmir_tf.report import markdown, mean_std, write_report
 from cmir_tf.similar import SimilarityIndex
 
 __all__ = [
@@ -727,17 +727,17 @@ def run(args) -> dict:
 
 def _print_summary(task: str, result: dict) -> None:
     if task == "gtzan":
-        print(f"GTZAN accuracy: {_pm(result, 2)} % over {len(result['runs'])} runs, {result['n_test_tracks']} test tracks")
+        print(f"GTZAN accuracy: {mean_std(result, 2)} % over {len(result['runs'])} runs, {result['n_test_tracks']} test tracks")
     elif task == "jamendo":
         for cat, r in result.items():
             if isinstance(r, dict):
-                print(f"MTG-Jamendo {cat}: macro ROC-AUC {_pm(r, 3)} ({r['n_tags_evaluated']}/{r['n_tags']} tags)")
+                print(f"MTG-Jamendo {cat}: macro ROC-AUC {mean_std(r, 3)} ({r['n_tags_evaluated']}/{r['n_tags']} tags)")
     elif task == "playlists":
         print(f"playlists: nDCG@{result['k']} {result['ndcg']:.4f}, MAP@{result['k']} {result['map']:.4f} "
               f"(random {result['random']['ndcg']:.4f} / {result['random']['map']:.4f}) "
               f"over {result['n_playlists']} playlists")
     else:
-        print(_markdown(result), end="")
+        print(markdown(result), end="")
 
 
 def main(argv=None) -> None:
