@@ -7,10 +7,13 @@ A track's id is its path relative to the folder without ``.npy``/``.mean.npy`` (
 ``12/12345.npy``); a query may also name a track by its file name alone when that is unambiguous.
 
 Scores are cosine similarities, ``1 - d²/2`` from annoy's angular distance ``d = sqrt(2 - 2 cos)``.
-The playlist-continuation protocol of ``cmir_tf.evaluate`` uses the same :class:`SimilarityIndex`.
+The playlist-continuation protocol (``cmir_tf.playlists``) uses the same :class:`SimilarityIndex`.
 
     python -m cmir_tf.similar EMB_DIR --id 12345 -k 10
     python -m cmir_tf.similar EMB_DIR --file song.mp3 --model export/ -k 10 --json
+
+The CLI prints ``rank<TAB>score<TAB>id`` lines (or a JSON list of ``{id, score}``); a bad folder, file,
+track id or model folder ends as one ``error:`` line with exit code 2 (``cmir_tf.cli``).
 """
 from __future__ import annotations
 
@@ -19,14 +22,14 @@ import hashlib
 import json
 import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Hashable, Iterable, Sequence
 
 import numpy as np
 
+from cmir_tf import cli
 from cmir_tf.errors import ConfigError, DataError
-from cmir_tf.fileio import write_json
+from cmir_tf.fileio import atomic_path, load_npy, read_json, write_json
 
 __all__ = ["SimilarityIndex", "load_embedding", "load_embedding_folder", "find_similar", "main"]
 
@@ -37,14 +40,7 @@ _MEAN_SUFFIX = ".mean.npy"
 def load_embedding(path: str | os.PathLike, dim: int | None = None) -> np.ndarray:
     """One track vector from a ``.npy`` holding ``(D,)`` or patch embeddings ``(P, D)`` (→ their mean)."""
     path = Path(path)
-    try:
-        arr = np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise DataError(f"{path}: embedding file is missing") from None
-    except ValueError as e:  # object arrays need pickle, which is never allowed
-        raise DataError(f"{path}: not a plain numeric .npy array ({e})") from None
-    except OSError as e:
-        raise DataError(f"{path}: unreadable embedding file ({e})") from None
+    arr = load_npy(path, "embedding file", kind=None)  # never unpickled
     if arr.dtype.kind not in "fiu":
         raise DataError(f"{path}: embedding has dtype {arr.dtype}, expected a float array")
     if arr.ndim == 2 and arr.shape[0] > 0:
@@ -150,23 +146,11 @@ class SimilarityIndex:
         return self.query(self.vector(track_id), k, exclude=[track_id])
 
     def save(self, path: str | os.PathLike, *, fingerprint: str = "") -> None:
-        """Write ``path`` (annoy file) and ``path.ids.json`` atomically."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-        os.close(fd)
-        try:
-            self._index.save(tmp)
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would hide the index from other users
+        """Write ``path`` (annoy file) and ``path.ids.json``, each atomically (the ids file first)."""
+        with atomic_path(path) as tmp:
+            self._index.save(tmp)  # annoy keeps the saved file memory-mapped; the object stays usable
             meta = {"dim": self.dim, "ids": self.ids, "fingerprint": fingerprint}
             write_json(Path(str(path) + ".ids.json"), meta, indent=1)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-        # annoy keeps the saved file memory-mapped; the object stays usable.
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> tuple["SimilarityIndex", str]:
@@ -176,7 +160,7 @@ class SimilarityIndex:
         meta_path = Path(str(path) + ".ids.json")
         if not path.is_file() or not meta_path.is_file():
             raise DataError(f"{path}: index file or its {meta_path.name} is missing")
-        meta = json.loads(meta_path.read_text())
+        meta = read_json(meta_path, "index ids file")
         index = AnnoyIndex(int(meta["dim"]), "angular")
         index.load(str(path))
         ids = meta["ids"]
@@ -206,8 +190,8 @@ def _resolve_id(index: SimilarityIndex, track_id: str) -> str:
     if len(matches) == 1:
         return matches[0]
     if matches:
-        raise ConfigError(f"--id {track_id!r} is ambiguous: {', '.join(matches[:5])}")
-    raise ConfigError(f"--id {track_id!r}: no such track in the embedding folder")
+        raise ConfigError(f"track id {track_id!r} is ambiguous: {', '.join(matches[:5])}")
+    raise ConfigError(f"track id {track_id!r}: no such track in the embedding folder")
 
 
 def find_similar(folder: str | os.PathLike, *, track_id: str | None = None, file: str | None = None,
@@ -219,15 +203,15 @@ def find_similar(folder: str | os.PathLike, *, track_id: str | None = None, file
     reads (audio, a Melon mel ``.npy``), which needs ``model`` (an export folder) or ``embedder``.
     """
     if (track_id is None) == (file is None):
-        raise ConfigError("give exactly one of --id or --file")
+        raise ConfigError("give exactly one of a track id or a file")
     if k < 1:
-        raise ConfigError(f"-k must be at least 1, got {k}")
+        raise ConfigError(f"k must be at least 1, got {k}")
     index = open_index(folder, index_path, n_trees=n_trees)
     if track_id is not None:
         return index.query_id(_resolve_id(index, track_id), k)
     path = Path(file)
     if not path.is_file():
-        raise DataError(f"--file {path}: no such file")
+        raise DataError(f"{path}: no such file")
     vector = None
     if path.suffix == ".npy":
         try:
@@ -237,7 +221,8 @@ def find_similar(folder: str | os.PathLike, *, track_id: str | None = None, file
     if vector is None:
         if embedder is None:
             if model is None:
-                raise ConfigError(f"--file {path} is not a {index.dim}-d embedding; pass --model EXPORT_DIR to embed it")
+                raise ConfigError(f"{path} is not a {index.dim}-d embedding; embedding it needs a model "
+                                  "(an export folder)")
             from cmir_tf.embed import Embedder
 
             embedder = Embedder(model)
@@ -252,7 +237,7 @@ def find_similar(folder: str | os.PathLike, *, track_id: str | None = None, file
     return index.query(vector, k, exclude=exclude)
 
 
-def main(argv=None) -> None:
+def build_arg_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m cmir_tf.similar",
         description="Tracks most similar to a track id or a file, from an annoy (angular) index over a "
@@ -268,18 +253,21 @@ def main(argv=None) -> None:
     p.add_argument("--trees", type=int, default=DEFAULT_TREES,
                    help=f"annoy trees when building (more = more exact, slower; default {DEFAULT_TREES})")
     p.add_argument("--json", action="store_true", help="print a JSON list of {id, score} instead of a table")
-    args = p.parse_args(argv)
-    try:
-        hits = find_similar(args.embeddings, track_id=args.track_id, file=args.file, k=args.k,
-                            model=args.model, index_path=args.index, n_trees=args.trees)
-    except (DataError, ConfigError) as e:
-        p.exit(2, f"error: {e}\n")
+    return p
+
+
+@cli.command
+def main(argv=None) -> int:
+    args = build_arg_parser().parse_args(argv)
+    hits = find_similar(args.embeddings, track_id=args.track_id, file=args.file, k=args.k,
+                        model=args.model, index_path=args.index, n_trees=args.trees)
     if args.json:
         print(json.dumps([{"id": i, "score": round(s, 6)} for i, s in hits], ensure_ascii=False))
     else:
         for rank, (i, s) in enumerate(hits, 1):
             print(f"{rank}\t{s:.4f}\t{i}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -104,7 +104,7 @@ def test_file_query_embedding_and_audio(folder, tmp_path):
     # something that is not an embedding needs a model (or an embedder)
     wav = tmp_path / "x.wav"
     wav.write_bytes(b"RIFF")
-    with pytest.raises(ConfigError, match="--model"):
+    with pytest.raises(ConfigError, match="x.wav is not a 16-d embedding; embedding it needs a model"):
         find_similar(d, file=str(wav), k=3)
 
     class FakeEmbedder:
@@ -144,15 +144,27 @@ def test_empty_or_missing_folder(tmp_path):
 
 def test_cli_table_and_json(folder, capsys):
     d, _ = folder
-    main([str(d), "--id", "t0", "-k", "3"])
+    assert main([str(d), "--id", "t0", "-k", "3"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 3 and lines[0].startswith("1\t")
-    main([str(d), "--id", "t0", "-k", "3", "--json"])
+    assert main([str(d), "--id", "t0", "-k", "3", "--json"]) == 0
     hits = json.loads(capsys.readouterr().out)
     assert [h["id"] for h in hits] == [line.split("\t")[2] for line in lines]
-    with pytest.raises(SystemExit) as e:
-        main([str(d), "--id", "missing"])
-    assert e.value.code == 2 and "no such track" in capsys.readouterr().err
+    assert main([str(d), "--id", "missing"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "no such track" in err
+
+
+def test_cli_model_without_saved_model_is_one_line(folder, tmp_path, capsys):
+    """--file that must be embedded, with --model naming a folder without a SavedModel: an ExportError,
+    reported as one line with exit code 2 (it used to end in a traceback)."""
+    d, _ = folder
+    wav = tmp_path / "x.wav"
+    wav.write_bytes(b"RIFF")
+    (tmp_path / "empty").mkdir()
+    assert main([str(d), "--file", str(wav), "--model", str(tmp_path / "empty")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "no SavedModel" in err, err
 
 
 def test_saved_index_is_readable_by_others(folder, tmp_path):

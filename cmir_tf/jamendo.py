@@ -1,0 +1,147 @@
+"""MTG-Jamendo automatic tagging (paper Table 2): a tagging MLP on track vectors, macro ROC-AUC.
+
+Layout read (:func:`read_jamendo`), per category ``genre``, ``instrument`` or ``moodtheme``:
+
+- ``SPLITS/autotagging_{category}-{train,validation,test}.tsv`` from the ``mtg-jamendo-dataset``
+  repository (e.g. ``data/splits/split-0``): tab-separated, CRLF line ends, header
+  ``TRACK_ID ARTIST_ID ALBUM_ID PATH DURATION TAGS``; tags from column 6 on, one per column, named
+  ``category---value`` (``genre---rock``, ``instrument---piano``, ``mood/theme---happy``);
+- audio at ``AUDIO/PATH`` (``NN/ID.mp3``; the download's low-quality ``NN/ID.low.mp3`` is accepted in
+  its place).
+
+Protocol (:func:`jamendo_protocol`): a track is the mean of its patch embeddings, inputs standardised
+on the training split; a Keras MLP Dense 128 → BatchNorm → ReLU → Dense 64 → BatchNorm → ReLU →
+Dropout 0.5 → Dense sigmoid (one unit per tag; ``Params.jamendo_*``: Adam lr 1e-3, batch 64) trained
+with binary cross-entropy and early stopping on the validation loss (patience 10, at most 100 epochs,
+best weights restored); macro ROC-AUC (scikit-learn) on test, ``Params.runs`` runs seeded
+``seed + r``. A tag without both a positive and a negative test track has no ROC-AUC: it is left out of
+the average and listed in ``excluded_tags``. Each category is evaluated on its own split; a track shared
+by several categories is embedded once.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from cmir_tf.cache import EmbeddingCache, Model
+from cmir_tf.constants import JAMENDO_CATEGORIES
+from cmir_tf.downstream import Params, require_dir, require_files, summary
+from cmir_tf.errors import ConfigError, DataError
+
+__all__ = ["JAMENDO_SPLITS", "JAMENDO_HEADER", "read_jamendo", "jamendo_protocol", "evaluate_jamendo"]
+
+JAMENDO_SPLITS = ("train", "validation", "test")
+JAMENDO_HEADER = ("TRACK_ID", "ARTIST_ID", "ALBUM_ID", "PATH", "DURATION", "TAGS")
+
+
+def _read_tsv(path: Path) -> list[tuple[str, str, list[str]]]:
+    """One split TSV → ``[(track id, relative audio path, tags)]``."""
+    if not path.is_file():
+        raise DataError(f"{path}: MTG-Jamendo split file is missing")
+    rows = path.read_bytes().decode("utf-8").splitlines()  # CRLF or LF
+    if not rows or tuple(c.strip() for c in rows[0].split("\t")[:6]) != JAMENDO_HEADER:
+        raise DataError(f"{path}: header is not {' '.join(JAMENDO_HEADER)} (tab-separated)")
+    out = []
+    for n, row in enumerate(rows[1:], 2):
+        if not row.strip():
+            continue
+        cols = [c.strip() for c in row.split("\t")]
+        if len(cols) < 6:
+            raise DataError(f"{path}:{n}: {len(cols)} columns, expected TRACK_ID ... PATH DURATION TAGS...")
+        out.append((cols[0], cols[3], [t for t in cols[5:] if t]))
+    if not out:
+        raise DataError(f"{path}: no tracks")
+    return out
+
+
+def read_jamendo(jamendo_dir, splits_dir, category: str) -> dict[str, list[tuple[str, Path, list[str]]]]:
+    """One category's split → ``{"train"|"validation"|"test": [(track id, audio path, tags)]}``."""
+    if category not in JAMENDO_CATEGORIES:
+        raise ConfigError(f"MTG-Jamendo: unknown category {category!r} "
+                          f"(choose from {', '.join(JAMENDO_CATEGORIES)})")
+    root = require_dir(jamendo_dir, "MTG-Jamendo audio folder")
+    splits = require_dir(splits_dir, "MTG-Jamendo split folder")
+    out = {}
+    for split in JAMENDO_SPLITS:
+        tsv = splits / f"autotagging_{category}-{split}.tsv"
+        items = []
+        for tid, rel, tags in _read_tsv(tsv):
+            p = root / rel
+            if not p.is_file() and p.suffix == ".mp3" and p.with_suffix(".low.mp3").is_file():
+                p = p.with_suffix(".low.mp3")  # the download's low-quality audio
+            items.append((tid, p, tags))
+        require_files([p for _, p, _ in items], f"MTG-Jamendo audio files listed in {tsv} are")
+        out[split] = items
+    return out
+
+
+def _tagging_mlp(n_inputs: int, n_tags: int, params: Params):
+    """The compiled Keras tagging MLP (see the module doc)."""
+    import keras
+
+    inputs = keras.Input((n_inputs,))
+    h = inputs
+    for width in params.jamendo_hidden:
+        h = keras.layers.Dense(width)(h)
+        h = keras.layers.BatchNormalization()(h)
+        h = keras.layers.ReLU()(h)
+    h = keras.layers.Dropout(params.jamendo_dropout)(h)
+    outputs = keras.layers.Dense(n_tags, activation="sigmoid")(h)
+    net = keras.Model(inputs, outputs)
+    net.compile(optimizer=keras.optimizers.Adam(params.jamendo_lr), loss="binary_crossentropy")
+    return net
+
+
+def jamendo_protocol(data: dict[str, tuple[np.ndarray, list[list[str]]]], params: Params = Params()) -> dict:
+    """Tagging MLP on track vectors; ``data[split] = (vectors (N, D), tags per track)`` → macro ROC-AUC."""
+    import keras
+    from sklearn.metrics import roc_auc_score
+    from sklearn.preprocessing import MultiLabelBinarizer, StandardScaler
+
+    tags = sorted({t for _, tl in data.values() for ts in tl for t in ts})
+    mlb = MultiLabelBinarizer(classes=tags)
+    x = {s: data[s][0] for s in JAMENDO_SPLITS}
+    y = {s: mlb.fit_transform(data[s][1]).astype(np.float32) for s in JAMENDO_SPLITS}
+    scaler = StandardScaler().fit(x["train"])
+    x = {s: scaler.transform(v).astype(np.float32) for s, v in x.items()}
+    positives = y["test"].sum(axis=0)
+    defined = (positives > 0) & (positives < len(y["test"]))
+    excluded = [t for t, ok in zip(tags, defined) if not ok]
+    if not defined.any():
+        raise DataError("MTG-Jamendo test split: no tag has both positive and negative tracks, ROC-AUC is undefined")
+    aucs = []
+    for run in range(params.runs):
+        keras.utils.set_random_seed(params.seed + run)
+        net = _tagging_mlp(x["train"].shape[1], len(tags), params)
+        stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=params.jamendo_patience,
+                                             restore_best_weights=True)
+        net.fit(x["train"], y["train"], validation_data=(x["validation"], y["validation"]),
+                epochs=params.jamendo_max_epochs, batch_size=params.jamendo_batch_size,
+                callbacks=[stop], verbose=0)
+        scores = net.predict(x["test"], batch_size=1024, verbose=0)
+        aucs.append(roc_auc_score(y["test"][:, defined], scores[:, defined], average="macro"))
+        keras.backend.clear_session()
+    return {**summary(aucs), "n_tags": len(tags), "n_tags_evaluated": int(defined.sum()),
+            "excluded_tags": excluded, "n_tracks": {s: len(y[s]) for s in JAMENDO_SPLITS}}
+
+
+def evaluate_jamendo(jamendo_dir, splits_dir, model: Model, *, categories=JAMENDO_CATEGORIES,
+                     params: Params = Params(), cache_dir=None) -> dict:
+    """Per category: read the TSVs, embed the audio (cached, mean of patches), run :func:`jamendo_protocol`."""
+    embed = EmbeddingCache(model, cache_dir, "jamendo")
+    results, memo = {}, {}  # the categories share most tracks: embed each once even without a disk cache
+    for cat in categories:
+        split = read_jamendo(jamendo_dir, splits_dir, cat)
+        paths = sorted({p for items in split.values() for _, p, _ in items})
+        todo = [p for p in paths if p not in memo]
+        new, skipped = embed.embed_all(todo, desc=f"{model.name} jamendo {cat}", progress=params.progress)
+        memo.update(new)
+        data = {}
+        for s, items in split.items():
+            kept = [(memo[p].mean(axis=0), tags) for _, p, tags in items if p in memo]
+            if not kept:
+                raise DataError(f"MTG-Jamendo {cat} {s}: no readable track")
+            data[s] = (np.stack([v for v, _ in kept]), [t for _, t in kept])
+        results[cat] = {**jamendo_protocol(data, params), "skipped": skipped}
+    return {**results, "embedded": embed.misses}
