@@ -29,9 +29,9 @@ import numpy as np
 from cmir_tf.cache import EmbeddingCache, Model
 from cmir_tf.downstream import Params, require_dir
 from cmir_tf.errors import DataError
-from cmir_tf.fileio import read_json
 from cmir_tf.melon import MelonLayout, read_playlists
 from cmir_tf.metrics import average_precision_at_k, ndcg_at_k
+from cmir_tf.prepared import PreparedData
 from cmir_tf.similar import SimilarityIndex
 
 __all__ = ["read_prepared_splits", "read_playlist_task", "playlist_protocol", "evaluate_playlists",
@@ -39,20 +39,11 @@ __all__ = ["read_prepared_splits", "read_playlist_task", "playlist_protocol", "e
 
 
 def read_prepared_splits(data_dir) -> dict[str, set[int]]:
-    """The prepared folder's song split → ``{"train"|"val"|"test": {song id}}``.
-
-    The one place that knows the prepared folder's layout (``splits.json``).
-    """
-    data = require_dir(data_dir, "prepared folder")
-    splits_path = data / "splits.json"
-    if not splits_path.is_file():
-        raise DataError(f"{splits_path}: missing (write it with python -m cmir_tf.prepare)")
-    splits = read_json(splits_path, "prepared split list")
-    if not isinstance(splits, dict) or not all(s in splits for s in ("train", "val", "test")):
-        raise DataError(f"{splits_path}: expected {{\"train\": [...], \"val\": [...], \"test\": [...]}}")
-    out = {s: {int(i) for i in splits[s]} for s in ("train", "val", "test")}
+    """The prepared folder's song split → ``{"train"|"val"|"test": {song id}}`` (read by PreparedData)."""
+    prepared = PreparedData(require_dir(data_dir, "prepared folder"))
+    out = {s: set(ids) for s, ids in prepared.read_splits().items()}
     if not out["test"]:
-        raise DataError(f"{splits_path}: the test split is empty")
+        raise DataError(f"{prepared.splits_path}: the test split is empty")
     return out
 
 
