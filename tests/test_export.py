@@ -1,4 +1,4 @@
-"""Export (reference.md §4): SavedModel for TF Serving, frozen graph for Essentia, Essentia JSON.
+"""Export: SavedModel for TF Serving, frozen graph for Essentia, Essentia JSON.
 
 One export of a freshly built model (with non-trivial BatchNorm statistics, so inference mode matters)
 is shared by the tests; each consumer is checked in a fresh process against the Keras model.
