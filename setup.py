@@ -17,7 +17,7 @@ setup(
     install_requires=[
         "tensorflow==2.17.*",
         "tensorflow-io==0.37.1",
-        "keras>=3.5,<4",
+        "keras>=3.15,<3.16",  # private hooks fenced in cmir_tf/compat.py: tested with 3.15.1
         "numpy>=1.24,<2",
         "scipy>=1.10",
         "implicit>=0.7,<0.8",

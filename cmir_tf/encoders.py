@@ -1,10 +1,10 @@
-"""The paper's three encoders (sec. 2.1, reference.md §1) as serialisable Keras 3 layers.
+"""The paper's three encoders (sec. 2.1) as serialisable Keras 3 layers.
 
 - `AudioEncoder` e_a (eq. 1–4): mel patch (B, 256, 48) → (φ_a (B, 128), features (B, 1024)).
 - `GenreEncoder` e_w (eq. 5–7): genre indices (B, 10) + mask → φ_w (B, 128).
 - `CFEncoder` e_cf (eq. 8): CF vector (B, 300) → φ_cf (B, 128).
 
-Normalisation constants follow the published PyTorch code (reference.md §1): BatchNorm running-average
+Normalisation constants follow the published PyTorch code: BatchNorm running-average
 momentum 0.1 in PyTorch's convention, i.e. Keras ``momentum=0.9``, ``epsilon=1e-5``; LayerNorm
 ``epsilon=1e-6``.
 """
@@ -16,6 +16,7 @@ import tensorflow as tf
 from keras import ops
 
 from cmir_tf import constants as C
+from cmir_tf.distribute import in_multi_replica_context
 
 BN_MOMENTUM = 0.9  # Keras convention; = PyTorch momentum 0.1
 BN_EPSILON = 1e-5
@@ -33,14 +34,9 @@ AUDIO_BLOCKS = (
 )
 
 
-def _in_multi_replica_context() -> bool:
-    """True when called under a tf.distribute strategy with more than one replica in sync."""
-    return tf.distribute.has_strategy() and tf.distribute.get_strategy().num_replicas_in_sync > 1
-
-
 def _resolve_sync(synchronized):
     """``None`` means: synchronise batch statistics iff the layer is built under a multi-replica strategy."""
-    return _in_multi_replica_context() if synchronized is None else bool(synchronized)
+    return in_multi_replica_context() if synchronized is None else bool(synchronized)
 
 
 @keras.saving.register_keras_serializable(package="cmir_tf")
@@ -211,7 +207,7 @@ class GenreEncoder(keras.layers.Layer):
     The sum runs over the unpadded genres only, so padded positions (index and word vector) have no
     effect. The projection to ``embed_dim`` is not in eq. 7 but is needed: V lives in the 200-d word2vec
     space while φ_w must have φ_a's size (128) to be compared with it in the contrastive loss
-    (reference.md §1; the published code projects too). A song with no genre at all gets LayerNorm of the
+    (the published code projects too). A song with no genre at all gets LayerNorm of the
     projection's bias (finite).
     """
 

@@ -1,8 +1,9 @@
-"""Export a trained audio encoder for its consumers (reference.md §4).
+"""Export a trained audio encoder for its consumers: TF Serving (SavedModel) and Essentia (frozen graph).
 
     python -m cmir_tf.export --run RUN_DIR --out DIR [--version N] [--name NAME]
 
-writes, atomically (everything is staged in a temporary folder inside DIR, then renamed into place):
+writes, atomically (everything is staged in a temporary folder inside DIR, then renamed into place;
+nothing under DIR changes unless every part was written):
 
     DIR/saved_model/<N>/     TF Serving layout: saved_model.pb, variables/, assets/genres.txt
         serving_default(melspectrogram f32[B,256,48]) -> embeddings f32[B,128], features f32[B,1024]
@@ -21,35 +22,32 @@ writes, atomically (everything is staged in a temporary folder inside DIR, then 
 never overwritten (ExportError). The .pb and .json describe the newest export: a later version replaces
 them (their `version` field says which SavedModel version they match).
 
+The folder's layout and versions are owned by `cmir_tf.exportdir`, the frozen graph and the Essentia
+JSON by `cmir_tf.frozen`. A run folder is read through `cmir_tf.rundir.RunDir` (the model is rebuilt
+from its `model.json`); the genre names come from the run's prepared folder (`cmir_tf.prepared_facts`).
+
 `tag_genres` (and the genres asset) exists only for models with a genre encoder (contr_g, contr_cf_g):
 each vocabulary genre's φ_w is computed once at export time by the GenreEncoder on that single genre
 (inference mode) and stored in the SavedModel as a (V, 128) constant of unit vectors.
 """
 import argparse
 import dataclasses
-import datetime
-import inspect
 import json
 import os
 import re
-import shutil
-import sys
-import tempfile
 
 import numpy as np
 import tensorflow as tf
 
-from cmir_tf import __version__ as PACKAGE_VERSION
+from cmir_tf import cli, compat
 from cmir_tf import constants as C
 from cmir_tf.errors import ConfigError, ExportError
+from cmir_tf.exportdir import ExportDir
+from cmir_tf.frozen import (EMBEDDINGS_NODE, FEATURES_NODE, INPUT_NODE, check_core_ops, essentia_metadata,
+                            freeze_audio_encoder, graph_op_types)
 
 DEFAULT_NAME = "cmir-audio-encoder"
-INPUT_NODE = "melspectrogram"
-EMBEDDINGS_NODE = "embeddings"
-FEATURES_NODE = "features"
 GENRES_ASSET = "genres.txt"
-SIGNATURES = ("serving_default", "embed_waveform", "tag_genres")
-_VERSION_RE = re.compile(r"^[0-9]+$")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,29 +62,6 @@ class ExportResult:
 
     def __fspath__(self):
         return self.out_dir
-
-
-# ---------------------------------------------------------------------------------------- versions
-def existing_versions(out_dir):
-    """Integer version folders under OUT_DIR/saved_model (TF Serving ignores any other name)."""
-    root = os.path.join(out_dir, "saved_model")
-    if not os.path.isdir(root):
-        return []
-    return sorted(int(d) for d in os.listdir(root) if _VERSION_RE.match(d) and os.path.isdir(os.path.join(root, d)))
-
-
-def resolve_version(out_dir, version=None):
-    """The version to write: VERSION if free, else 1 + the highest existing one (1 for a new DIR)."""
-    if version is None:
-        found = existing_versions(out_dir)
-        return (found[-1] + 1) if found else 1
-    if isinstance(version, bool) or not isinstance(version, (int, np.integer)) or version < 1:
-        raise ConfigError(f"--version: must be a positive integer (TF Serving's version folder), got {version!r}")
-    target = os.path.join(out_dir, "saved_model", str(int(version)))
-    if os.path.exists(target):
-        raise ExportError(f"{target}: version {int(version)} already exists; refusing to overwrite it "
-                          f"(choose another --version or omit it to use {resolve_version(out_dir)})")
-    return int(version)
 
 
 # ----------------------------------------------------------------------------------- genre space
@@ -180,176 +155,7 @@ def _write_saved_model(audio_encoder, genre_table, names, path, staging):
     return sorted(sigs)
 
 
-# ---------------------------------------------------------------------------------- frozen graph
-def strip_default_attrs(graph_def):
-    """Remove attributes at their op's default value and internal `_…` ones, in place.
-
-    A runtime fills in defaults for the attributes it knows; attributes added by a newer TensorFlow
-    (MatMul `grad_a`/`grad_b`, …) are default-valued in an inference graph, so removing them makes
-    the graph loadable without "NodeDef mentions attribute … not in the op definition" warnings.
-    Returns the sorted list of (op, attr) pairs removed.
-    """
-    from tensorflow.python.framework import op_def_registry
-
-    removed = set()
-    for node in graph_def.node:
-        op_def = op_def_registry.get(node.op)
-        if op_def is None:
-            raise ExportError(f"frozen graph: op {node.op!r} of node {node.name!r} is not a core TensorFlow op")
-        defaults = {a.name: a.default_value for a in op_def.attr if a.HasField("default_value")}
-        for key in list(node.attr):
-            if key.startswith("_") or (key in defaults and node.attr[key] == defaults[key]):
-                del node.attr[key]
-                removed.add((node.op, key))
-    return sorted(removed)
-
-
-def freeze_audio_encoder(audio_encoder, strip=True):
-    """GraphDef of the audio encoder in inference mode with variables folded into constants.
-
-    Input Placeholder `melspectrogram` f32[?,256,48]; outputs `embeddings` and `features` (Identity
-    nodes); only the nodes those outputs need; default-valued attributes stripped (unless STRIP is false).
-    """
-    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
-
-    @tf.function(input_signature=[tf.TensorSpec([None, C.PATCH_FRAMES, C.N_BANDS], tf.float32, name=INPUT_NODE)])
-    def encode(melspectrogram):
-        emb, feat = audio_encoder(melspectrogram, training=False)
-        return tf.identity(emb, name=EMBEDDINGS_NODE), tf.identity(feat, name=FEATURES_NODE)
-
-    frozen = convert_variables_to_constants_v2(encode.get_concrete_function())
-    graph_def = frozen.graph.as_graph_def()
-    graph_def = _prune(graph_def, [EMBEDDINGS_NODE, FEATURES_NODE])
-    del graph_def.library.function[:]  # inlined by the freezing; nothing may refer to a function
-    if strip:
-        strip_default_attrs(graph_def)
-    names = {n.name: n for n in graph_def.node}
-    for node in (INPUT_NODE, EMBEDDINGS_NODE, FEATURES_NODE):
-        if node not in names:
-            raise ExportError(f"frozen graph: node {node!r} missing after freezing")
-    if names[INPUT_NODE].op != "Placeholder":
-        raise ExportError(f"frozen graph: {INPUT_NODE!r} is a {names[INPUT_NODE].op}, not a Placeholder")
-    return graph_def
-
-
-def _prune(graph_def, outputs):
-    """Only the nodes OUTPUTS depend on (data and control inputs), in their original order."""
-    by_name = {n.name: n for n in graph_def.node}
-    keep, todo = set(), list(outputs)
-    while todo:
-        name = todo.pop()
-        if name in keep:
-            continue
-        keep.add(name)
-        for inp in by_name[name].input:
-            todo.append(inp.lstrip("^").split(":")[0])
-    pruned = tf.compat.v1.GraphDef()
-    pruned.versions.CopyFrom(graph_def.versions)
-    pruned.node.extend(n for n in graph_def.node if n.name in keep)
-    return pruned
-
-
-def graph_op_types(graph_def):
-    """Every op type in a GraphDef, including its function library."""
-    ops = {n.op for n in graph_def.node}
-    for fn in graph_def.library.function:
-        ops.update(n.op for n in fn.node_def)
-    return ops
-
-
-def check_core_ops(ops, where):
-    """Raise ExportError if any op is a tensorflow-io (`IO>…`) op."""
-    bad = sorted(op for op in ops if op.startswith("IO>"))
-    if bad:
-        raise ExportError(f"{where}: tensorflow-io ops {bad} would make it unloadable by TF Serving/Essentia")
-
-
-# ------------------------------------------------------------------------------ Essentia metadata
-def essentia_metadata(name, version, *, embed_dim, feature_dim, description=None, dataset=None,
-                      extra=None, batch_size=64):
-    """Essentia's model JSON (reference.md §4) for the frozen graph NAME.pb."""
-    mel = {
-        "sample_rate": C.SAMPLE_RATE, "frame_size": C.FRAME_SIZE, "hop_size": C.HOP_SIZE,
-        "window": "hann (symmetric, not normalized)", "spectrum": "magnitude", "number_bands": C.N_BANDS,
-        "low_frequency_bound": C.MEL_FMIN, "high_frequency_bound": C.MEL_FMAX, "warping_formula": "slaneyMel",
-        "normalize": "unit_tri", "type": "power", "compression": "lin2db scale 2 (20*log10, floor -200 dB)",
-        "centred_frames": True,
-    }
-    meta = {
-        "name": name,
-        "type": "audio embedding extractor",
-        "link": f"{name}.pb",
-        "version": str(version),
-        "description": description or (
-            "Audio encoder of a cross-modal contrastive model (Ferraro et al., 2021: audio aligned with "
-            "genre word embeddings and playlist co-occurrence) trained with cmir_tf; maps 256-frame "
-            "48-band mel-spectrogram patches (Melon's front end) to 128-d embeddings."),
-        "author": "cmir_tf",
-        "email": "",
-        "release_date": datetime.date.today().isoformat(),
-        "framework": "tensorflow",
-        "framework_version": tf.__version__,
-        "classes": [],
-        "model_types": ["frozen_model"],
-        "dataset": dataset or {
-            "name": "Melon Playlist Dataset",
-            "citation": ("Ferraro, A., Kim, Y., Lee, S., Kim, B., Jo, N., Lim, S., Lim, S., Jang, J., Kim, S., "
-                         "Serra, X., Bogdanov, D. (2021). Melon Playlist Dataset: a public dataset for audio-based "
-                         "playlist generation and music tagging. ICASSP 2021."),
-            "size": "",
-            "metrics": {},
-        },
-        "schema": {
-            "inputs": [{"name": INPUT_NODE, "type": "float", "shape": [C.PATCH_FRAMES, C.N_BANDS]}],
-            "outputs": [
-                {"name": EMBEDDINGS_NODE, "type": "float", "shape": [1, embed_dim], "op": "LayerNormalization",
-                 "description": "embeddings in the shared audio/genre/playlist space (compare with cosine)",
-                 "output_purpose": "embeddings"},
-                {"name": FEATURES_NODE, "type": "float", "shape": [1, feature_dim], "op": "Flatten",
-                 "description": "flattened output of the convolutional blocks (input of the feed-forward block)",
-                 "output_purpose": ""},
-            ],
-        },
-        "citation": ("Ferraro, A., Favory, X., Drossos, K., Kim, Y., Bogdanov, D. (2021). Enriched Music "
-                     "Representations with Multiple Cross-modal Contrastive Learning. IEEE Signal Processing "
-                     "Letters, 28, 733-737."),
-        "inference": {
-            "sample_rate": C.SAMPLE_RATE,
-            "algorithm": "TensorflowPredict2D",
-            "patch_size": C.PATCH_FRAMES,
-            "patch_hop_size": C.PATCH_FRAMES,
-            "embedding_model": {
-                "algorithm": "TensorflowPredict2D",
-                "model_name": name,
-                "link": f"{name}.pb",
-                "input": INPUT_NODE,
-                "output": EMBEDDINGS_NODE,
-                "patch_size": C.PATCH_FRAMES,
-                "patch_hop_size": C.PATCH_FRAMES,
-                "batch_size": batch_size,
-                "input_features": "melspectrogram (frames, 48) in dB, computed as Melon's: see melspectrogram",
-                "melspectrogram": mel,
-            },
-        },
-        "cmir_tf": {"package_version": PACKAGE_VERSION, "saved_model_version": int(version),
-                    "batch_dimension": "dynamic", **(extra or {})},
-    }
-    return meta
-
-
 # ---------------------------------------------------------------------------------------- export
-def _atomic_write_bytes(path, data):
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", prefix=f".{os.path.basename(path)}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def export_model(audio_encoder, genre_encoder, vocab, out_dir, version=None, *, name=DEFAULT_NAME,
                  description=None, dataset=None, extra=None):
     """Write DIR/saved_model/<N>/, DIR/<name>.pb and DIR/<name>.json; returns an ExportResult.
@@ -359,10 +165,10 @@ def export_model(audio_encoder, genre_encoder, vocab, out_dir, version=None, *, 
     a genre encoder). Nothing under DIR changes unless every part was written.
     """
     if not re.match(r"^[A-Za-z0-9][A-Za-z0-9._-]*$", name or ""):
-        raise ConfigError(f"--name: {name!r} must be a plain file name (letters, digits, . _ -)")
-    os.makedirs(os.path.join(out_dir, "saved_model"), exist_ok=True)
-    version = resolve_version(out_dir, version)
-    target = os.path.join(out_dir, "saved_model", str(version))
+        raise ConfigError(f"name: {name!r} must be a plain file name (letters, digits, . _ -)")
+    out = ExportDir(out_dir)
+    os.makedirs(out.saved_model_root, exist_ok=True)
+    version = out.resolve_version(version)
 
     genre_table, names = None, None
     if genre_encoder is not None:
@@ -372,155 +178,99 @@ def export_model(audio_encoder, genre_encoder, vocab, out_dir, version=None, *, 
     graph_def = freeze_audio_encoder(audio_encoder)
     check_core_ops(graph_op_types(graph_def), f"{name}.pb")
     out_shapes = [audio_encoder(tf.zeros([1, C.PATCH_FRAMES, C.N_BANDS]), training=False)[i].shape[-1] for i in (0, 1)]
+    meta = essentia_metadata(name, version, embed_dim=int(out_shapes[0]), feature_dim=int(out_shapes[1]),
+                             description=description, dataset=dataset, extra=extra)
 
-    staging = tempfile.mkdtemp(dir=out_dir, prefix=".export-tmp-")
-    try:
+    with out.staging() as staging:
         staged_sm = os.path.join(staging, "saved_model")
         _write_saved_model(audio_encoder, genre_table, names, staged_sm, staging)
-        from tensorflow.core.protobuf import saved_model_pb2
-
-        sm = saved_model_pb2.SavedModel()
-        with open(os.path.join(staged_sm, "saved_model.pb"), "rb") as f:
-            sm.ParseFromString(f.read())
-        for mg in sm.meta_graphs:
-            check_core_ops(graph_op_types(mg.graph_def), f"{target}/saved_model.pb")
-
-        meta = essentia_metadata(name, version, embed_dim=int(out_shapes[0]), feature_dim=int(out_shapes[1]),
-                                 description=description, dataset=dataset, extra=extra)
-        staged_pb = os.path.join(staging, f"{name}.pb")
-        staged_json = os.path.join(staging, f"{name}.json")
+        for mg in compat.read_saved_model_proto(os.path.join(staged_sm, "saved_model.pb")).meta_graphs:
+            check_core_ops(graph_op_types(mg.graph_def), f"{out.version_dir(version)}/saved_model.pb")
+        staged_pb, staged_json = os.path.join(staging, f"{name}.pb"), os.path.join(staging, f"{name}.json")
         with open(staged_pb, "wb") as f:
             f.write(graph_def.SerializeToString())
         with open(staged_json, "w", encoding="utf-8") as f:
             json.dump(meta, f, indent=2, ensure_ascii=False)
             f.write("\n")
-
-        # Publish: the version folder first (a rename never replaces a non-empty folder: a concurrent
-        # export of the same version fails here instead of mixing files), then the graph and its JSON.
-        try:
-            os.rename(staged_sm, target)
-        except OSError as e:
-            raise ExportError(f"{target}: cannot publish version {version} ({e.strerror}); refusing to overwrite")
-        graph_path = os.path.join(out_dir, f"{name}.pb")
-        meta_path = os.path.join(out_dir, f"{name}.json")
-        os.replace(staged_pb, graph_path)
-        os.replace(staged_json, meta_path)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return ExportResult(os.fspath(out_dir), version, target, graph_path, meta_path)
+        target = out.publish(staged_sm, version, {staged_pb: out.graph_path(name), staged_json: out.metadata_path(name)})
+    return ExportResult(os.fspath(out_dir), version, str(target), out.graph_path(name), out.metadata_path(name))
 
 
 # ----------------------------------------------------------------------------------- from a run
-def _read_json(path, what):
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except FileNotFoundError:
-        raise ExportError(f"{path}: missing ({what})") from None
-    except (OSError, ValueError) as e:
-        raise ExportError(f"{path}: unreadable {what} ({e})") from None
-
-
 def load_run_model(run_dir):
-    """Rebuild the run's model from config.json + word2vec.npy and load best (else last) weights.
+    """Rebuild the run's model from its configuration (``RunDir.model_config``) and load best (else last) weights.
 
-    Returns (model, config, vocab, weights_path).
+    Returns (model, config, vocab, weights_path): config is the run's config.json (``data`` resolved),
+    vocab the prepared folder's genre vocabulary. The model is rebuilt in float32 whatever precision
+    it was trained in (exports are always float32) and is not compiled.
     """
-    from cmir_tf import model as model_lib
+    from cmir_tf.model import ContrastiveModel, dummy_batch
+    from cmir_tf.prepared_facts import PreparedFacts
+    from cmir_tf.rundir import RunDir
 
-    config = _read_json(os.path.join(run_dir, "config.json"), "run configuration")
-    if "mode" not in config or "data" not in config:
-        raise ExportError(f"{os.path.join(run_dir, 'config.json')}: needs 'mode' and 'data' (prepared folder)")
-    data_dir = config["data"]
-    if not os.path.isabs(data_dir) and not os.path.isdir(data_dir):
-        data_dir = os.path.join(run_dir, data_dir)
-    w2v_path = os.path.join(data_dir, "word2vec.npy")
+    run = RunDir(run_dir)
+    config = run.read_config()
+    model_config = run.model_config()
+    facts = PreparedFacts(config["data"])
     try:
-        word2vec = np.load(w2v_path, allow_pickle=False).astype(np.float32)
-    except (OSError, ValueError) as e:
-        raise ExportError(f"{w2v_path}: cannot load the word2vec matrix ({e})") from None
-    vocab = _read_json(os.path.join(data_dir, "vocab.json"), "genre vocabulary")
-
-    manifest = _read_json(os.path.join(data_dir, "manifest.json"), "prepared-data manifest") \
-        if os.path.exists(os.path.join(data_dir, "manifest.json")) else {}
-    cf_dim = int(manifest.get("cf_dim", C.CF_DIM))
-    wanted = {
-        "dropout": config.get("dropout"), "temperature": config.get("temperature"),
-        "embed_dim": config.get("embed_dim"), "num_heads": config.get("num_heads"), "cf_dim": cf_dim,
-    }
-    if all(k in config for k in ("lambda_a2g", "lambda_a2p", "lambda_g2p")):
-        wanted["lambdas"] = (config["lambda_a2g"], config["lambda_a2p"], config["lambda_g2p"])
-    # pass only what build_model names and the config holds (a config also has epochs, lr, … )
-    params = inspect.signature(model_lib.build_model).parameters
-    kwargs = {k: v for k, v in wanted.items() if v is not None and k in params}
-    if "compile" in params:
-        kwargs["compile"] = False  # inference only: no optimizer
+        model = ContrastiveModel.from_config(dict(model_config, cnn_dtype=None))
+    except (ConfigError, ValueError, KeyError, TypeError) as e:
+        raise ExportError(f"{run}: cannot rebuild the model from its configuration ({e})") from None
+    model(dummy_batch(model.cf_dim), training=False)  # create the variables
+    path = run.weights_to_export()
     try:
-        model = model_lib.build_model(config["mode"], word2vec, **kwargs)
-    except (ValueError, KeyError) as e:
-        raise ExportError(f"{os.path.join(run_dir, 'config.json')}: cannot rebuild the model ({e})") from None
-    _build(model, cf_dim)
-    config = dict(config, data=data_dir)
-
-    for fname in ("best.weights.h5", "last.weights.h5"):
-        path = os.path.join(run_dir, "checkpoints", fname)
-        if os.path.exists(path):
-            try:
-                model.load_weights(path)
-            except Exception as e:  # noqa: BLE001 — h5py/keras raise many types for a bad file
-                raise ExportError(f"{path}: cannot load weights into a {config['mode']} model ({e})") from None
-            return model, config, vocab, path
-    raise ExportError(f"{os.path.join(run_dir, 'checkpoints')}: no best.weights.h5 or last.weights.h5")
-
-
-def _build(model, cf_dim):
-    """Create the model's variables with one inference call on a dummy pipeline batch."""
-    from cmir_tf.model import dummy_batch
-
-    model(dummy_batch(cf_dim), training=False)
+        model.load_weights(path)
+    except Exception as e:  # noqa: BLE001 — h5py/keras raise many types for a bad file
+        raise ExportError(f"{path}: cannot load weights into a {model.mode} model ({e})") from None
+    return model, config, facts.vocab, str(path)
 
 
 def export_run(run_dir, out_dir, version=None, name=DEFAULT_NAME):
     """Export a training run (RUN_DIR from `python -m cmir_tf.train`) to OUT_DIR; returns an ExportResult."""
+    from cmir_tf.prepared_facts import PreparedFacts
+
     model, config, vocab, weights = load_run_model(run_dir)
     genre_encoder = getattr(model, "genre_encoder", None)
-    manifest = os.path.join(config["data"], "manifest.json")
+    counts = PreparedFacts(config["data"]).counts
     dataset = None
-    if os.path.exists(manifest):
-        try:
-            counts = _read_json(manifest, "manifest").get("counts", {})
-            dataset = {"name": "Melon Playlist Dataset (prepared by cmir_tf)", "citation": "",
-                       "size": f"{sum(int(v) for v in counts.values())} songs ({counts})", "metrics": {}}
-        except ExportError:
-            dataset = None
+    if counts:
+        dataset = {"name": "Melon Playlist Dataset (prepared by cmir_tf)", "citation": "",
+                   "size": f"{sum(int(v) for v in counts.values())} songs ({counts})", "metrics": {}}
     extra = {"mode": config["mode"], "run_dir": os.path.abspath(run_dir), "weights": os.path.basename(weights)}
     return export_model(model.audio_encoder, genre_encoder, vocab, out_dir, version, name=name,
                         dataset=dataset, extra=extra)
 
 
-def main(argv=None):
+def build_arg_parser():
     p = argparse.ArgumentParser(
         prog="python -m cmir_tf.export",
         description="Export a training run: SavedModel for TF Serving (DIR/saved_model/<N>/ with signatures "
                     "serving_default, embed_waveform, tag_genres), frozen graph DIR/<NAME>.pb and Essentia "
                     "metadata DIR/<NAME>.json. Written atomically; an existing version is never overwritten.")
-    p.add_argument("--run", required=True, metavar="RUN_DIR",
-                   help="training run folder (config.json, checkpoints/best.weights.h5 or last.weights.h5)")
-    p.add_argument("--out", required=True, metavar="DIR", help="export folder (created if missing)")
-    p.add_argument("--version", type=int, default=None, metavar="N",
-                   help="SavedModel version folder (positive integer); default: 1 + the highest existing one")
-    p.add_argument("--name", default=DEFAULT_NAME,
-                   help=f"base name of the frozen graph and its Essentia JSON (default {DEFAULT_NAME})")
-    args = p.parse_args(argv)
-    try:
-        res = export_run(args.run, args.out, args.version, args.name)
-    except (ExportError, ConfigError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    options = (
+        ("--run", dict(required=True, metavar="RUN_DIR",
+                       help="training run folder (config.json, model.json, checkpoints/best.weights.h5 or last.weights.h5)")),
+        ("--out", dict(required=True, metavar="DIR", help="export folder (created if missing)")),
+        ("--version", dict(type=int, default=None, metavar="N",
+                           help="SavedModel version folder (positive integer); default: 1 + the highest existing one")),
+        ("--name", dict(default=DEFAULT_NAME,
+                        help=f"base name of the frozen graph and its Essentia JSON (default {DEFAULT_NAME})")),
+    )
+    for flag, kwargs in options:
+        p.add_argument(flag, **kwargs)
+    return p
+
+
+@cli.command
+def main(argv=None):
+    args = build_arg_parser().parse_args(argv)
+    res = export_run(args.run, args.out, args.version, args.name)
     print(f"SavedModel version {res.version}: {res.saved_model_dir}")
     print(f"frozen graph: {res.graph_path}\nEssentia metadata: {res.metadata_path}")
     return 0
 
 
 if __name__ == "__main__":
+    import sys
+
     sys.exit(main())

@@ -13,9 +13,13 @@ Modes (paper sec. 3): the contrastive presets minimise eq. 13 with ``losses.nt_x
 
 and the baselines put a head on the audio embedding φa (so the exported encoder is the same layer):
 
-    bline_g      Dense(V) logits, sigmoid binary cross-entropy against the multi-hot genres   metric genre
-    bline_cf     Dense(300) regression of the CF vector with the cosine distance 1 − cos      metric cf
-    bline_cf_g   both, summed (weights λ_A2G for genres, λ_A2P for CF)                        metrics genre, cf
+    bline_g      λ_A2G·BCE: Dense(V) logits, sigmoid binary cross-entropy against the multi-hot genres
+                                                                                  metric  genre
+    bline_cf     λ_A2P·(1 − cos): Dense(300) regression of the CF vector          metric  cf
+    bline_cf_g   both, summed                                                     metrics genre, cf
+
+(``LOSS_PARTS`` is that table in code: each part's λ and, for a contrastive part, the two outputs
+it aligns.)
 
 Why the cosine distance for ``bline_cf``: matrix-factorisation factors are defined only up to the
 scale the regularisation happens to give them (their norms mostly encode popularity), and everything
@@ -30,7 +34,9 @@ every contrastive term uses the embeddings of the whole global batch as negative
 encoder is built with synchronised BatchNorm when the model is created inside a multi-replica strategy
 scope), and each replica's loss is its share of the global-batch mean, so that the optimizer's sum of
 the replicas' gradients equals the one-device gradient on the same global batch. The reported metrics
-are the global-batch values.
+are the global-batch values. The cross-replica sums are ``cmir_tf.distribute``'s; Keras's own
+pre-training build, which would average a batch over the replicas, is replaced by
+``compat.BuiltModelMixin`` (every variable exists after the constructor).
 
 Speed on CPU (benchmarks/train_step.py): BatchNorm of the CNN uses TF's fused kernel on one device
 (``encoders.FusedBatchNorm``), and ``cnn_dtype="mixed_bfloat16"`` runs the convolutional blocks in
@@ -48,34 +54,34 @@ import numpy as np
 import keras
 import tensorflow as tf
 
+from typing import NamedTuple
+
+from cmir_tf import compat
 from cmir_tf import constants as C
+from cmir_tf.distribute import global_count, global_sum
 from cmir_tf.encoders import AudioEncoder, CFEncoder, GenreEncoder
 from cmir_tf.errors import ConfigError
 from cmir_tf.losses import loss_dtype, nt_xent_replica_share
 
-# mode -> (loss parts); contrastive parts are (name, left, right, lambda index)
-CONTRASTIVE_PARTS = {"a2g": ("audio", "genre", 0), "a2p": ("audio", "cf", 1), "g2p": ("genre", "cf", 2)}
 MODES = C.MODES  # mode → the losses it reports (one table, shared with train's CLI)
 
 
-def _replica_context():
-    ctx = tf.distribute.get_replica_context()
-    return ctx if ctx is not None and ctx.num_replicas_in_sync > 1 else None
+class LossPart(NamedTuple):
+    """A loss part: the index of its weight in ``lambdas`` (λ_A2G, λ_A2P, λ_G2P), and for a contrastive
+    part the two outputs it aligns."""
+
+    weight: int
+    aligns: tuple[str, str] | None = None
 
 
-def _global_sum(values):
-    """Sum a list of scalars over the replicas (identity on one device)."""
-    ctx = _replica_context()
-    if ctx is None:
-        return values
-    return ctx.all_reduce(tf.distribute.ReduceOp.SUM, values)
-
-
-def _global_count(batch_size, dtype):
-    """Number of rows in the global batch, as ``dtype`` (identity on one device)."""
-    n = tf.cast(batch_size, dtype)
-    ctx = _replica_context()
-    return n if ctx is None else ctx.all_reduce(tf.distribute.ReduceOp.SUM, n)
+# The one table of loss parts (module docstring): the genre target shares λ_A2G, the CF target λ_A2P.
+LOSS_PARTS = {
+    "a2g": LossPart(0, ("audio", "genre")),
+    "a2p": LossPart(1, ("audio", "cf")),
+    "g2p": LossPart(2, ("genre", "cf")),
+    "genre": LossPart(0),
+    "cf": LossPart(1),
+}
 
 
 def multi_hot(genres, mask, vocab_size):
@@ -85,7 +91,7 @@ def multi_hot(genres, mask, vocab_size):
 
 
 @keras.saving.register_keras_serializable(package="cmir_tf")
-class ContrastiveModel(keras.Model):
+class ContrastiveModel(compat.BuiltModelMixin, keras.Model):
     """Audio encoder plus the genre / CF encoders (contrastive modes) or heads (baselines).
 
     Called on the pipeline's dict, it returns a dict: ``audio`` (φa, (B,128)), ``features`` (B,1024),
@@ -111,12 +117,14 @@ class ContrastiveModel(keras.Model):
         **kwargs,
     ):
         super().__init__(**kwargs)
+        if tf.distribute.has_strategy():  # Keras would build it with a batch average (compat: symbolic_build)
+            compat.require("symbolic_build")
         if mode not in MODES:
-            raise ConfigError(f"--mode: unknown mode {mode!r}; choose one of {', '.join(MODES)}")
+            raise ConfigError(f"mode: unknown mode {mode!r}; choose one of {', '.join(MODES)}")
         if not temperature > 0:
-            raise ConfigError(f"--temperature must be > 0, got {temperature}")
+            raise ConfigError(f"temperature must be > 0, got {temperature}")
         if not 0.0 <= dropout < 1.0:
-            raise ConfigError(f"--dropout must be in [0, 1), got {dropout}")
+            raise ConfigError(f"dropout must be in [0, 1), got {dropout}")
         lambdas = tuple(float(x) for x in lambdas)
         if len(lambdas) != 3:
             raise ConfigError(f"lambdas must be three weights (A2G, A2P, G2P), got {lambdas}")
@@ -129,7 +137,7 @@ class ContrastiveModel(keras.Model):
         self.parts = MODES[mode]
         uses_genres = any(p in ("a2g", "g2p", "genre") for p in self.parts)
         if uses_genres and not vocab_size:
-            raise ConfigError(f"mode {mode!r} needs the genre vocabulary: pass the word2vec matrix (word2vec.npy)")
+            raise ConfigError(f"mode {mode!r} needs the genre vocabulary: pass the word2vec matrix (or its vocab_size)")
         self.vocab_size = int(vocab_size) if vocab_size else None
         self.w2v_dim = int(w2v_dim)
         self.dropout_rate = float(dropout)
@@ -139,14 +147,22 @@ class ContrastiveModel(keras.Model):
         self.num_heads = int(num_heads)
         self.cf_dim = int(cf_dim)
         self.cnn_dtype = cnn_dtype
+        self._make_layers(word2vec, synchronized_bn)
+        names = ("loss",) + self.parts
+        self._trackers = {n: keras.metrics.Mean(name=n) for n in names}
+        self._build_layers()
 
+    # -- structure -----------------------------------------------------------------------------------
+    def _make_layers(self, word2vec, synchronized_bn):
+        """The audio encoder, and the encoders (contrastive modes) or heads (baselines) the mode uses."""
+        dropout, embed_dim = self.dropout_rate, self.embed_dim
         self.audio_encoder = AudioEncoder(
-            dropout, embed_dim, synchronized=synchronized_bn, cnn_dtype=cnn_dtype, name="audio_encoder"
+            dropout, embed_dim, synchronized=synchronized_bn, cnn_dtype=self.cnn_dtype, name="audio_encoder"
         )
         self.genre_encoder = self.cf_encoder = self.genre_head = self.cf_head = None
         if "a2g" in self.parts or "g2p" in self.parts:
             self.genre_encoder = GenreEncoder(
-                word2vec, num_heads, dropout, embed_dim, vocab_size=self.vocab_size, w2v_dim=self.w2v_dim,
+                word2vec, self.num_heads, dropout, embed_dim, vocab_size=self.vocab_size, w2v_dim=self.w2v_dim,
                 name="genre_encoder",
             )
         if "a2p" in self.parts or "g2p" in self.parts:
@@ -156,11 +172,6 @@ class ContrastiveModel(keras.Model):
         if "cf" in self.parts:
             self.cf_head = keras.layers.Dense(self.cf_dim, name="cf_head")
 
-        names = ("loss",) + self.parts
-        self._trackers = {n: keras.metrics.Mean(name=n) for n in names}
-        self._build_layers()
-
-    # -- structure -----------------------------------------------------------------------------------
     def _build_layers(self):
         self.audio_encoder.build((None, C.PATCH_FRAMES, C.N_BANDS))
         if self.genre_encoder is not None:
@@ -194,8 +205,8 @@ class ContrastiveModel(keras.Model):
         out = self(data, training=training)
         shares = {}
         for part in self.parts:
-            if part in CONTRASTIVE_PARTS:
-                left, right, _ = CONTRASTIVE_PARTS[part]
+            if LOSS_PARTS[part].aligns:
+                left, right = LOSS_PARTS[part].aligns
                 shares[part] = nt_xent_replica_share(out[left], out[right], self.temperature)
             elif part == "genre":
                 dtype = loss_dtype(out["genre_logits"])
@@ -203,20 +214,19 @@ class ContrastiveModel(keras.Model):
                 logits = tf.cast(out["genre_logits"], dtype)
                 bce = tf.nn.sigmoid_cross_entropy_with_logits(labels=targets, logits=logits)
                 per_example = tf.reduce_mean(bce, axis=1)
-                shares[part] = tf.reduce_sum(per_example) / _global_count(tf.shape(logits)[0], dtype)
+                shares[part] = tf.reduce_sum(per_example) / global_count(tf.shape(logits)[0], dtype)
             elif part == "cf":
                 dtype = loss_dtype(out["cf_pred"])
                 pred = tf.math.l2_normalize(tf.cast(out["cf_pred"], dtype), axis=1)
                 target = tf.math.l2_normalize(tf.cast(data["cf"], dtype), axis=1)
                 per_example = 1.0 - tf.reduce_sum(pred * target, axis=1)
-                shares[part] = tf.reduce_sum(per_example) / _global_count(tf.shape(pred)[0], dtype)
-        weight = {"a2g": 0, "a2p": 1, "g2p": 2, "genre": 0, "cf": 1}
-        total = tf.add_n([self.lambdas[weight[p]] * shares[p] for p in self.parts])
+                shares[part] = tf.reduce_sum(per_example) / global_count(tf.shape(pred)[0], dtype)
+        total = tf.add_n([self.lambdas[LOSS_PARTS[p].weight] * shares[p] for p in self.parts])
         return total, shares
 
     def _record(self, total, shares):
         names = ("loss",) + self.parts
-        values = _global_sum([total] + [shares[p] for p in self.parts])
+        values = global_sum([total] + [shares[p] for p in self.parts])
         for name, value in zip(names, values):
             self._trackers[name].update_state(value)
         return {name: self._trackers[name].result() for name in names}
@@ -232,18 +242,6 @@ class ContrastiveModel(keras.Model):
     def test_step(self, data):
         total, shares = self._loss_shares(data, training=False)
         return self._record(total, shares)
-
-    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
-        # Keras 3's TF trainer, under a strategy, averages the first distributed batch across replicas
-        # to trace a symbolic build — which fails on the pipeline's bool ``genre_mask`` (AddN on bool).
-        # This model is fully built at construction, so only the optimizer (and Keras's post-build
-        # bookkeeping) is left to build; no batch is needed for that.
-        if getattr(self, "_distribute_strategy", None) is None or not all(
-            layer.built for layer in self._flatten_layers()
-        ):
-            return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
-        with self.distribute_strategy.scope():
-            self._symbolic_build(data_batch=())
 
     @property
     def metrics(self):
@@ -274,40 +272,25 @@ def build_model(
     mode: str,
     word2vec=None,
     *,
-    dropout: float = C.DROPOUT,
-    temperature: float = C.TEMPERATURE,
-    lambdas=(1.0, 1.0, 1.0),
-    embed_dim: int = C.EMBED_DIM,
-    num_heads: int = C.NUM_HEADS,
-    cf_dim: int = C.CF_DIM,
     learning_rate: float = C.LEARNING_RATE,
     weight_decay: float = 0.0,
-    synchronized_bn=None,
-    cnn_dtype=None,
     compile: bool = True,
+    **config,
 ) -> ContrastiveModel:
     """Build (and by default compile with Adam) the model of ``mode``; see the module docstring.
 
+    ``config``: any keyword of :class:`ContrastiveModel` (``dropout``, ``temperature``, ``lambdas``,
+    ``embed_dim``, ``num_heads``, ``cf_dim``, ``vocab_size``, ``w2v_dim``, ``synchronized_bn``,
+    ``cnn_dtype``, ``name`` — the model is named after its mode unless given).
     Call it inside ``strategy.scope()`` for distributed training: the audio encoder then uses
     synchronised BatchNorm (``synchronized_bn=None`` decides from the strategy; True/False forces it).
     ``word2vec`` (n_genres, 200) is required by the modes that use genres, ignored otherwise.
-    Compiled with ``jit_compile=False``: XLA made the CPU step ~2× slower here (reference.md §5), and
-    Keras would otherwise turn it on. ``cnn_dtype``: ``None`` (float32) or ``"mixed_bfloat16"`` for the
-    audio CNN blocks only (see the module docstring); a checkpoint loads into either.
+    Compiled with ``jit_compile=False``: XLA made the CPU step ~2× slower here, and Keras would
+    otherwise turn it on. ``cnn_dtype``: ``None`` (float32) or ``"mixed_bfloat16"`` for the audio CNN
+    blocks only (see the module docstring); a checkpoint loads into either.
     """
-    model = ContrastiveModel(
-        mode,
-        word2vec,
-        dropout=dropout,
-        temperature=temperature,
-        lambdas=lambdas,
-        embed_dim=embed_dim,
-        num_heads=num_heads,
-        cf_dim=cf_dim,
-        synchronized_bn=synchronized_bn,
-        cnn_dtype=cnn_dtype,
-        name=mode,
-    )
+    config.setdefault("name", mode)
+    model = ContrastiveModel(mode, word2vec, **config)
     if compile:
         model.compile(optimizer=make_optimizer(learning_rate, weight_decay), jit_compile=False)
     return model
@@ -327,7 +310,7 @@ def dummy_batch(cf_dim: int = C.CF_DIM, batch: int = 2) -> dict:
 def make_optimizer(learning_rate: float = C.LEARNING_RATE, weight_decay: float = 0.0) -> keras.optimizers.Optimizer:
     """Adam (paper); with ``weight_decay`` > 0, Keras's decoupled weight decay (AdamW form)."""
     if not learning_rate > 0:
-        raise ConfigError(f"--lr must be > 0, got {learning_rate}")
+        raise ConfigError(f"learning_rate must be > 0, got {learning_rate}")
     if weight_decay:
         return keras.optimizers.AdamW(learning_rate=learning_rate, weight_decay=weight_decay)
     return keras.optimizers.Adam(learning_rate=learning_rate)

@@ -1,4 +1,4 @@
-"""Encoders (paper sec. 2.1, reference.md §1): architecture sizes, config round trips, genre masking."""
+"""Encoders (paper sec. 2.1): architecture sizes, config round trips, genre masking."""
 import numpy as np
 import pytest
 
@@ -9,7 +9,7 @@ from cmir_tf.encoders import AUDIO_BLOCKS, AudioEncoder, CFEncoder, GenreEncoder
 
 
 def _expected_audio_params(embed_dim=128):
-    """Independent count from the architecture in reference.md §1 (trainable, non-trainable)."""
+    """Independent count from the paper's architecture (sec. 2.1, eq. 1–4: 7 conv blocks, FFB) (trainable, non-trainable)."""
     trainable, frozen = 0, 0
 
     def bn(ch):  # gamma, beta trainable; moving mean / variance not
@@ -44,7 +44,7 @@ def test_audio_encoder_shapes_and_parameter_count():
     assert sum(int(np.prod(w.shape)) for w in enc.trainable_weights) == trainable == 3_989_762
     assert sum(int(np.prod(w.shape)) for w in enc.non_trainable_weights) == frozen
     assert [blk[0] for blk in AUDIO_BLOCKS] == [128, 128, 256, 256, 256, 256, 512]
-    # PyTorch's BatchNorm defaults and LayerNorm eps 1e-6 (reference.md §1)
+    # PyTorch's BatchNorm defaults and LayerNorm eps 1e-6 (the published code)
     assert enc.input_bn.momentum == 0.9 and enc.input_bn.epsilon == 1e-5
     assert all(bn.momentum == 0.9 and bn.epsilon == 1e-5 for bn in enc.conv_bns)
     assert enc.ln.epsilon == 1e-6

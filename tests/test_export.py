@@ -1,4 +1,4 @@
-"""Export (reference.md §4): SavedModel for TF Serving, frozen graph for Essentia, Essentia JSON.
+"""Export: SavedModel for TF Serving, frozen graph for Essentia, Essentia JSON.
 
 One export of a freshly built model (with non-trivial BatchNorm statistics, so inference mode matters)
 is shared by the tests; each consumer is checked in a fresh process against the Keras model.
@@ -17,6 +17,8 @@ tf = pytest.importorskip("tensorflow")
 
 from cmir_tf import constants as C  # noqa: E402
 from cmir_tf import export as E  # noqa: E402
+from cmir_tf import frozen as F  # noqa: E402
+from cmir_tf.exportdir import ExportDir  # noqa: E402
 from cmir_tf.encoders import AudioEncoder, GenreEncoder  # noqa: E402
 from cmir_tf.errors import ConfigError, ExportError  # noqa: E402
 
@@ -245,7 +247,7 @@ def test_essentia_loads_frozen_graph_cleanly_and_matches_saved_model(exported, e
     # control: the same encoder frozen without stripping does draw the warning this test looks for
     audio, _ = encoders
     raw = tmp_path / "raw.pb"
-    raw.write_bytes(E.freeze_audio_encoder(audio, strip=False).SerializeToString())
+    raw.write_bytes(F.freeze_audio_encoder(audio, strip=False).SerializeToString())
     _, stderr = _essentia_predict(raw, mel, "melspectrogram", ["embeddings"], tmp_path / "raw")
     # TF names the first unknown attribute it meets, grad_a or grad_b (map order varies from run to run)
     assert re.search(r"grad_[ab] which is not in the op definition", stderr), stderr[-3000:]
@@ -261,9 +263,9 @@ def test_refuses_to_overwrite_a_version_and_counts_up(exported, encoders):
     assert sorted(os.listdir(out / "saved_model" / "1")) == before
     assert os.stat(out / "saved_model" / "1" / "saved_model.pb").st_mtime_ns == stamp
     assert not [d for d in os.listdir(out) if d.startswith(".")]
-    assert E.resolve_version(str(out)) == 2
-    with pytest.raises(ConfigError, match="--version"):
-        E.resolve_version(str(out), 0)
+    assert ExportDir(out).resolve_version() == 2
+    with pytest.raises(ConfigError, match="version: must be a positive integer"):
+        ExportDir(out).resolve_version(0)
 
 
 def test_strip_default_attrs_removes_default_and_internal_attrs_only():
@@ -273,13 +275,14 @@ def test_strip_default_attrs_removes_default_and_internal_attrs_only():
     node.attr["transpose_a"].b = True  # not the default: kept
     node.attr["transpose_b"].b = False  # the default: removed
     node.attr["_class"].s = b"x"
-    removed = E.strip_default_attrs(graph)
+    removed = F.strip_default_attrs(graph)
     assert set(graph.node[0].attr) == {"T", "transpose_a"}
     assert ("MatMul", "transpose_b") in removed and ("MatMul", "_class") in removed
 
 
-def _fake_run(tmp_path, mode, seed):
-    """A RUN_DIR as train.py leaves it (config.json, checkpoints/) over a prepared folder (vocab, word2vec)."""
+def _fake_run(tmp_path, mode, seed, model_json=False):
+    """A RUN_DIR as train.py leaves it (config.json, checkpoints/; model.json if MODEL_JSON, else as a run
+    from before model.json existed) over a prepared folder (vocab, word2vec)."""
     import keras
 
     from cmir_tf.model import build_model
@@ -305,6 +308,8 @@ def _fake_run(tmp_path, mode, seed):
         _randomise_batch_norm(model.audio_encoder, rng)
         model.save_weights(str(run / "checkpoints" / fname))
         models.append(model)
+    if model_json:
+        (run / "model.json").write_text(json.dumps(models[1].get_config()))
     return run, models[1]  # the best one is what must be exported
 
 
@@ -323,7 +328,7 @@ def test_export_run_cli_exports_the_best_checkpoint_of_a_run(tmp_path, capsys):
     assert meta["cmir_tf"]["mode"] == "contr_cf_g" and meta["cmir_tf"]["weights"] == "best.weights.h5"
     # a second export of the same run counts the version up; an existing one is refused with exit 2
     assert E.main(["--run", str(run), "--out", str(out), "--name", "contr"]) == 0
-    assert E.existing_versions(str(out)) == [1, 2]
+    assert ExportDir(out).versions() == [1, 2]
     capsys.readouterr()
     assert E.main(["--run", str(run), "--out", str(out), "--version", "2"]) == 2
     assert "version 2 already exists" in capsys.readouterr().err
@@ -333,8 +338,13 @@ def test_export_run_cli_exports_the_best_checkpoint_of_a_run(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_export_run_without_genre_encoder_has_no_tag_genres(tmp_path):
-    run, best = _fake_run(tmp_path, "contr_cf", 2)
+    run, best = _fake_run(tmp_path, "contr_cf", 2, model_json=True)
     res = E.export_run(str(run), str(tmp_path / "export"))
     m = tf.saved_model.load(res.saved_model_dir)
     assert set(m.signatures) == {"serving_default", "embed_waveform"}
     assert not os.path.exists(os.path.join(res.saved_model_dir, "assets", "genres.txt"))
+    # rebuilt from the run's model.json: the served encoder is the best checkpoint's
+    mel = _mel_patches(2, 6)
+    r = m.signatures["serving_default"](melspectrogram=tf.constant(mel))
+    np.testing.assert_allclose(r["embeddings"].numpy(), np.asarray(best.audio_encoder(mel, training=False)[0]),
+                               atol=1e-5, rtol=0)

@@ -12,8 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from cmir_tf.config import TrainConfig, config_from_args, load_config_file
 from cmir_tf.errors import ConfigError, DataError
-from cmir_tf.train import TrainConfig, config_from_args, load_config_file, read_prepared
+from cmir_tf.prepared_facts import read_prepared
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -93,7 +94,7 @@ def test_bad_data_folder_names_what_is_missing(tmp_path):
 def test_cli_reports_bad_data_without_traceback(tmp_path):
     result = run_train(["--data", str(tmp_path / "missing"), "--no-export"], cwd=tmp_path)
     assert result.returncode == 2
-    assert "error: --data" in result.stderr and "no such folder" in result.stderr
+    assert f"error: {tmp_path / 'missing'}: no such folder" in result.stderr
     assert "Traceback" not in result.stderr
 
 

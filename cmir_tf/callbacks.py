@@ -1,0 +1,127 @@
+"""Keras callbacks of a training run, and its curves plot. Files are named and written by ``rundir.RunDir``.
+
+- :class:`StopOnNonFiniteLoss` stops at the first non-finite training loss and records the epoch and
+  step (Keras's TerminateOnNaN names neither); ``train`` then raises ``NonFiniteLossError``.
+- :class:`ResumableBackup` backs up weights, optimizer state and the position within the epoch every
+  ``every`` steps and at each epoch end, never after a non-finite loss.
+- :class:`BestAndLast` keeps ``checkpoints/best.weights.h5`` (lowest ``val_loss``) and ``last.weights.h5``.
+- :func:`plot_curves` draws ``history.csv`` (the CSVLogger's file) into ``curves.png``.
+
+Imports keras at the top: ``cmir_tf.train`` imports this module only when it trains.
+"""
+from __future__ import annotations
+
+import csv
+import math
+
+import keras
+import numpy as np
+
+from .fileio import atomic_path
+from .rundir import RunDir
+
+
+def _finite_loss(logs) -> bool:
+    loss = (logs or {}).get("loss")
+    return loss is None or bool(np.isfinite(float(loss)))
+
+
+class StopOnNonFiniteLoss(keras.callbacks.Callback):
+    """Stop the run at the first non-finite loss; ``failed`` then names the epoch and step."""
+
+    def __init__(self):
+        super().__init__()
+        self.epoch = 0
+        self.failed: str | None = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if not _finite_loss(logs):
+            self.failed = f"non-finite loss ({float(logs['loss'])}) at epoch {self.epoch + 1}, step {batch + 1}"
+            self.model.stop_training = True
+
+
+class ResumableBackup(keras.callbacks.Callback):
+    """Back up weights, optimizer state and position every ``every`` steps and at each epoch end.
+
+    Keras's BackupAndRestore keeps only the weights and restarts the interrupted epoch from its first
+    step with a fresh optimizer; this keeps Adam's moments and the step within the epoch, so a killed
+    run resumes where its last backup was taken (``RunDir.restore_backup``). ``offset``: the steps of
+    the current epoch done before this ``fit`` call (a resumed epoch); ``best``: the lowest finite
+    ``val_loss`` so far, recorded with the backup.
+    """
+
+    def __init__(self, run: RunDir, every: int, steps_per_epoch: int, *, offset: int = 0, best: float = math.inf):
+        super().__init__()
+        self.run = run
+        self.every = every
+        self.steps_per_epoch = steps_per_epoch
+        self.epoch = 0
+        self.offset = offset
+        self.best = best
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        step = self.offset + batch + 1
+        if step % self.every == 0 and step < self.steps_per_epoch and _finite_loss(logs):
+            self.run.save_backup(self.model, self.epoch, step, self.best)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if not _finite_loss(logs):  # never back up weights a diverged step produced
+            return
+        val = (logs or {}).get("val_loss")
+        if val is not None and np.isfinite(val):
+            self.best = min(self.best, float(val))
+        self.offset = 0
+        self.run.save_backup(self.model, epoch + 1, 0, self.best)
+
+
+class BestAndLast(keras.callbacks.Callback):
+    """checkpoints/best.weights.h5 (lowest val_loss so far, across resumes) and last.weights.h5."""
+
+    def __init__(self, run: RunDir, best: float = math.inf):
+        super().__init__()
+        self.run = run
+        self.best = best
+
+    def on_epoch_end(self, epoch, logs=None):
+        val = (logs or {}).get("val_loss", (logs or {}).get("loss"))
+        self.run.save_checkpoint(self.model, RunDir.LAST)
+        if val is not None and np.isfinite(val) and val < self.best:
+            self.best = float(val)
+            self.run.save_checkpoint(self.model, RunDir.BEST)
+
+
+def plot_curves(history_csv, out_png) -> None:
+    """Training / validation curves of every logged loss, one panel per loss."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    with open(history_csv, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        return
+    names = [k for k in rows[0] if k != "epoch" and not k.startswith("val_")]
+    epochs = [int(r["epoch"]) + 1 for r in rows]
+    fig, axes = plt.subplots(1, len(names), figsize=(4 * len(names), 3.2), squeeze=False)
+    for ax, name in zip(axes[0], names):
+        ax.plot(epochs, [float(r[name]) for r in rows], "o-", label="train")
+        if f"val_{name}" in rows[0]:
+            ax.plot(epochs, [float(r[f"val_{name}"]) for r in rows], "s--", label="validation")
+        ax.set_title(name)
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.legend()
+    try:
+        fig.tight_layout()
+        with atomic_path(out_png) as tmp:
+            fig.savefig(tmp, dpi=100, format="png")
+    finally:
+        plt.close(fig)

@@ -1,0 +1,193 @@
+"""Configuration of a training run: :class:`TrainConfig`, the config file, the command-line flags.
+
+Precedence: built-in defaults (the paper's, sec. 3.2) ← ``--config FILE`` (JSON or YAML, the flags'
+names with ``_`` or ``-``) ← command-line flags; with no ``--data`` the embedded default's shorter
+schedule (``embedded.EMBEDDED_DEFAULTS``) replaces the built-in defaults. This is the command-line
+layer: its errors name the flags. The effective configuration is what a run folder's ``config.json``
+holds (``rundir.RunDir``).
+
+:func:`model_config` is the one mapping from a configuration (and the prepared folder's facts) to the
+model's own configuration, ``ContrastiveModel.get_config()`` — what ``model.json`` holds.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from . import constants as C
+from .distribute import STRATEGIES
+from .embedded import EMBEDDED_DEFAULTS
+from .errors import ConfigError
+
+MODES = tuple(C.MODES)
+PRECISIONS = ("float32", "mixed_bfloat16")
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Every knob of a training run. Defaults are the paper's (sec. 3.2) unless stated."""
+
+    data: str | None = None  # prepared folder; None → the embedded synthetic default
+    mode: str = "contr_cf_g"
+    epochs: int = 10
+    steps_per_epoch: int | None = None  # None → one pass over the training split
+    validation_steps: int | None = None  # None → one pass over the validation split
+    batch_size: int = C.BATCH_SIZE  # global batch
+    lr: float = C.LEARNING_RATE
+    weight_decay: float = 0.0
+    temperature: float = C.TEMPERATURE
+    dropout: float = C.DROPOUT
+    num_heads: int = C.NUM_HEADS
+    embed_dim: int = C.EMBED_DIM
+    lambda_a2g: float = 1.0
+    lambda_a2p: float = 1.0
+    lambda_g2p: float = 1.0
+    seed: int = 0
+    precision: str = "float32"  # or "mixed_bfloat16": the CNN blocks in bfloat16 (≈1.8× faster on AVX512-BF16 CPUs)
+    out: str | None = None  # run dir; None → runs/<mode>
+    strategy: str = "auto"
+    devices: int | None = None
+    backup_every: int = 20  # steps between resumable backups (and at every epoch end)
+    export: bool = True  # export the audio encoder when training ends (embedded default)
+    export_dir: str | None = None  # None → export/<run name>
+    synth_songs: int | None = None  # embedded default: size of the synthetic Melon set
+    synth_playlists: int | None = None
+
+    def validate(self) -> None:
+        if self.mode not in MODES:
+            raise ConfigError(f"--mode: unknown mode {self.mode!r}; choose one of {', '.join(MODES)}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"--precision: unknown precision {self.precision!r}; choose one of {', '.join(PRECISIONS)}")
+        if self.strategy not in STRATEGIES:
+            raise ConfigError(f"--strategy: unknown strategy {self.strategy!r}; choose one of {', '.join(STRATEGIES)}")
+        for name in ("epochs", "batch_size", "num_heads", "embed_dim", "backup_every"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"--{name.replace('_', '-')}: must be ≥ 1, got {getattr(self, name)}")
+        for name in ("steps_per_epoch", "validation_steps", "devices"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ConfigError(f"--{name.replace('_', '-')}: must be ≥ 1, got {value}")
+        if not self.lr > 0:
+            raise ConfigError(f"--lr: must be > 0, got {self.lr}")
+        if not self.temperature > 0:
+            raise ConfigError(f"--temperature: must be > 0, got {self.temperature}")
+        if not 0 <= self.dropout < 1:
+            raise ConfigError(f"--dropout: must be in [0, 1), got {self.dropout}")
+
+
+    @classmethod
+    def from_saved(cls, values: dict) -> "TrainConfig":
+        """The configuration a run folder's ``config.json`` records (keys it lacks take the defaults)."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+    @property
+    def lambdas(self) -> tuple[float, float, float]:
+        return (self.lambda_a2g, self.lambda_a2p, self.lambda_g2p)
+
+
+def model_config(cfg: TrainConfig, facts) -> dict[str, Any]:
+    """``ContrastiveModel`` config of a run of ``cfg`` on a prepared folder (``facts``: n_genres, w2v_dim, cf_dim)."""
+    return {
+        "name": cfg.mode,
+        "mode": cfg.mode,
+        "vocab_size": facts.n_genres,
+        "w2v_dim": facts.w2v_dim,
+        "dropout": cfg.dropout,
+        "temperature": cfg.temperature,
+        "lambdas": list(cfg.lambdas),
+        "embed_dim": cfg.embed_dim,
+        "num_heads": cfg.num_heads,
+        "cf_dim": facts.cf_dim,
+        "cnn_dtype": None if cfg.precision == "float32" else cfg.precision,
+    }
+
+
+def load_config_file(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a JSON or YAML config file (keys as flags, ``-`` or ``_``), checking every key is known."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"--config {path}: cannot read ({exc.strerror})") from exc
+    try:
+        if path.suffix.lower() in (".yaml", ".yml"):
+            import yaml
+
+            values = yaml.safe_load(text)
+        else:
+            values = json.loads(text)
+    except Exception as exc:  # noqa: BLE001 — any parser error becomes one clear message
+        raise ConfigError(f"--config {path}: not valid {'YAML' if path.suffix in ('.yaml', '.yml') else 'JSON'}: {exc}") from exc
+    if values is None:
+        return {}
+    if not isinstance(values, dict):
+        raise ConfigError(f"--config {path}: expected a mapping of option → value, got {type(values).__name__}")
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    out = {}
+    for key, value in values.items():
+        name = str(key).replace("-", "_")
+        if name not in known:
+            raise ConfigError(f"--config {path}: unknown key {key!r}; known keys: {', '.join(sorted(known))}")
+        out[name] = value
+    return out
+
+
+def build_arg_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m cmir_tf.train",
+        description=(
+            "Train the cross-modal contrastive model (or a baseline) on prepared Melon TFRecords. "
+            "With no arguments: synthesise a small Melon set, prepare it, train contr_cf_g briefly and export it."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        argument_default=argparse.SUPPRESS,  # only flags actually given override the config file
+    )
+    p.add_argument("--data", help="prepared folder (output of `python -m cmir_tf.prepare`); default: the embedded synthetic set, made if absent")
+    p.add_argument("--mode", choices=MODES, help="contr_cf_g: A2G+A2P+G2P (paper's full model); contr_g: A2G; contr_cf: A2P; bline_g / bline_cf / bline_cf_g: audio encoder trained to predict genres / regress CF / both [default contr_cf_g]")
+    p.add_argument("--epochs", type=int, help=f"number of epochs [default 10; embedded default {EMBEDDED_DEFAULTS['epochs']}]")
+    p.add_argument("--steps-per-epoch", type=int, help="training steps per epoch [default: one pass over the training split]")
+    p.add_argument("--validation-steps", type=int, help="validation steps per epoch [default: one pass over the validation split]")
+    p.add_argument("--batch-size", type=int, help=f"global batch size, split across replicas [default {C.BATCH_SIZE}]")
+    p.add_argument("--lr", type=float, help=f"Adam learning rate [default {C.LEARNING_RATE}]")
+    p.add_argument("--weight-decay", type=float, help="decoupled weight decay (AdamW); the published code used 1e-4 [default 0]")
+    p.add_argument("--temperature", type=float, help=f"NT-Xent temperature τ [default {C.TEMPERATURE}]")
+    p.add_argument("--dropout", type=float, help=f"dropout probability p of every encoder [default {C.DROPOUT}]")
+    p.add_argument("--num-heads", type=int, help=f"self-attention heads of the genre encoder [default {C.NUM_HEADS}]")
+    p.add_argument("--embed-dim", type=int, help=f"size of the shared embedding space [default {C.EMBED_DIM}]")
+    p.add_argument("--lambda-a2g", type=float, help="weight of the audio-to-genre loss [default 1]")
+    p.add_argument("--lambda-a2p", type=float, help="weight of the audio-to-playlist loss [default 1]")
+    p.add_argument("--lambda-g2p", type=float, help="weight of the genre-to-playlist loss [default 1]")
+    p.add_argument("--precision", choices=PRECISIONS, help="float32 (the paper's numerics) or mixed_bfloat16: convolution blocks in bfloat16 with float32 weights and losses, ≈1.8× faster on CPUs with AVX512-BF16; exports are always float32 [default float32]")
+    p.add_argument("--seed", type=int, help="seed of weights, crops and shuffling [default 0]")
+    p.add_argument("--out", help="run directory; rerunning with the same one resumes [default runs/<mode>]")
+    p.add_argument("--config", help="JSON or YAML file with any of these options (keys like `batch_size`); flags override it")
+    p.add_argument("--strategy", choices=STRATEGIES, help="auto: mirrored when several devices are visible, else default; default: one device; mirrored: MirroredStrategy over all local devices; multiworker: MultiWorkerMirroredStrategy from TF_CONFIG [default auto]")
+    p.add_argument("--devices", type=int, help="split the CPU into N logical devices (to run MirroredStrategy on one machine)")
+    p.add_argument("--backup-every", type=int, help="steps between resumable backups [default 20]")
+    p.add_argument("--no-export", dest="export", action="store_false", help="do not export the audio encoder at the end")
+    p.add_argument("--export-dir", help="where to export [default export/<run name>]")
+    p.add_argument("--restart", action="store_true", help="discard the run directory's backup and start over")
+    p.add_argument("--synth-songs", type=int, help="embedded default only: songs of the synthetic Melon set")
+    p.add_argument("--synth-playlists", type=int, help="embedded default only: playlists of the synthetic Melon set")
+    return p
+
+
+def config_from_args(argv: list[str] | None = None) -> tuple[TrainConfig, bool]:
+    """Parse flags over the config file over the defaults. Returns (config, restart)."""
+    ns = vars(build_arg_parser().parse_args(argv))
+    restart = bool(ns.pop("restart", False))
+    values: dict[str, Any] = {}
+    if "config" in ns:
+        values.update(load_config_file(ns.pop("config")))
+    values.update(ns)
+    if values.get("data") is None:  # the embedded default trains briefly
+        for key, value in EMBEDDED_DEFAULTS.items():
+            values.setdefault(key, value)
+    cfg = TrainConfig(**values)
+    cfg.validate()
+    return cfg, restart

@@ -1,0 +1,180 @@
+"""The run folder of ``python -m cmir_tf.train``: the one place that names, writes and reads its files.
+
+::
+
+    RUN/config.json                 effective TrainConfig (keys = the flags with ``_``), sorted, indented
+    RUN/model.json                  ContrastiveModel.get_config(): what export rebuilds the model from
+    RUN/history.csv                 one row per epoch: epoch, loss, each part, val_loss, val_<part>
+                                    (written by Keras's CSVLogger, appended on resume)
+    RUN/checkpoints/best.weights.h5 lowest val_loss so far (across resumes)
+    RUN/checkpoints/last.weights.h5 end of the latest epoch
+    RUN/backup/weights.weights.h5   resumable state, rewritten every few steps and at each epoch end:
+    RUN/backup/optimizer.npz          the optimizer's variables as v00000, v00001, … (iterations first)
+    RUN/backup/state.json             {"epoch", "step", "best_val_loss", "time"}: where to resume
+    RUN/logs/                       TensorBoard event files (Keras's TensorBoard callback)
+    RUN/curves.png                  training / validation curves, one panel per loss
+    RUN/workers/<i>/                the same layout for multi-worker task i ≠ chief (kept apart)
+
+Every file written here goes through ``cmir_tf.fileio`` (temporary name, then rename), so a killed run
+leaves the previous version of each file; :meth:`RunDir.open_for_training` deletes the temporary files
+a killed run left. Reads raise :class:`~cmir_tf.errors.DataError` naming the file and what is wrong.
+
+Runs written before ``model.json`` existed still export: :meth:`RunDir.model_config` then derives the
+model's configuration from ``config.json`` and its prepared folder through the same mapping training
+uses (``config.model_config``).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+from .errors import ConfigError, DataError
+from .fileio import atomic_path, atomic_write_text, read_json, remove_stale_temps, write_json
+
+# config.json keys that must not change when a run is continued from its backup
+RESUME_KEYS = ("mode", "batch_size", "embed_dim", "num_heads", "data")
+
+
+class RunDir:
+    """A run folder (see the module docstring). ``os.fspath(run)`` is its path."""
+
+    CONFIG, MODEL, HISTORY, CURVES, LOGS = "config.json", "model.json", "history.csv", "curves.png", "logs"
+    CHECKPOINTS, BEST, LAST = "checkpoints", "best.weights.h5", "last.weights.h5"
+    BACKUP, BACKUP_WEIGHTS, BACKUP_OPTIMIZER, BACKUP_STATE = "backup", "weights.weights.h5", "optimizer.npz", "state.json"
+    WORKERS = "workers"
+
+    def __init__(self, path):
+        self.path = Path(path)
+        self.config_path = self.path / self.CONFIG
+        self.model_path = self.path / self.MODEL
+        self.history_path = self.path / self.HISTORY
+        self.curves_path = self.path / self.CURVES
+        self.logs_dir = self.path / self.LOGS
+        self.backup_dir = self.path / self.BACKUP
+
+    def __fspath__(self) -> str:
+        return os.fspath(self.path)
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    def worker(self, task_id: int) -> "RunDir":
+        """Where a non-chief worker writes its copies, so it cannot clobber the chief's files."""
+        return RunDir(self.path / self.WORKERS / str(task_id))
+
+    def checkpoint(self, name: str) -> Path:
+        """``checkpoints/<name>`` (:attr:`BEST` or :attr:`LAST`)."""
+        return self.path / self.CHECKPOINTS / name
+
+    def checkpoints(self) -> list[Path]:
+        """The checkpoints that exist, best first."""
+        return [p for p in (self.checkpoint(self.BEST), self.checkpoint(self.LAST)) if p.exists()]
+
+    # ------------------------------------------------------------------------------------ training
+    def open_for_training(self, effective: dict, restart: bool = False) -> None:
+        """Create the folder for a run of ``effective`` (a TrainConfig as a dict) and write ``config.json``.
+
+        ``restart`` discards the backup. Continuing a backed-up run with another model, batch size or
+        prepared folder (:data:`RESUME_KEYS`) is refused with a ``ConfigError``.
+        """
+        if restart and self.backup_dir.exists():
+            import shutil
+
+            shutil.rmtree(self.backup_dir)
+        self.path.mkdir(parents=True, exist_ok=True)
+        for folder in (self.path, self.path / self.CHECKPOINTS, self.backup_dir):
+            remove_stale_temps(folder)
+        if self.config_path.exists() and self.has_backup():
+            previous = read_json(self.config_path, "run configuration")
+            changed = {k for k in RESUME_KEYS if previous.get(k) != effective.get(k)}
+            if changed:
+                raise ConfigError(
+                    f"{self.path}: holds a run with different {', '.join(sorted(changed))}; "
+                    "use another run folder, or restart to discard it")
+        atomic_write_text(self.config_path, json.dumps(effective, indent=2, sort_keys=True))
+
+    def write_model_config(self, config: dict) -> None:
+        write_json(self.model_path, config, indent=2)
+
+    def save_checkpoint(self, model, name: str) -> None:
+        with atomic_path(self.checkpoint(name)) as tmp:
+            model.save_weights(tmp)
+
+    def has_backup(self) -> bool:
+        return (self.backup_dir / self.BACKUP_STATE).exists()
+
+    def save_backup(self, model, epoch: int, step: int, best_val_loss: float) -> None:
+        """Weights, optimizer variables, then the position (``state.json`` last: it says the rest is whole)."""
+        import numpy as np
+
+        opt_vars = {f"v{i:05d}": np.asarray(v) for i, v in enumerate(model.optimizer.variables)}
+        with atomic_path(self.backup_dir / self.BACKUP_WEIGHTS) as tmp_w, \
+                atomic_path(self.backup_dir / self.BACKUP_OPTIMIZER) as tmp_o:
+            model.save_weights(tmp_w)
+            np.savez(tmp_o, **opt_vars)
+        state = {"epoch": epoch, "step": step, "best_val_loss": best_val_loss, "time": time.time()}
+        write_json(self.backup_dir / self.BACKUP_STATE, state)
+
+    def restore_backup(self, model) -> dict | None:
+        """Load the backup into ``model`` (weights and optimizer); return its state, or None without one."""
+        if not self.has_backup():
+            return None
+        import numpy as np
+
+        state = read_json(self.backup_dir / self.BACKUP_STATE, "backup state")
+        model.load_weights(self.backup_dir / self.BACKUP_WEIGHTS)
+        model.optimizer.build(model.trainable_variables)
+        optimizer_path = self.backup_dir / self.BACKUP_OPTIMIZER
+        with np.load(optimizer_path, allow_pickle=False) as saved:
+            values = [saved[k] for k in sorted(saved.files)]
+        variables = model.optimizer.variables
+        if len(values) != len(variables):
+            raise DataError(f"{optimizer_path}: {len(values)} optimizer variables, model has {len(variables)}")
+        for var, value in zip(variables, values):
+            var.assign(value)
+        state.setdefault("best_val_loss", math.inf)
+        return state
+
+    # ------------------------------------------------------------------------------------- reading
+    def _read(self, path: Path, what: str):
+        if not path.exists():
+            raise DataError(f"{path}: missing ({what})")
+        return read_json(path, what)
+
+    def read_config(self) -> dict:
+        """``config.json``, with ``data`` resolved (a relative prepared folder may be relative to the run)."""
+        config = self._read(self.config_path, "run configuration")
+        if not isinstance(config, dict) or "mode" not in config or "data" not in config:
+            raise DataError(f"{self.config_path}: needs 'mode' and 'data' (prepared folder)")
+        data = str(config["data"])
+        if not os.path.isabs(data) and not os.path.isdir(data):
+            data = os.path.join(self.path, data)
+        return dict(config, data=data)
+
+    def model_config(self) -> dict:
+        """The model's configuration: ``model.json``, or (a run from before it existed) derived from
+        ``config.json`` and the prepared folder it names, by ``config.model_config``."""
+        if self.model_path.exists():
+            config = self._read(self.model_path, "model configuration")
+            if not isinstance(config, dict) or "mode" not in config:
+                raise DataError(f"{self.model_path}: not a model configuration (needs 'mode')")
+            return config
+        from .config import TrainConfig, model_config
+        from .prepared_facts import PreparedFacts
+
+        saved = self.read_config()
+        return model_config(TrainConfig.from_saved(saved), PreparedFacts(saved["data"]))
+
+    def weights_to_export(self) -> Path:
+        """``checkpoints/best.weights.h5``, else ``last.weights.h5``."""
+        found = self.checkpoints()
+        if not found:
+            raise DataError(f"{self.path / self.CHECKPOINTS}: no {self.BEST} or {self.LAST}")
+        return found[0]
