@@ -31,7 +31,7 @@ def ensure_embedded_data(seed: int = 0, songs: int | None = None, playlists: int
     """Synthesise Melon (if absent) and prepare it (resuming); return the prepared folder."""
     from . import prepare, synth
     from .melon import MelonLayout
-    from .prepared_facts import is_prepared
+    from .prepared import PreparedData
 
     melon = DEFAULT_MELON
     if not os.path.exists(MelonLayout(melon).song_meta):
@@ -42,7 +42,7 @@ def ensure_embedded_data(seed: int = 0, songs: int | None = None, playlists: int
             kwargs["playlists"] = playlists
         print(f"[cmir_tf] writing a synthetic Melon set to {melon} …", flush=True)
         synth.make_synthetic_melon(melon, seed=seed, **kwargs)
-    if not is_prepared(DEFAULT_PREPARED):
+    if not PreparedData(DEFAULT_PREPARED).is_complete():
         print(f"[cmir_tf] preparing {melon} → {DEFAULT_PREPARED} …", flush=True)
         prepare.prepare(melon, DEFAULT_PREPARED, seed=seed, workers=min(2, os.cpu_count() or 1))
     return DEFAULT_PREPARED

@@ -24,7 +24,7 @@ them (their `version` field says which SavedModel version they match).
 
 The folder's layout and versions are owned by `cmir_tf.exportdir`, the frozen graph and the Essentia
 JSON by `cmir_tf.frozen`. A run folder is read through `cmir_tf.rundir.RunDir` (the model is rebuilt
-from its `model.json`); the genre names come from the run's prepared folder (`cmir_tf.prepared_facts`).
+from its `model.json`); the genre names come from the run's prepared folder (`cmir_tf.prepared`).
 
 `tag_genres` (and the genres asset) exists only for models with a genre encoder (contr_g, contr_cf_g):
 each vocabulary genre's φ_w is computed once at export time by the GenreEncoder on that single genre
@@ -205,7 +205,7 @@ def load_run_model(run_dir):
     it was trained in (exports are always float32) and is not compiled.
     """
     from cmir_tf.model import ContrastiveModel, dummy_batch
-    from cmir_tf.prepared_facts import PreparedFacts
+    from cmir_tf.prepared import PreparedFacts
     from cmir_tf.rundir import RunDir
 
     run = RunDir(run_dir)
@@ -227,7 +227,7 @@ def load_run_model(run_dir):
 
 def export_run(run_dir, out_dir, version=None, name=DEFAULT_NAME):
     """Export a training run (RUN_DIR from `python -m cmir_tf.train`) to OUT_DIR; returns an ExportResult."""
-    from cmir_tf.prepared_facts import PreparedFacts
+    from cmir_tf.prepared import PreparedFacts
 
     model, config, vocab, weights = load_run_model(run_dir)
     genre_encoder = getattr(model, "genre_encoder", None)

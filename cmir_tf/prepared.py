@@ -28,6 +28,7 @@ and the reason, and ``.npy`` files are never unpickled.
 """
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 
@@ -279,3 +280,52 @@ class PreparedData:
         fileio.save_npy(self.cf_factors_path, cf)
         fileio.save_npy(self.word2vec_path, word2vec)
         fileio.write_json(self.vocab_path, vocab, indent=vocab_indent)
+
+
+class PreparedFacts:
+    """The facts of one prepared folder a model needs (training, export), each file read once when asked.
+
+    A cached view over :class:`PreparedData`: ``manifest`` (``{}`` when absent), ``counts``, ``cf_dim``,
+    ``word2vec`` (``(n_genres, w2v_dim)`` float32: the genre table and the vocabulary size),
+    ``n_genres``, ``w2v_dim`` and ``vocab`` (display names for the exported ``tag_genres``).
+    """
+
+    def __init__(self, data, manifest: dict | None = None):
+        self.data = data if isinstance(data, PreparedData) else PreparedData(data)
+        self.path = self.data.root
+        if manifest is not None:
+            self.__dict__["manifest"] = manifest
+
+    @classmethod
+    def for_training(cls, data) -> "PreparedFacts":
+        """Check the folder as :meth:`PreparedData.check_trainable` does, then wrap it."""
+        data = PreparedData(data)
+        return cls(data, data.check_trainable())
+
+    @functools.cached_property
+    def manifest(self) -> dict:
+        return self.data.read_manifest()
+
+    @property
+    def counts(self) -> dict:
+        return dict(self.manifest.get("counts", {}))
+
+    @functools.cached_property
+    def cf_dim(self) -> int:
+        return self.data.cf_dim(self.manifest)
+
+    @functools.cached_property
+    def word2vec(self) -> np.ndarray:
+        return self.data.read_word2vec()
+
+    @property
+    def n_genres(self) -> int:
+        return int(self.word2vec.shape[0])
+
+    @property
+    def w2v_dim(self) -> int:
+        return int(self.word2vec.shape[1])
+
+    @functools.cached_property
+    def vocab(self) -> list:
+        return self.data.read_vocab()

@@ -167,7 +167,7 @@ class RunDir:
                 raise DataError(f"{self.model_path}: not a model configuration (needs 'mode')")
             return config
         from .config import TrainConfig, model_config
-        from .prepared_facts import PreparedFacts
+        from .prepared import PreparedFacts
 
         saved = self.read_config()
         return model_config(TrainConfig.from_saved(saved), PreparedFacts(saved["data"]))

@@ -26,7 +26,7 @@ from . import cli
 from .config import TrainConfig, config_from_args, model_config
 from .embedded import default_export_dir, default_run_dir, ensure_embedded_data
 from .errors import ConfigError, NonFiniteLossError
-from .prepared_facts import PreparedFacts
+from .prepared import PreparedFacts
 from .rundir import RunDir
 
 

@@ -6,7 +6,7 @@ import pytest
 
 from cmir_tf.config import TrainConfig, model_config
 from cmir_tf.errors import ConfigError, DataError
-from cmir_tf.prepared_facts import PreparedFacts
+from cmir_tf.prepared import PreparedFacts
 from cmir_tf.rundir import RunDir
 
 

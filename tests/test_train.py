@@ -14,7 +14,7 @@ import pytest
 
 from cmir_tf.config import TrainConfig, config_from_args, load_config_file
 from cmir_tf.errors import ConfigError, DataError
-from cmir_tf.prepared_facts import read_prepared
+from cmir_tf.prepared import PreparedData
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -84,11 +84,11 @@ def test_help_explains_every_flag(capsys):
 
 def test_bad_data_folder_names_what_is_missing(tmp_path):
     with pytest.raises(DataError, match=r"no such folder"):
-        read_prepared(tmp_path / "nope")
+        PreparedData(tmp_path / "nope").check_trainable()
     (tmp_path / "half").mkdir()
     (tmp_path / "half" / "manifest.json").write_text("{}")
     with pytest.raises(DataError, match=r"half: not a prepared folder, missing word2vec\.npy, vocab\.json"):
-        read_prepared(tmp_path / "half")
+        PreparedData(tmp_path / "half").check_trainable()
 
 
 def test_cli_reports_bad_data_without_traceback(tmp_path):
