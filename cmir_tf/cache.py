@@ -22,6 +22,7 @@ from typing import Callable
 import numpy as np
 
 from cmir_tf.errors import CmirError, DataError
+from cmir_tf.exportdir import SAVED_MODEL_PB, find_saved_model
 from cmir_tf.fileio import save_npy
 
 __all__ = ["DEFAULT_CACHE", "Model", "load_model", "model_fingerprint", "EmbeddingCache"]
@@ -34,14 +35,12 @@ def model_fingerprint(export_dir: str | os.PathLike) -> str:
     """A cache key for an export: SHA-256 of its SavedModel's ``saved_model.pb`` and variable files.
 
     The weights live in ``variables/``, so two trainings of the same architecture (identical graphs)
-    still get different keys. The SavedModel is found as :func:`cmir_tf.embed.find_saved_model` finds it
-    (raises :class:`~cmir_tf.errors.ExportError` when there is none).
+    still get different keys. The SavedModel is found as :func:`cmir_tf.exportdir.find_saved_model` finds
+    it (raises :class:`~cmir_tf.errors.ExportError` when there is none); no TensorFlow is imported.
     """
-    from cmir_tf.embed import find_saved_model  # imports TensorFlow: only when a model is named
-
     sm = Path(find_saved_model(export_dir))
     h = hashlib.sha256()
-    for f in [sm / "saved_model.pb", *sorted((sm / "variables").glob("*"))]:
+    for f in [sm / SAVED_MODEL_PB, *sorted((sm / "variables").glob("*"))]:
         if f.is_file():
             h.update(f.name.encode() + b"\0")
             with open(f, "rb") as fh:
