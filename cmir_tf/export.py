@@ -27,7 +27,6 @@ each vocabulary genre's φ_w is computed once at export time by the GenreEncoder
 """
 import argparse
 import dataclasses
-import datetime
 import inspect
 import json
 import os
@@ -39,8 +38,8 @@ import tempfile
 import numpy as np
 import tensorflow as tf
 
-from cmir_tf import __version__ as PACKAGE_VERSION
 from cmir_tf import constants as C
+from cmir_tf import zoo
 from cmir_tf.errors import ConfigError, ExportError
 
 DEFAULT_NAME = "cmir-audio-encoder"
@@ -61,6 +60,11 @@ class ExportResult:
     saved_model_dir: str
     graph_path: str
     metadata_path: str
+    onnx_path: str | None = None  # None: not written (ONNX extra missing, or --no-onnx)
+    keras_path: str | None = None
+    genres_graph_path: str | None = None  # only for models with a genre encoder
+    genres_metadata_path: str | None = None
+    notes: tuple = ()  # one-line remarks for the user (e.g. ONNX skipped)
 
     def __fspath__(self):
         return self.out_dir
@@ -264,79 +268,6 @@ def check_core_ops(ops, where):
         raise ExportError(f"{where}: tensorflow-io ops {bad} would make it unloadable by TF Serving/Essentia")
 
 
-# ------------------------------------------------------------------------------ Essentia metadata
-def essentia_metadata(name, version, *, embed_dim, feature_dim, description=None, dataset=None,
-                      extra=None, batch_size=64):
-    """Essentia's model JSON (reference.md §4) for the frozen graph NAME.pb."""
-    mel = {
-        "sample_rate": C.SAMPLE_RATE, "frame_size": C.FRAME_SIZE, "hop_size": C.HOP_SIZE,
-        "window": "hann (symmetric, not normalized)", "spectrum": "magnitude", "number_bands": C.N_BANDS,
-        "low_frequency_bound": C.MEL_FMIN, "high_frequency_bound": C.MEL_FMAX, "warping_formula": "slaneyMel",
-        "normalize": "unit_tri", "type": "power", "compression": "lin2db scale 2 (20*log10, floor -200 dB)",
-        "centred_frames": True,
-    }
-    meta = {
-        "name": name,
-        "type": "audio embedding extractor",
-        "link": f"{name}.pb",
-        "version": str(version),
-        "description": description or (
-            "Audio encoder of a cross-modal contrastive model (Ferraro et al., 2021: audio aligned with "
-            "genre word embeddings and playlist co-occurrence) trained with cmir_tf; maps 256-frame "
-            "48-band mel-spectrogram patches (Melon's front end) to 128-d embeddings."),
-        "author": "cmir_tf",
-        "email": "",
-        "release_date": datetime.date.today().isoformat(),
-        "framework": "tensorflow",
-        "framework_version": tf.__version__,
-        "classes": [],
-        "model_types": ["frozen_model"],
-        "dataset": dataset or {
-            "name": "Melon Playlist Dataset",
-            "citation": ("Ferraro, A., Kim, Y., Lee, S., Kim, B., Jo, N., Lim, S., Lim, S., Jang, J., Kim, S., "
-                         "Serra, X., Bogdanov, D. (2021). Melon Playlist Dataset: a public dataset for audio-based "
-                         "playlist generation and music tagging. ICASSP 2021."),
-            "size": "",
-            "metrics": {},
-        },
-        "schema": {
-            "inputs": [{"name": INPUT_NODE, "type": "float", "shape": [C.PATCH_FRAMES, C.N_BANDS]}],
-            "outputs": [
-                {"name": EMBEDDINGS_NODE, "type": "float", "shape": [1, embed_dim], "op": "LayerNormalization",
-                 "description": "embeddings in the shared audio/genre/playlist space (compare with cosine)",
-                 "output_purpose": "embeddings"},
-                {"name": FEATURES_NODE, "type": "float", "shape": [1, feature_dim], "op": "Flatten",
-                 "description": "flattened output of the convolutional blocks (input of the feed-forward block)",
-                 "output_purpose": ""},
-            ],
-        },
-        "citation": ("Ferraro, A., Favory, X., Drossos, K., Kim, Y., Bogdanov, D. (2021). Enriched Music "
-                     "Representations with Multiple Cross-modal Contrastive Learning. IEEE Signal Processing "
-                     "Letters, 28, 733-737."),
-        "inference": {
-            "sample_rate": C.SAMPLE_RATE,
-            "algorithm": "TensorflowPredict2D",
-            "patch_size": C.PATCH_FRAMES,
-            "patch_hop_size": C.PATCH_FRAMES,
-            "embedding_model": {
-                "algorithm": "TensorflowPredict2D",
-                "model_name": name,
-                "link": f"{name}.pb",
-                "input": INPUT_NODE,
-                "output": EMBEDDINGS_NODE,
-                "patch_size": C.PATCH_FRAMES,
-                "patch_hop_size": C.PATCH_FRAMES,
-                "batch_size": batch_size,
-                "input_features": "melspectrogram (frames, 48) in dB, computed as Melon's: see melspectrogram",
-                "melspectrogram": mel,
-            },
-        },
-        "cmir_tf": {"package_version": PACKAGE_VERSION, "saved_model_version": int(version),
-                    "batch_dimension": "dynamic", **(extra or {})},
-    }
-    return meta
-
-
 # ---------------------------------------------------------------------------------------- export
 def _atomic_write_bytes(path, data):
     fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", prefix=f".{os.path.basename(path)}.")
@@ -351,7 +282,7 @@ def _atomic_write_bytes(path, data):
 
 
 def export_model(audio_encoder, genre_encoder, vocab, out_dir, version=None, *, name=DEFAULT_NAME,
-                 description=None, dataset=None, extra=None):
+                 description=None, dataset=None, extra=None, options=None):
     """Write DIR/saved_model/<N>/, DIR/<name>.pb and DIR/<name>.json; returns an ExportResult.
 
     audio_encoder: callable `(mel (B,256,48), training=False) -> (embeddings (B,D), features (B,F))`.
@@ -385,15 +316,10 @@ def export_model(audio_encoder, genre_encoder, vocab, out_dir, version=None, *, 
         for mg in sm.meta_graphs:
             check_core_ops(graph_op_types(mg.graph_def), f"{target}/saved_model.pb")
 
-        meta = essentia_metadata(name, version, embed_dim=int(out_shapes[0]), feature_dim=int(out_shapes[1]),
-                                 description=description, dataset=dataset, extra=extra)
-        staged_pb = os.path.join(staging, f"{name}.pb")
-        staged_json = os.path.join(staging, f"{name}.json")
-        with open(staged_pb, "wb") as f:
-            f.write(graph_def.SerializeToString())
-        with open(staged_json, "w", encoding="utf-8") as f:
-            json.dump(meta, f, indent=2, ensure_ascii=False)
-            f.write("\n")
+        staged = zoo.stage_files(staging, name=name, version=version, audio_encoder=audio_encoder,
+                                 graph_def=graph_def, genre_table=genre_table, genre_names=names,
+                                 embed_dim=int(out_shapes[0]), feature_dim=int(out_shapes[1]),
+                                 description=description, dataset=dataset, extra=extra, options=options)
 
         # Publish: the version folder first (a rename never replaces a non-empty folder: a concurrent
         # export of the same version fails here instead of mixing files), then the graph and its JSON.
@@ -401,13 +327,12 @@ def export_model(audio_encoder, genre_encoder, vocab, out_dir, version=None, *, 
             os.rename(staged_sm, target)
         except OSError as e:
             raise ExportError(f"{target}: cannot publish version {version} ({e.strerror}); refusing to overwrite")
-        graph_path = os.path.join(out_dir, f"{name}.pb")
-        meta_path = os.path.join(out_dir, f"{name}.json")
-        os.replace(staged_pb, graph_path)
-        os.replace(staged_json, meta_path)
+        published = zoo.publish_files(staged, out_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return ExportResult(os.fspath(out_dir), version, target, graph_path, meta_path)
+    return ExportResult(os.fspath(out_dir), version, target, published["graph"], published["metadata"],
+                        published.get("onnx"), published.get("keras"), published.get("genres_graph"),
+                        published.get("genres_metadata"), tuple(staged.notes))
 
 
 # ----------------------------------------------------------------------------------- from a run
@@ -480,22 +405,20 @@ def _build(model, cf_dim):
     model(dummy_batch(cf_dim), training=False)
 
 
-def export_run(run_dir, out_dir, version=None, name=DEFAULT_NAME):
-    """Export a training run (RUN_DIR from `python -m cmir_tf.train`) to OUT_DIR; returns an ExportResult."""
+def export_run(run_dir, out_dir, version=None, name=DEFAULT_NAME, *, reports=None, report_model=None,
+               options=None):
+    """Export a training run (RUN_DIR from `python -m cmir_tf.train`) to OUT_DIR; returns an ExportResult.
+
+    REPORTS: evaluation report files for the metadata's metrics (default: RUN_DIR/eval/ when present,
+    see cmir_tf.zoo.find_reports); REPORT_MODEL picks the model of a multi-model report; OPTIONS: a
+    cmir_tf.zoo.ZooOptions (links, author, e-mail, ONNX).
+    """
     model, config, vocab, weights = load_run_model(run_dir)
     genre_encoder = getattr(model, "genre_encoder", None)
-    manifest = os.path.join(config["data"], "manifest.json")
-    dataset = None
-    if os.path.exists(manifest):
-        try:
-            counts = _read_json(manifest, "manifest").get("counts", {})
-            dataset = {"name": "Melon Playlist Dataset (prepared by cmir_tf)", "citation": "",
-                       "size": f"{sum(int(v) for v in counts.values())} songs ({counts})", "metrics": {}}
-        except ExportError:
-            dataset = None
-    extra = {"mode": config["mode"], "run_dir": os.path.abspath(run_dir), "weights": os.path.basename(weights)}
+    dataset, extra = zoo.run_metadata(run_dir, config["data"], config["mode"], weights, reports=reports,
+                                      report_model=report_model)
     return export_model(model.audio_encoder, genre_encoder, vocab, out_dir, version, name=name,
-                        dataset=dataset, extra=extra)
+                        dataset=dataset, extra=extra, options=options)
 
 
 def main(argv=None):
@@ -511,14 +434,18 @@ def main(argv=None):
                    help="SavedModel version folder (positive integer); default: 1 + the highest existing one")
     p.add_argument("--name", default=DEFAULT_NAME,
                    help=f"base name of the frozen graph and its Essentia JSON (default {DEFAULT_NAME})")
+    zoo.add_arguments(p)
     args = p.parse_args(argv)
     try:
-        res = export_run(args.run, args.out, args.version, args.name)
+        res = export_run(args.run, args.out, args.version, args.name, **zoo.options_from_args(args))
     except (ExportError, ConfigError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"SavedModel version {res.version}: {res.saved_model_dir}")
     print(f"frozen graph: {res.graph_path}\nEssentia metadata: {res.metadata_path}")
+    for label, path in (("ONNX", res.onnx_path), ("Keras", res.keras_path), ("genre head", res.genres_graph_path)):
+        if path:
+            print(f"{label}: {path}")
     return 0
 
 
