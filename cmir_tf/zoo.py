@@ -550,7 +550,7 @@ def _write_json(path, meta):
 def _check(kind, got, want, atol=PARITY_ATOL):
     diff = float(np.max(np.abs(np.asarray(got, np.float64) - np.asarray(want, np.float64))))
     if not diff <= atol:
-        raise ExportError(f"{kind}: differs from the TensorFlow encoder by {diff:.3g} (> {atol}); not published")
+        raise ExportError(f"{kind}: differs from the TensorFlow model by {diff:.3g} (> {atol}); not published")
     return diff
 
 
