@@ -1,6 +1,7 @@
-"""Export a trained audio encoder for its consumers (reference.md §4).
+"""Export a trained audio encoder for its consumers: TF Serving, Essentia, ONNX runtimes, Keras.
 
-    python -m cmir_tf.export --run RUN_DIR --out DIR [--version N] [--name NAME]
+    python -m cmir_tf.export --run RUN_DIR --out DIR [--version N] [--name NAME] [--link-base URL]
+        [--author NAME] [--email ADDRESS] [--report FILE ...] [--report-model NAME] [--onnx | --no-onnx]
 
 writes, atomically (everything is staged in a temporary folder inside DIR, then renamed into place):
 
@@ -14,12 +15,19 @@ writes, atomically (everything is staged in a temporary folder inside DIR, then 
                              f32[B,256,48], outputs `embeddings` [B,128] and `features` [B,1024];
                              core ops only, attributes at their default value stripped so older
                              runtimes (Essentia's TensorFlow) load it without warnings
-    DIR/<NAME>.json          Essentia model metadata naming those nodes (TensorflowPredict2D, 16 kHz,
-                             patch size / hop 256)
+    DIR/<NAME>.json          its metadata in the Essentia model zoo's schema (TensorflowPredict2D,
+                             16 kHz, patch size / hop 256; dataset, metrics, citation)
+    DIR/<NAME>.onnx          the same encoder in ONNX (opset 13, dynamic batch) when the [onnx] extra
+                             is installed
+    DIR/<NAME>.keras         the same encoder as a Keras 3 model of built-in layers
+    DIR/<NAME>-genres.pb     the zero-shot genre tagger as a zoo classification head on the
+    DIR/<NAME>-genres.json   encoder's embeddings (+ .onnx), for models with a genre encoder
 
+The zoo files are written by cmir_tf.zoo (export/README.md documents every metadata key).
 `N` defaults to one more than the highest version already in DIR/saved_model; an existing version is
-never overwritten (ExportError). The .pb and .json describe the newest export: a later version replaces
-them (their `version` field says which SavedModel version they match).
+never overwritten (ExportError). The top-level files describe the newest export: a later version
+replaces them (their `version` field says which SavedModel version they match) and removes those it
+does not have.
 
 `tag_genres` (and the genres asset) exists only for models with a genre encoder (contr_g, contr_cf_g):
 each vocabulary genre's φ_w is computed once at export time by the GenreEncoder on that single genre
@@ -425,8 +433,10 @@ def main(argv=None):
     p = argparse.ArgumentParser(
         prog="python -m cmir_tf.export",
         description="Export a training run: SavedModel for TF Serving (DIR/saved_model/<N>/ with signatures "
-                    "serving_default, embed_waveform, tag_genres), frozen graph DIR/<NAME>.pb and Essentia "
-                    "metadata DIR/<NAME>.json. Written atomically; an existing version is never overwritten.")
+                    "serving_default, embed_waveform, tag_genres), frozen graph DIR/<NAME>.pb with model-zoo "
+                    "metadata DIR/<NAME>.json, DIR/<NAME>.onnx, DIR/<NAME>.keras and, with a genre encoder, "
+                    "the genre head DIR/<NAME>-genres.pb/.json. Written atomically; an existing version is "
+                    "never overwritten.")
     p.add_argument("--run", required=True, metavar="RUN_DIR",
                    help="training run folder (config.json, checkpoints/best.weights.h5 or last.weights.h5)")
     p.add_argument("--out", required=True, metavar="DIR", help="export folder (created if missing)")
