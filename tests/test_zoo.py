@@ -228,7 +228,10 @@ def test_onnx_encoder_equals_saved_model_on_random_and_real_audio_mels(exported,
         want = saved_model.signatures["serving_default"](melspectrogram=tf.constant(mel))
         for key in ("embeddings", "features"):
             assert got[key].shape == (len(mel), want[key].shape[-1])
-            np.testing.assert_allclose(got[key], want[key].numpy(), atol=ATOL, rtol=0)
+        np.testing.assert_allclose(got["embeddings"], want["embeddings"].numpy(), atol=ATOL, rtol=0)
+        # `features` (pre-FFB activations, |x| up to ~15 here): float32 rounding scales with the values
+        scale = max(1.0, float(np.abs(want["features"].numpy()).max()))
+        np.testing.assert_allclose(got["features"], want["features"].numpy(), atol=ATOL * scale, rtol=0)
 
 
 def test_onnx_genre_head_equals_tag_genres(exported, saved_model, real_audio_mel):
