@@ -388,9 +388,9 @@ def freeze_genre_head(genre_table):
     """
     import tensorflow as tf
 
-    from cmir_tf.export import _unit_rows, strip_default_attrs
+    from cmir_tf.export import strip_default_attrs  # the encoder graph's clean-up (export calls into zoo)
 
-    table = _unit_rows(genre_table)
+    table = _unit(genre_table).astype(np.float32)
     graph = tf.Graph()
     with graph.as_default():
         x = tf.compat.v1.placeholder(tf.float32, [None, table.shape[1]], name=HEAD_INPUT)
