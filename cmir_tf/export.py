@@ -330,7 +330,7 @@ def export_model(audio_encoder, genre_encoder, vocab, out_dir, version=None, *, 
                                  description=description, dataset=dataset, extra=extra, options=options)
 
         # Publish: the version folder first (a rename never replaces a non-empty folder: a concurrent
-        # export of the same version fails here instead of mixing files), then the graph and its JSON.
+        # export of the same version fails here instead of mixing files), then the top-level files (JSONs last).
         try:
             os.rename(staged_sm, target)
         except OSError as e:
