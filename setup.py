@@ -1,6 +1,14 @@
 """cmir_tf: Enriched music representations with multiple cross-modal contrastive learning, in TF/Keras."""
 from setuptools import find_packages, setup
 
+ONNX = [
+    "tf2onnx==1.17.0",
+    "onnx==1.17.0",
+    "onnxruntime==1.20.1",
+    "protobuf>=3.20.3,<5",
+    "ml-dtypes>=0.3.1,<0.5",
+]
+
 setup(
     name="cmir_tf",
     version="0.1.0",
@@ -30,7 +38,12 @@ setup(
         "pyyaml>=6",
     ],
     extras_require={
+        # ONNX copies of the exported models (python -m cmir_tf.export writes NAME.onnx when these import).
+        # The newest onnx / onnxruntime need numpy 2 and protobuf 5+, which tensorflow 2.17 cannot load;
+        # this set was measured to install beside it and convert the encoder.
+        "onnx": ONNX,
         "test": [
+            *ONNX,  # the ONNX files are checked against the SavedModel with onnxruntime
             "pytest>=7",
             # Essentia is the reference the exported graph and the mel front end are checked against;
             # it is only ever imported in a child process (it cannot share a process with tensorflow).

@@ -1,6 +1,7 @@
-"""Export a trained audio encoder for its consumers: TF Serving (SavedModel) and Essentia (frozen graph).
+"""Export a trained audio encoder for its consumers: TF Serving, Essentia, ONNX runtimes, Keras.
 
-    python -m cmir_tf.export --run RUN_DIR --out DIR [--version N] [--name NAME]
+    python -m cmir_tf.export --run RUN_DIR --out DIR [--version N] [--name NAME] [--link-base URL]
+        [--author NAME] [--email ADDRESS] [--report FILE ...] [--report-model NAME] [--onnx | --no-onnx]
 
 writes, atomically (everything is staged in a temporary folder inside DIR, then renamed into place;
 nothing under DIR changes unless every part was written):
@@ -15,16 +16,23 @@ nothing under DIR changes unless every part was written):
                              f32[B,256,48], outputs `embeddings` [B,128] and `features` [B,1024];
                              core ops only, attributes at their default value stripped so older
                              runtimes (Essentia's TensorFlow) load it without warnings
-    DIR/<NAME>.json          Essentia model metadata naming those nodes (TensorflowPredict2D, 16 kHz,
-                             patch size / hop 256)
+    DIR/<NAME>.json          its metadata in the Essentia model zoo's schema (TensorflowPredict2D,
+                             16 kHz, patch size / hop 256; dataset, metrics, citation)
+    DIR/<NAME>.onnx          the same encoder in ONNX (opset 13, dynamic batch) when the [onnx] extra
+                             is installed
+    DIR/<NAME>.keras         the same encoder as a Keras 3 model of built-in layers
+    DIR/<NAME>-genres.pb     the zero-shot genre tagger as a zoo classification head on the
+    DIR/<NAME>-genres.json   encoder's embeddings (+ .onnx), for models with a genre encoder
 
 `N` defaults to one more than the highest version already in DIR/saved_model; an existing version is
-never overwritten (ExportError). The .pb and .json describe the newest export: a later version replaces
-them (their `version` field says which SavedModel version they match).
+never overwritten (ExportError). The top-level files describe the newest export: a later version
+replaces them (their `version` field says which SavedModel version they match) and removes those it
+does not have.
 
-The folder's layout and versions are owned by `cmir_tf.exportdir`, the frozen graph and the Essentia
-JSON by `cmir_tf.frozen`. A run folder is read through `cmir_tf.rundir.RunDir` (the model is rebuilt
-from its `model.json`); the genre names come from the run's prepared folder (`cmir_tf.prepared`).
+The folder's layout, versions and publishing are owned by `cmir_tf.exportdir`, the frozen graph by
+`cmir_tf.frozen`, the zoo files (metadata, ONNX, Keras, genre head) by `cmir_tf.zoo` (export/README.md
+documents every metadata key). A run folder is read through `cmir_tf.rundir.RunDir` (the model is
+rebuilt from its `model.json`); the genre names come from the run's prepared folder (`cmir_tf.prepared`).
 
 `tag_genres` (and the genres asset) exists only for models with a genre encoder (contr_g, contr_cf_g):
 each vocabulary genre's φ_w is computed once at export time by the GenreEncoder on that single genre
@@ -32,19 +40,17 @@ each vocabulary genre's φ_w is computed once at export time by the GenreEncoder
 """
 import argparse
 import dataclasses
-import json
 import os
 import re
 
 import numpy as np
 import tensorflow as tf
 
-from cmir_tf import cli, compat
+from cmir_tf import cli, compat, zoo
 from cmir_tf import constants as C
 from cmir_tf.errors import ConfigError, ExportError
 from cmir_tf.exportdir import ExportDir
-from cmir_tf.frozen import (EMBEDDINGS_NODE, FEATURES_NODE, INPUT_NODE, check_core_ops, essentia_metadata,
-                            freeze_audio_encoder, graph_op_types)
+from cmir_tf.frozen import EMBEDDINGS_NODE, FEATURES_NODE, INPUT_NODE, check_core_ops, freeze_audio_encoder, graph_op_types
 
 DEFAULT_NAME = "cmir-audio-encoder"
 GENRES_ASSET = "genres.txt"
@@ -59,6 +65,11 @@ class ExportResult:
     saved_model_dir: str
     graph_path: str
     metadata_path: str
+    onnx_path: str | None = None
+    keras_path: str | None = None
+    genres_graph_path: str | None = None
+    genres_metadata_path: str | None = None
+    notes: tuple = ()
 
     def __fspath__(self):
         return self.out_dir
@@ -157,8 +168,8 @@ def _write_saved_model(audio_encoder, genre_table, names, path, staging):
 
 # ---------------------------------------------------------------------------------------- export
 def export_model(audio_encoder, genre_encoder, vocab, out_dir, version=None, *, name=DEFAULT_NAME,
-                 description=None, dataset=None, extra=None):
-    """Write DIR/saved_model/<N>/, DIR/<name>.pb and DIR/<name>.json; returns an ExportResult.
+                 description=None, dataset=None, extra=None, options=None):
+    """Write DIR/saved_model/<N>/ and the top-level files (see the module doc); returns an ExportResult.
 
     audio_encoder: callable `(mel (B,256,48), training=False) -> (embeddings (B,D), features (B,F))`.
     genre_encoder: GenreEncoder (for tag_genres) or None. vocab: [{index, code, name}] (used only with
@@ -178,22 +189,20 @@ def export_model(audio_encoder, genre_encoder, vocab, out_dir, version=None, *, 
     graph_def = freeze_audio_encoder(audio_encoder)
     check_core_ops(graph_op_types(graph_def), f"{name}.pb")
     out_shapes = [audio_encoder(tf.zeros([1, C.PATCH_FRAMES, C.N_BANDS]), training=False)[i].shape[-1] for i in (0, 1)]
-    meta = essentia_metadata(name, version, embed_dim=int(out_shapes[0]), feature_dim=int(out_shapes[1]),
-                             description=description, dataset=dataset, extra=extra)
 
     with out.staging() as staging:
         staged_sm = os.path.join(staging, "saved_model")
         _write_saved_model(audio_encoder, genre_table, names, staged_sm, staging)
         for mg in compat.read_saved_model_proto(os.path.join(staged_sm, "saved_model.pb")).meta_graphs:
             check_core_ops(graph_op_types(mg.graph_def), f"{out.version_dir(version)}/saved_model.pb")
-        staged_pb, staged_json = os.path.join(staging, f"{name}.pb"), os.path.join(staging, f"{name}.json")
-        with open(staged_pb, "wb") as f:
-            f.write(graph_def.SerializeToString())
-        with open(staged_json, "w", encoding="utf-8") as f:
-            json.dump(meta, f, indent=2, ensure_ascii=False)
-            f.write("\n")
-        target = out.publish(staged_sm, version, {staged_pb: out.graph_path(name), staged_json: out.metadata_path(name)})
-    return ExportResult(os.fspath(out_dir), version, str(target), out.graph_path(name), out.metadata_path(name))
+        staged = zoo.stage_files(staging, name=name, version=version, audio_encoder=audio_encoder,
+                                 graph_def=graph_def, genre_table=genre_table, genre_names=names,
+                                 embed_dim=int(out_shapes[0]), feature_dim=int(out_shapes[1]),
+                                 description=description, dataset=dataset, extra=extra, options=options)
+        published = out.publish(staged_sm, version, name, staged.files)
+    return ExportResult(os.fspath(out_dir), version, published["saved_model"], published["graph"],
+                        published["metadata"], published.get("onnx"), published.get("keras"),
+                        published.get("genres_graph"), published.get("genres_metadata"), tuple(staged.notes))
 
 
 # ----------------------------------------------------------------------------------- from a run
@@ -225,28 +234,30 @@ def load_run_model(run_dir):
     return model, config, facts.vocab, str(path)
 
 
-def export_run(run_dir, out_dir, version=None, name=DEFAULT_NAME):
-    """Export a training run (RUN_DIR from `python -m cmir_tf.train`) to OUT_DIR; returns an ExportResult."""
-    from cmir_tf.prepared import PreparedFacts
+def export_run(run_dir, out_dir, version=None, name=DEFAULT_NAME, *, reports=None, report_model=None, options=None):
+    """Export a training run (RUN_DIR from `python -m cmir_tf.train`) to OUT_DIR; returns an ExportResult.
 
+    The metadata's ``dataset`` counts come from the run's prepared folder, its ``metrics`` from REPORTS
+    (evaluation report files; default: those in the run folder, see ``zoo.find_reports``), REPORT_MODEL
+    naming the model of a multi-model report; OPTIONS: ``zoo.ZooOptions`` (link base, author, ONNX).
+    """
     model, config, vocab, weights = load_run_model(run_dir)
     genre_encoder = getattr(model, "genre_encoder", None)
-    counts = PreparedFacts(config["data"]).counts
-    dataset = None
-    if counts:
-        dataset = {"name": "Melon Playlist Dataset (prepared by cmir_tf)", "citation": "",
-                   "size": f"{sum(int(v) for v in counts.values())} songs ({counts})", "metrics": {}}
-    extra = {"mode": config["mode"], "run_dir": os.path.abspath(run_dir), "weights": os.path.basename(weights)}
+    dataset, extra = zoo.run_metadata(run_dir, config["data"], config["mode"], weights, reports=reports,
+                                      report_model=report_model)
     return export_model(model.audio_encoder, genre_encoder, vocab, out_dir, version, name=name,
-                        dataset=dataset, extra=extra)
+                        dataset=dataset, extra=extra, options=options)
 
 
 def build_arg_parser():
     p = argparse.ArgumentParser(
         prog="python -m cmir_tf.export",
         description="Export a training run: SavedModel for TF Serving (DIR/saved_model/<N>/ with signatures "
-                    "serving_default, embed_waveform, tag_genres), frozen graph DIR/<NAME>.pb and Essentia "
-                    "metadata DIR/<NAME>.json. Written atomically; an existing version is never overwritten.")
+                    "serving_default, embed_waveform, tag_genres), frozen graph DIR/<NAME>.pb with its "
+                    "Essentia model-zoo metadata DIR/<NAME>.json, DIR/<NAME>.onnx (ONNX, with the [onnx] "
+                    "extra), DIR/<NAME>.keras, and for models with a genre encoder the zero-shot genre "
+                    "tagger as a zoo classification head DIR/<NAME>-genres.pb/.json. Written atomically; "
+                    "an existing version is never overwritten.")
     options = (
         ("--run", dict(required=True, metavar="RUN_DIR",
                        help="training run folder (config.json, model.json, checkpoints/best.weights.h5 or last.weights.h5)")),
@@ -258,15 +269,18 @@ def build_arg_parser():
     )
     for flag, kwargs in options:
         p.add_argument(flag, **kwargs)
-    return p
+    return zoo.add_arguments(p)
 
 
 @cli.command
 def main(argv=None):
     args = build_arg_parser().parse_args(argv)
-    res = export_run(args.run, args.out, args.version, args.name)
+    res = export_run(args.run, args.out, args.version, args.name, **zoo.options_from_args(args))
     print(f"SavedModel version {res.version}: {res.saved_model_dir}")
     print(f"frozen graph: {res.graph_path}\nEssentia metadata: {res.metadata_path}")
+    for label, path in (("ONNX", res.onnx_path), ("Keras", res.keras_path), ("genre head", res.genres_graph_path)):
+        if path:
+            print(f"{label}: {path}")
     return 0
 
 

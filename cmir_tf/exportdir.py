@@ -5,11 +5,18 @@
     DIR/saved_model/<N>/   TF Serving's layout: one integer folder per version (saved_model.pb,
                            variables/, assets/); TF Serving ignores any other name
     DIR/<NAME>.pb          frozen audio encoder of the newest export (Essentia)
-    DIR/<NAME>.json        its Essentia metadata
-    DIR/.export-tmp-*/     staging folder of an export in progress (renamed into place, then removed)
+    DIR/<NAME>.onnx        the same encoder for ONNX runtimes (when the onnx extra is installed)
+    DIR/<NAME>.keras       the same encoder as a Keras 3 model of built-in layers
+    DIR/<NAME>-genres.pb   the zero-shot genre tagger as a classification head on the embeddings
+    DIR/<NAME>-genres.onnx   (models with a genre encoder), and its metadata
+    DIR/<NAME>-genres.json
+    DIR/<NAME>.json        the encoder's metadata (Essentia model-zoo schema)
+    DIR/.export-tmp-<pid>-*/  staging folder of an export in progress (renamed into place, then removed)
 
 A version folder is published by renaming a complete staged folder (a rename never replaces a
-non-empty folder), so an existing version is never overwritten. :func:`find_saved_model` is how every
+non-empty folder), so an existing version is never overwritten. The top-level files describe the newest
+version: published after its folder, model files first and the JSONs (which list them) last, and a
+kind the newest version lacks is removed, so files of two different models never sit side by side. :func:`find_saved_model` is how every
 consumer (embedding, evaluation) finds the SavedModel to load. Errors are
 :class:`~cmir_tf.errors.ExportError` (or ``ConfigError`` for a malformed version number) naming the
 folder and what is wrong.
@@ -25,10 +32,23 @@ import tempfile
 from pathlib import Path
 
 from .errors import ConfigError, ExportError
+from .fileio import pid_alive
 
 SAVED_MODEL = "saved_model"
 SAVED_MODEL_PB = "saved_model.pb"
 _VERSION_RE = re.compile(r"^[0-9]+$")
+STAGING_PREFIX = ".export-tmp-"
+_STAGING_RE = re.compile(r"^\.export-tmp-(\d+)-")
+GENRES_SUFFIX = "-genres"
+# Every top-level file of an export by kind, in publication order (the JSONs, which list the rest, last).
+FILE_KINDS = {"graph": ".pb", "onnx": ".onnx", "keras": ".keras", "genres_graph": f"{GENRES_SUFFIX}.pb",
+              "genres_onnx": f"{GENRES_SUFFIX}.onnx", "genres_metadata": f"{GENRES_SUFFIX}.json",
+              "metadata": ".json"}
+
+
+def file_names(name: str) -> dict:
+    """Every top-level file kind of an export named ``name`` → its file name."""
+    return {kind: f"{name}{suffix}" for kind, suffix in FILE_KINDS.items()}
 
 
 def _versions(root, complete: bool) -> list[int]:
@@ -59,11 +79,15 @@ class ExportDir:
     def version_dir(self, version: int) -> Path:
         return Path(self.saved_model_root) / str(int(version))
 
+    def file_path(self, name: str, kind: str) -> str:
+        """The top-level file of ``kind`` (a key of :data:`FILE_KINDS`) of the export named ``name``."""
+        return os.path.join(self.path, file_names(name)[kind])
+
     def graph_path(self, name: str) -> str:
-        return os.path.join(self.path, f"{name}.pb")
+        return self.file_path(name, "graph")
 
     def metadata_path(self, name: str) -> str:
-        return os.path.join(self.path, f"{name}.json")
+        return self.file_path(name, "metadata")
 
     def resolve_version(self, version=None) -> int:
         """The version to write: ``version`` if free, else 1 + the highest existing one (1 for a new folder)."""
@@ -80,29 +104,50 @@ class ExportDir:
 
     @contextlib.contextmanager
     def staging(self):
-        """A fresh staging folder inside the export folder (same file system: renames are atomic); removed after."""
+        """A fresh staging folder inside the export folder (same file system: renames are atomic); removed
+        after. Staging folders a killed export left (their process gone) are removed first."""
         os.makedirs(self.saved_model_root, exist_ok=True)
-        staging = tempfile.mkdtemp(dir=self.path, prefix=".export-tmp-")
+        self.remove_stale_staging()
+        staging = tempfile.mkdtemp(dir=self.path, prefix=f"{STAGING_PREFIX}{os.getpid()}-")
         try:
             yield staging
         finally:
             shutil.rmtree(staging, ignore_errors=True)
 
-    def publish(self, staged_saved_model: str, version: int, staged_files: dict) -> Path:
-        """Rename a complete staged SavedModel into ``saved_model/<version>``, then each staged file over
-        its destination (``staged_files``: staged path → final path, both in this folder).
+    def remove_stale_staging(self) -> list[str]:
+        """Delete the staging folders of exports whose process no longer runs; returns their paths."""
+        removed = []
+        for entry in os.listdir(self.path) if os.path.isdir(self.path) else ():
+            m = _STAGING_RE.match(entry)
+            path = os.path.join(self.path, entry)
+            if m and not pid_alive(int(m.group(1))) and os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path, ignore_errors=True)
+                removed.append(path)
+        return removed
+
+    def publish(self, staged_saved_model: str, version: int, name: str, staged_files: dict) -> dict:
+        """Rename a complete staged SavedModel into ``saved_model/<version>``, then each staged top-level
+        file (``staged_files``: kind → staged path in this folder) over its destination, in
+        :data:`FILE_KINDS` order, and remove the top-level files of kinds this version lacks.
 
         The version folder goes first: a rename never replaces a non-empty folder, so a concurrent
-        export of the same version fails here (ExportError) instead of mixing files.
+        export of the same version fails here (ExportError) instead of mixing files. Returns
+        ``{"saved_model": version folder, kind: published path}``.
         """
         target = self.version_dir(version)
         try:
             os.rename(staged_saved_model, target)
         except OSError as e:
             raise ExportError(f"{target}: cannot publish version {version} ({e.strerror}); refusing to overwrite") from None
-        for staged, final in staged_files.items():
-            os.replace(staged, final)
-        return target
+        published = {"saved_model": str(target)}
+        for kind in FILE_KINDS:
+            final = self.file_path(name, kind)
+            if kind in staged_files:
+                os.replace(staged_files[kind], final)
+                published[kind] = final
+            elif os.path.isfile(final):
+                os.unlink(final)
+        return published
 
 
 def find_saved_model(model_dir) -> str:

@@ -109,7 +109,8 @@ def save_npy(path, arr) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process ``pid`` runs on this machine (this process counts as running)."""
     if pid == os.getpid():
         return True
     try:
@@ -134,7 +135,7 @@ def remove_stale_temps(folder) -> list[str]:
         return removed
     for name in names:
         m = _TMP_RE.match(name)
-        if m and not _pid_alive(int(m.group(1))):
+        if m and not pid_alive(int(m.group(1))):
             path = os.path.join(folder, name)
             if os.path.isfile(path) and not os.path.islink(path):
                 _remove_quietly(path)

@@ -1,4 +1,4 @@
-"""The Essentia side of an export: the audio encoder as a frozen GraphDef, and Essentia's model JSON.
+"""Frozen GraphDefs of an export: the audio encoder (Essentia, ONNX) and its clean-up.
 
 ``DIR/<NAME>.pb`` is the audio encoder in inference mode with its variables folded into constants:
 input Placeholder ``melspectrogram`` f32[B,256,48], outputs ``embeddings`` [B,128] and ``features``
@@ -6,18 +6,12 @@ input Placeholder ``melspectrogram`` f32[B,256,48], outputs ``embeddings`` [B,12
 default value and internal ``_…`` attributes stripped, so older runtimes (Essentia's TensorFlow) load
 it without "NodeDef mentions attribute … not in the op definition" warnings.
 
-``DIR/<NAME>.json`` is Essentia's model metadata (the layout of Essentia's published models: name,
-type, link, version, schema of inputs / outputs with their node names, inference settings for
-``TensorflowPredict2D`` — 16 kHz, patch size and hop 256 — and the mel front end's parameters), so
-Essentia's model-loading helpers can run the graph.
+Its metadata (``DIR/<NAME>.json``, the Essentia model zoo's schema) is written by ``cmir_tf.zoo``.
 
 Freezing and attribute defaults use TensorFlow APIs outside ``tf.*``, fenced in ``cmir_tf.compat``.
 """
-import datetime
-
 import tensorflow as tf
 
-from cmir_tf import __version__ as PACKAGE_VERSION
 from cmir_tf import compat
 from cmir_tf import constants as C
 from cmir_tf.errors import ExportError
@@ -106,78 +100,3 @@ def check_core_ops(ops, where):
     if bad:
         raise ExportError(f"{where}: tensorflow-io ops {bad} would make it unloadable by TF Serving/Essentia")
 
-
-# ------------------------------------------------------------------------------ Essentia metadata
-# Melon's mel front end, as the metadata describes it to Essentia users
-MELSPECTROGRAM = {
-    "sample_rate": C.SAMPLE_RATE, "frame_size": C.FRAME_SIZE, "hop_size": C.HOP_SIZE,
-    "window": "hann (symmetric, not normalized)", "spectrum": "magnitude", "number_bands": C.N_BANDS,
-    "low_frequency_bound": C.MEL_FMIN, "high_frequency_bound": C.MEL_FMAX, "warping_formula": "slaneyMel",
-    "normalize": "unit_tri", "type": "power", "compression": "lin2db scale 2 (20*log10, floor -200 dB)",
-    "centred_frames": True,
-}
-MELON_DATASET = {
-    "name": "Melon Playlist Dataset",
-    "citation": ("Ferraro, A., Kim, Y., Lee, S., Kim, B., Jo, N., Lim, S., Lim, S., Jang, J., Kim, S., "
-                 "Serra, X., Bogdanov, D. (2021). Melon Playlist Dataset: a public dataset for audio-based "
-                 "playlist generation and music tagging. ICASSP 2021."),
-    "size": "",
-    "metrics": {},
-}
-
-
-def essentia_metadata(name, version, *, embed_dim, feature_dim, description=None, dataset=None,
-                      extra=None, batch_size=64):
-    """Essentia's model JSON for the frozen graph NAME.pb (see the module docstring)."""
-    return {
-        "name": name,
-        "type": "audio embedding extractor",
-        "link": f"{name}.pb",
-        "version": str(version),
-        "description": description or (
-            "Audio encoder of a cross-modal contrastive model (Ferraro et al., 2021: audio aligned with "
-            "genre word embeddings and playlist co-occurrence) trained with cmir_tf; maps 256-frame "
-            "48-band mel-spectrogram patches (Melon's front end) to 128-d embeddings."),
-        "author": "cmir_tf",
-        "email": "",
-        "release_date": datetime.date.today().isoformat(),
-        "framework": "tensorflow",
-        "framework_version": tf.__version__,
-        "classes": [],
-        "model_types": ["frozen_model"],
-        "dataset": dataset or dict(MELON_DATASET),
-        "schema": {
-            "inputs": [{"name": INPUT_NODE, "type": "float", "shape": [C.PATCH_FRAMES, C.N_BANDS]}],
-            "outputs": [
-                {"name": EMBEDDINGS_NODE, "type": "float", "shape": [1, embed_dim], "op": "LayerNormalization",
-                 "description": "embeddings in the shared audio/genre/playlist space (compare with cosine)",
-                 "output_purpose": "embeddings"},
-                {"name": FEATURES_NODE, "type": "float", "shape": [1, feature_dim], "op": "Flatten",
-                 "description": "flattened output of the convolutional blocks (input of the feed-forward block)",
-                 "output_purpose": ""},
-            ],
-        },
-        "citation": ("Ferraro, A., Favory, X., Drossos, K., Kim, Y., Bogdanov, D. (2021). Enriched Music "
-                     "Representations with Multiple Cross-modal Contrastive Learning. IEEE Signal Processing "
-                     "Letters, 28, 733-737."),
-        "inference": {
-            "sample_rate": C.SAMPLE_RATE,
-            "algorithm": "TensorflowPredict2D",
-            "patch_size": C.PATCH_FRAMES,
-            "patch_hop_size": C.PATCH_FRAMES,
-            "embedding_model": {
-                "algorithm": "TensorflowPredict2D",
-                "model_name": name,
-                "link": f"{name}.pb",
-                "input": INPUT_NODE,
-                "output": EMBEDDINGS_NODE,
-                "patch_size": C.PATCH_FRAMES,
-                "patch_hop_size": C.PATCH_FRAMES,
-                "batch_size": batch_size,
-                "input_features": "melspectrogram (frames, 48) in dB, computed as Melon's: see melspectrogram",
-                "melspectrogram": dict(MELSPECTROGRAM),
-            },
-        },
-        "cmir_tf": {"package_version": PACKAGE_VERSION, "saved_model_version": int(version),
-                    "batch_dimension": "dynamic", **(extra or {})},
-    }

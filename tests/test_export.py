@@ -18,6 +18,7 @@ tf = pytest.importorskip("tensorflow")
 from cmir_tf import constants as C  # noqa: E402
 from cmir_tf import export as E  # noqa: E402
 from cmir_tf import frozen as F  # noqa: E402
+from cmir_tf import zoo  # noqa: E402
 from cmir_tf.exportdir import ExportDir  # noqa: E402
 from cmir_tf.encoders import AudioEncoder, GenreEncoder  # noqa: E402
 from cmir_tf.errors import ConfigError, ExportError  # noqa: E402
@@ -78,7 +79,10 @@ def test_layout_is_tf_serving_and_nothing_is_left_behind(exported):
     assert (sm / "saved_model.pb").is_file() and (sm / "variables" / "variables.index").is_file()
     assert (sm / "assets" / "genres.txt").read_text(encoding="utf-8").splitlines() == [v["name"] for v in VOCAB]
     assert (out / "enc.pb").is_file() and (out / "enc.json").is_file()
-    assert sorted(os.listdir(out)) == ["enc.json", "enc.pb", "saved_model"]  # no staging folder left
+    zoo_files = {"enc.keras", "enc-genres.pb", "enc-genres.json"}  # cmir_tf.zoo (tests/test_zoo.py)
+    if not zoo.onnx_missing():
+        zoo_files |= {"enc.onnx", "enc-genres.onnx"}
+    assert set(os.listdir(out)) == {"enc.json", "enc.pb", "saved_model"} | zoo_files  # no staging folder left
 
 
 def test_saved_model_in_fresh_process_reproduces_keras_and_uses_core_ops_only(exported, encoders, tmp_path):
@@ -178,11 +182,11 @@ def test_frozen_graph_names_and_essentia_json_agree(exported):
                 "framework_version", "classes", "model_types", "dataset", "schema", "citation", "inference"):
         assert key in meta, key
     assert set(meta["dataset"]) >= {"name", "citation", "size", "metrics"}
-    assert meta["name"] == "enc" and meta["link"] == "enc.pb" and meta["version"] == "1"
+    assert meta["name"] == "enc" and meta["link"] == "" and meta["version"] == "1"  # no --link-base: no URL
     inf = meta["inference"]
     assert inf["sample_rate"] == 16000 and inf["algorithm"] == "TensorflowPredict2D"
     assert inf["patch_size"] == 256 and inf["patch_hop_size"] == 256
-    assert inf["embedding_model"]["patch_size"] == 256
+    assert "embedding_model" not in inf  # in the zoo, a head's pointer to its upstream extractor
 
     graph = tf.compat.v1.GraphDef()
     graph.ParseFromString((out / "enc.pb").read_bytes())

@@ -1,0 +1,696 @@
+"""Model-zoo files of an export: Essentia-zoo metadata, ONNX, the zero-shot genre head, a Keras file.
+
+:mod:`cmir_tf.export` writes the SavedModel and the frozen audio encoder; this module adds what a
+model zoo (Essentia's, https://essentia.upf.edu/models.html) ships beside them, staged in the export's
+staging folder and published with it:
+
+    <name>.json          the encoder's metadata in the zoo's schema (:func:`encoder_metadata`)
+    <name>.onnx          the same encoder for ONNX runtimes (opset 13, dynamic batch), optional extra
+                         ``pip install -e ".[onnx]"`` (:func:`convert_onnx`)
+    <name>.keras         the same encoder as a Keras 3 model of built-in layers (:func:`keras_model`)
+    <name>-genres.pb     the zero-shot genre tagger as a classification head on the encoder's
+    <name>-genres.json   embeddings, and its metadata (:func:`freeze_genre_head`,
+    <name>-genres.onnx   :func:`genre_head_metadata`); only for models with a genre encoder
+
+Metadata follows the zoo's files key by key (types and meaning); what the zoo has no key for is under
+keys of our own (``inference.patch_size``, ``inference.melspectrogram``, the ``cmir_tf`` block).
+Nothing in an export names a local path: a run is named by its folder name and the SHA-256 of its
+``config.json``. Evaluation figures come from the reports ``python -m cmir_tf.evaluate`` writes
+(:func:`find_reports`, :func:`metrics_from_reports`).
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime
+import hashlib
+import json
+import logging
+import os
+import re
+import sys
+
+import numpy as np
+
+from cmir_tf import __version__ as PACKAGE_VERSION
+from cmir_tf import constants as C
+from cmir_tf.errors import ConfigError, DataError, ExportError
+from cmir_tf.exportdir import GENRES_SUFFIX, file_names
+from cmir_tf.prepared import PreparedData
+
+ONNX_OPSET = 13  # onnxruntime ≥ 1.6, OpenCV DNN, TensorRT 7+, ONNX.js … all run opset 13
+ONNX_BATCH_DIM = "batch"
+ONNX_EXTRA_HINT = 'pip install -e ".[onnx]"  (tf2onnx, onnx, onnxruntime)'
+HEAD_INPUT = "embeddings"
+HEAD_OUTPUT = "predictions"
+RUN_REPORT_DIR = "eval"  # RUN_DIR/eval/: where export looks for evaluation reports of the run
+REPORT_FILES = ("report.json", "gtzan.json", "jamendo.json", "playlists.json")
+PARITY_ATOL = 1e-4  # an ONNX / Keras file that differs more from the TensorFlow encoder is not published
+
+MELON_DATASET = "Melon Playlist Dataset"
+MELON_CITATION = """@inproceedings{ferraro2021melon,
+  title     = {Melon Playlist Dataset: a public dataset for audio-based playlist generation and music tagging},
+  author    = {Ferraro, Andres and Kim, Yuntae and Lee, Soohyeon and Kim, Biho and Jo, Namjun and Lim, Semi and
+               Lim, Suyon and Jang, Jungtaek and Kim, Sehwan and Serra, Xavier and Bogdanov, Dmitry},
+  booktitle = {IEEE International Conference on Acoustics, Speech and Signal Processing (ICASSP 2021)},
+  pages     = {536--540},
+  year      = {2021}
+}"""
+PAPER_CITATION = """@article{ferraro2021enriched,
+  title   = {Enriched Music Representations with Multiple Cross-modal Contrastive Learning},
+  author  = {Ferraro, Andres and Favory, Xavier and Drossos, Konstantinos and Kim, Yuntae and Bogdanov, Dmitry},
+  journal = {IEEE Signal Processing Letters},
+  volume  = {28},
+  pages   = {733--737},
+  year    = {2021},
+  doi     = {10.1109/LSP.2021.3071082}
+}"""
+ENCODER_DESCRIPTION = (
+    "Audio encoder of a cross-modal contrastive model (Ferraro et al., 2021: audio aligned with genre word "
+    "embeddings and playlist co-occurrence) trained with cmir_tf; maps 256-frame 48-band mel-spectrogram "
+    "patches (Melon's front end) to 128-d embeddings.")
+_EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+_ABS_PATH_RE = re.compile(r"^(/|~|[A-Za-z]:[\\/]|\\\\)")
+
+
+@dataclasses.dataclass(frozen=True)
+class ZooOptions:
+    """What a publisher chooses for the zoo files of an export.
+
+    link_base: URL of the folder the files will be published in; each file's ``link`` is
+        ``link_base/<file name>`` ("" → ``link`` is "", the zoo's value for "no download").
+    author, email: the publisher of the files (the zoo's contact for the model); "" when not given.
+    onnx: True = write ``<name>.onnx`` or fail; False = do not; None = write it when tf2onnx is
+        installed, else skip with one line on stderr.
+    opset: ONNX opset of the conversion.
+    """
+
+    link_base: str = ""
+    author: str = ""
+    email: str = ""
+    onnx: bool | None = None
+    opset: int = ONNX_OPSET
+
+    def __post_init__(self):
+        if self.link_base and not re.match(r"^https?://[^\s/]+", self.link_base):
+            raise ConfigError(f"--link-base: {self.link_base!r} is not an http(s) URL")
+        if self.email and not _EMAIL_RE.match(self.email):
+            raise ConfigError(f"--email: {self.email!r} is not an e-mail address")
+        if isinstance(self.opset, bool) or not isinstance(self.opset, int) or not 9 <= self.opset <= 18:
+            raise ConfigError(f"ONNX opset must be an integer in 9..18, got {self.opset!r}")
+        if self.onnx and onnx_missing():  # asked for explicitly: fail before any work, not after
+            raise ConfigError(f"--onnx: {onnx_missing()}; install the extra: {ONNX_EXTRA_HINT}")
+
+    def link(self, filename):
+        """The zoo's ``link`` of FILENAME: a URL under link_base, or "" without one."""
+        return f"{self.link_base.rstrip('/')}/{filename}" if self.link_base else ""
+
+
+# ------------------------------------------------------------------------------------------ dataset
+def dataset_size(manifest):
+    """The zoo's ``dataset.size`` (a plain string) from a prepared folder's manifest, "" without counts.
+
+    E.g. ``"520,000 songs (train 416,000, val 52,000, test 52,000), 148,826 playlists"``.
+    """
+    counts = (manifest or {}).get("counts") or {}
+    try:
+        parts = {str(k): int(v) for k, v in counts.items()}
+    except (TypeError, ValueError, AttributeError):
+        return ""
+    if not parts:
+        return ""
+    text = f"{sum(parts.values()):,} songs"
+    if len(parts) > 1:
+        text += " (" + ", ".join(f"{k} {v:,}" for k, v in parts.items()) + ")"
+    playlists = ((manifest or {}).get("stats") or {}).get("playlists")
+    if isinstance(playlists, int) and not isinstance(playlists, bool) and playlists > 0:
+        text += f", {playlists:,} playlists"
+    return text
+
+
+def dataset_info(manifest=None, metrics=None):
+    """The zoo's ``dataset`` block: name, citation (BibTeX), size (string), metrics ({} without any)."""
+    return {"name": MELON_DATASET, "citation": MELON_CITATION, "size": dataset_size(manifest),
+            "metrics": dict(metrics or {})}
+
+
+def _normalise_dataset(dataset):
+    out = dataset_info()
+    for key, value in (dataset or {}).items():
+        out[key] = value
+    out["size"] = out["size"] if isinstance(out["size"], str) else str(out["size"])
+    out["citation"] = out["citation"] or MELON_CITATION
+    out["metrics"] = dict(out["metrics"] or {})
+    return out
+
+
+# -------------------------------------------------------------------------------------------- run
+def run_identity(run_dir):
+    """A run named without a local path: its folder name and the SHA-256 of its config.json bytes."""
+    run_dir = os.path.abspath(os.fspath(run_dir))
+    ident = {"name": os.path.basename(run_dir.rstrip(os.sep))}
+    try:
+        with open(os.path.join(run_dir, "config.json"), "rb") as f:
+            ident["config_sha256"] = hashlib.sha256(f.read()).hexdigest()
+    except OSError:
+        pass
+    return ident
+
+
+# ---------------------------------------------------------------------------------------- metrics
+def find_reports(run_dir):
+    """Evaluation reports kept with a run: RUN_DIR/eval/{report,gtzan,jamendo,playlists}.json that exist."""
+    folder = os.path.join(os.fspath(run_dir), RUN_REPORT_DIR)
+    return [os.path.join(folder, f) for f in REPORT_FILES if os.path.isfile(os.path.join(folder, f))]
+
+
+def _round(x):
+    return float(f"{float(x):.5g}")
+
+
+def _task_metrics(task, result):
+    """The zoo-style {metric name: value} of one evaluation result (the paper's metrics)."""
+    out, spread = {}, {}
+    if task == "gtzan":
+        out["GTZAN accuracy"] = _round(result["mean"] / 100.0)  # the report holds percent; the zoo fractions
+        spread["GTZAN accuracy"] = _round(result["std"] / 100.0)
+    elif task == "jamendo":
+        label = {"genre": "genre", "moodtheme": "mood/theme", "instrument": "instrument"}
+        for cat in C.JAMENDO_CATEGORIES:
+            if isinstance(result.get(cat), dict) and "mean" in result[cat]:
+                key = f"MTG-Jamendo {label[cat]} ROC-AUC"
+                out[key], spread[key] = _round(result[cat]["mean"]), _round(result[cat]["std"])
+    elif task == "playlists":
+        k = int(result.get("k", 100))
+        out[f"Melon playlists nDCG@{k}"] = _round(result["ndcg"])
+        out[f"Melon playlists MAP@{k}"] = _round(result["map"])
+    return out, spread
+
+
+def _task_of(result):
+    if not isinstance(result, dict):
+        return None
+    if "ndcg" in result and "map" in result:
+        return "playlists"
+    if "mean" in result and "n_test_tracks" in result:
+        return "gtzan"
+    if any(isinstance(result.get(c), dict) and "mean" in result[c] for c in C.JAMENDO_CATEGORIES):
+        return "jamendo"
+    return None
+
+
+def _pick_model(names, path, model, candidates):
+    if model is not None:
+        if model not in names:
+            raise ExportError(f"{path}: no model {model!r} in the report (it has {', '.join(sorted(names))})")
+        return model
+    if len(names) == 1:
+        return next(iter(names))
+    for c in candidates:
+        if c in names:
+            return c
+    raise ExportError(f"{path}: the report compares {', '.join(sorted(names))}; name the one this export is "
+                      "with --report-model NAME")
+
+
+def metrics_from_reports(paths, *, model=None, candidates=()):
+    """Read evaluation reports → (metrics {name: value}, source {files, model, std}).
+
+    A path is a ``report.json`` of ``python -m cmir_tf.evaluate all`` (several models: MODEL, else the
+    only one, else the first of CANDIDATES the report has) or the ``<task>.json`` of a single-task run
+    (``gtzan``, ``jamendo``, ``playlists``). When two files give the same metric, the newer file's
+    value is used. Raises ExportError for an unreadable file or an ambiguous model.
+    """
+    metrics, spread, files, chosen = {}, {}, [], set()
+    dated = []
+    for path in paths:
+        path = os.fspath(path)
+        try:
+            with open(path, encoding="utf-8") as f:
+                data = json.load(f)
+            dated.append((os.stat(path).st_mtime_ns, path, data))
+        except FileNotFoundError:
+            raise ExportError(f"{path}: evaluation report is missing") from None
+        except (OSError, ValueError) as e:
+            raise ExportError(f"{path}: unreadable evaluation report ({e})") from None
+    for _, path, data in sorted(dated, key=lambda t: t[0]):  # oldest first: newer values overwrite
+        found = {}
+        if isinstance(data, dict) and isinstance(data.get("result"), dict):  # <task>.json
+            task = _task_of(data["result"])
+            if task:
+                found = dict(zip(("m", "s"), _task_metrics(task, data["result"])))
+        elif isinstance(data, dict) and any(t in data for t in ("gtzan", "jamendo", "playlists")):  # report.json
+            names = set(data.get("models") or {})
+            for t in ("gtzan", "jamendo", "playlists"):
+                names |= set(data.get(t) or {})
+            name = _pick_model(names, path, model, candidates)
+            chosen.add(name)
+            found = {"m": {}, "s": {}}
+            for t in ("gtzan", "jamendo", "playlists"):
+                if name in (data.get(t) or {}):
+                    m, s = _task_metrics(t, data[t][name])
+                    found["m"].update(m)
+                    found["s"].update(s)
+        if not found or not found["m"]:
+            raise ExportError(f"{path}: not an evaluation report of python -m cmir_tf.evaluate "
+                              "(report.json or gtzan/jamendo/playlists.json)")
+        metrics.update(found["m"])
+        spread.update(found["s"])
+        files.append(os.path.basename(path))
+    source = {"files": files}
+    if chosen:
+        source["model"] = sorted(chosen)[0] if len(chosen) == 1 else sorted(chosen)
+    if spread:
+        source["std"] = spread
+    return metrics, source
+
+
+# --------------------------------------------------------------------------------------- metadata
+def _common(name, version, options, *, kind, description, model_types, classes, dataset):
+    return {
+        "name": name,
+        "type": kind,
+        "link": options.link(f"{name}.pb"),
+        "version": str(version),
+        "description": description,
+        "author": options.author,
+        "email": options.email,
+        "release_date": datetime.date.today().isoformat(),
+        "framework": "tensorflow",
+        "framework_version": _tf_version(),
+        "classes": list(classes),
+        "model_types": list(model_types),
+        "dataset": _normalise_dataset(dataset),
+    }
+
+
+def _tf_version():
+    import tensorflow as tf
+
+    return tf.__version__
+
+
+def melspectrogram_parameters():
+    """The front end the encoder expects (Melon's Essentia chain), for the metadata."""
+    return {
+        "sample_rate": C.SAMPLE_RATE, "frame_size": C.FRAME_SIZE, "hop_size": C.HOP_SIZE,
+        "window": "hann (symmetric, not normalized)", "spectrum": "magnitude", "number_bands": C.N_BANDS,
+        "low_frequency_bound": C.MEL_FMIN, "high_frequency_bound": C.MEL_FMAX, "warping_formula": "slaneyMel",
+        "normalize": "unit_tri", "type": "power", "compression": "lin2db scale 2 (20*log10, floor -200 dB)",
+        "centred_frames": True, "layout": "(frames, 48) float32 dB",
+    }
+
+
+def encoder_metadata(name, version, *, embed_dim, feature_dim, options=None, description=None, dataset=None,
+                     model_types=("frozen_model",), files=None, extra=None):
+    """The zoo metadata of the audio encoder NAME.pb (an embedding extractor)."""
+    options = options or ZooOptions()
+    meta = _common(name, version, options, kind="Music embeddings", description=description or ENCODER_DESCRIPTION,
+                   model_types=model_types, classes=[], dataset=dataset)
+    meta["schema"] = {
+        "inputs": [{"name": "melspectrogram", "type": "float", "shape": [C.PATCH_FRAMES, C.N_BANDS]}],
+        "outputs": [
+            {"name": "embeddings", "type": "float", "shape": [1, embed_dim], "op": "LayerNormalization",
+             "description": "embeddings in the shared audio/genre/playlist space (compare with cosine)",
+             "output_purpose": "embeddings"},
+            {"name": "features", "type": "float", "shape": [1, feature_dim], "op": "Flatten",
+             "description": "flattened output of the convolutional blocks (input of the feed-forward block)",
+             "output_purpose": ""},
+        ],
+    }
+    meta["citation"] = PAPER_CITATION
+    meta["inference"] = {
+        "sample_rate": C.SAMPLE_RATE,
+        "algorithm": "TensorflowPredict2D",
+        "patch_size": C.PATCH_FRAMES,
+        "patch_hop_size": C.PATCH_FRAMES,
+        "melspectrogram": melspectrogram_parameters(),
+    }
+    meta["cmir_tf"] = _cmir_block(version, files, extra)
+    check_no_local_paths(meta, f"{name}.json")
+    return meta
+
+
+def genre_head_metadata(name, version, classes, *, embed_dim, options=None, dataset=None,
+                        model_types=("frozen_model",), files=None, extra=None):
+    """The zoo metadata of NAME-genres.pb, a classification head on the embeddings of NAME.pb."""
+    options = options or ZooOptions()
+    head = f"{name}{GENRES_SUFFIX}"
+    description = (
+        f"Zero-shot genre tagger on the embeddings of {name}: cosine similarity of an audio embedding to each "
+        "vocabulary genre's embedding (the genre encoder's output for that genre alone), in [-1, 1]; scores "
+        "rank genres, they are not probabilities. Not trained on labelled audio: the genre space is the "
+        "one the contrastive training aligned the audio with.")
+    meta = _common(head, version, options, kind="Music genre tagging (zero-shot)", description=description,
+                   model_types=model_types, classes=classes, dataset=dict(dataset or {}, metrics={}))
+    meta["schema"] = {
+        "inputs": [{"name": HEAD_INPUT, "type": "float", "shape": [embed_dim]}],
+        "outputs": [{"name": HEAD_OUTPUT, "type": "float", "shape": [1, len(classes)], "op": "MatMul",
+                     "description": "cosine similarity to each genre in `classes` (same order)",
+                     "output_purpose": "predictions"}],
+    }
+    meta["citation"] = PAPER_CITATION
+    meta["inference"] = {
+        "sample_rate": C.SAMPLE_RATE,
+        "algorithm": "TensorflowPredict2D",
+        "embedding_model": {"algorithm": "TensorflowPredict2D", "model_name": name,
+                            "link": options.link(f"{name}.pb")},
+    }
+    meta["cmir_tf"] = _cmir_block(version, files, extra)
+    check_no_local_paths(meta, f"{head}.json")
+    return meta
+
+
+def _cmir_block(version, files, extra):
+    return {"package_version": PACKAGE_VERSION, "saved_model_version": int(version), "batch_dimension": "dynamic",
+            "files": dict(files or {}), **(extra or {})}
+
+
+def check_no_local_paths(obj, where, _key=""):
+    """Raise ExportError if any string in OBJ looks like an absolute local path (not meant to be published)."""
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            check_no_local_paths(v, where, f"{_key}.{k}" if _key else str(k))
+    elif isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            check_no_local_paths(v, where, f"{_key}[{i}]")
+    elif isinstance(obj, str) and _ABS_PATH_RE.match(obj):
+        raise ExportError(f"{where}: {_key} holds a local path ({obj!r}); an export must not name the "
+                          "trainer's file system")
+
+
+# ------------------------------------------------------------------------------------ genre head
+def freeze_genre_head(genre_table):
+    """GraphDef of the genre head: Placeholder ``embeddings`` f32[?, D] → ``predictions`` f32[?, V].
+
+    ``predictions = l2_normalize(embeddings) · T^T`` with T the unit rows of GENRE_TABLE (V, D): the
+    SavedModel's ``tag_genres`` after the encoder. Built as a plain graph (no variables), attributes at
+    their default value stripped like the encoder's graph.
+    """
+    import tensorflow as tf
+
+    from cmir_tf.frozen import strip_default_attrs  # the encoder graph's clean-up
+
+    table = _unit(genre_table).astype(np.float32)
+    graph = tf.Graph()
+    with graph.as_default():
+        x = tf.compat.v1.placeholder(tf.float32, [None, table.shape[1]], name=HEAD_INPUT)
+        t = tf.constant(table, name="genre_embeddings")
+        tf.identity(tf.matmul(tf.math.l2_normalize(x, axis=-1), t, transpose_b=True), name=HEAD_OUTPUT)
+    graph_def = graph.as_graph_def()
+    strip_default_attrs(graph_def)
+    return graph_def
+
+
+# ------------------------------------------------------------------------------------------ ONNX
+def onnx_missing():
+    """None when tf2onnx and onnx import, else the reason (one line)."""
+    try:
+        import onnx  # noqa: F401
+        import tf2onnx  # noqa: F401
+    except ImportError as e:
+        return f"{e.name or e} is not installed"
+    return None
+
+
+@contextlib.contextmanager
+def _quiet_tf2onnx():
+    """tf2onnx's progress log and the TF1-API deprecation notices it triggers, silenced (errors stay)."""
+    loggers = [logging.getLogger(n) for n in ("tf2onnx", "tensorflow")]
+    old = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, old):
+            lg.setLevel(level)
+
+
+def convert_onnx(graph_def, inputs, outputs, *, opset=ONNX_OPSET, name="model", doc="", version=None):
+    """ONNX ModelProto of a frozen GraphDef (tf2onnx), tensors named as the graph's nodes, batch dynamic.
+
+    INPUTS / OUTPUTS: node names; the ONNX graph's inputs and outputs get these names (no ``:0``), and
+    their first dimension is the symbolic ``batch``. Raises ExportError if the converter fails.
+    """
+    import onnx
+    import tf2onnx
+
+    rename = {f"{n}:0": n for n in (*inputs, *outputs)}
+    try:
+        with _quiet_tf2onnx():
+            model, _ = tf2onnx.convert.from_graph_def(
+                graph_def, name=name, input_names=[f"{n}:0" for n in inputs],
+                output_names=[f"{n}:0" for n in outputs], opset=opset, tensors_to_rename=rename)
+    except Exception as e:  # noqa: BLE001 — tf2onnx raises many types
+        raise ExportError(f"{name}.onnx: tf2onnx cannot convert the graph ({type(e).__name__}: {e})") from None
+    for value in (*model.graph.input, *model.graph.output):
+        dims = value.type.tensor_type.shape.dim
+        if dims and not dims[0].HasField("dim_value"):
+            dims[0].dim_param = ONNX_BATCH_DIM
+    model.doc_string = doc
+    if version is not None:
+        model.model_version = int(version)
+    onnx.checker.check_model(model)
+    return model
+
+
+def onnx_outputs(model_bytes, feeds):
+    """Run an ONNX model with onnxruntime on the CPU; {output name: array}. None without onnxruntime."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return None
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    session = ort.InferenceSession(model_bytes, opts, providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    return dict(zip(names, session.run(names, feeds)))
+
+
+# ----------------------------------------------------------------------------------------- Keras
+def keras_model(audio_encoder):
+    """The audio encoder as a Keras 3 functional model of built-in layers only, weights copied.
+
+    Input ``melspectrogram`` (B, 256, 48); outputs ``{"embeddings": (B, 128), "features": (B, 1024)}``.
+    Layer for layer the :class:`cmir_tf.encoders.AudioEncoder` (same names, same configuration, float32;
+    its BatchNorms as ``keras.layers.BatchNormalization``), so ``keras.saving.load_model`` opens the file
+    without cmir_tf, and training it behaves as the encoder (dropout, BatchNorm statistics).
+    """
+    import keras
+
+    from cmir_tf.encoders import AudioEncoder
+
+    if not isinstance(audio_encoder, AudioEncoder):
+        raise ExportError(f"Keras file: needs a cmir_tf AudioEncoder, got {type(audio_encoder).__name__}")
+    L = keras.layers
+    pairs = []
+
+    def clone(layer, cls=None):
+        cfg = dict(layer.get_config(), dtype="float32")
+        new = (cls or type(layer)).from_config(cfg)
+        pairs.append((layer, new))
+        return new
+
+    bn = L.BatchNormalization
+    inp = keras.Input((C.PATCH_FRAMES, C.N_BANDS), name="melspectrogram")
+    h = L.Reshape((C.PATCH_FRAMES, C.N_BANDS, 1), name="channel")(inp)
+    h = clone(audio_encoder.input_bn, bn)(h)
+    for conv, conv_bn, pool in zip(audio_encoder.convs, audio_encoder.conv_bns, audio_encoder.pools):
+        h = clone(conv)(h)
+        h = clone(conv_bn, bn)(h)
+        h = L.ReLU(name=f"{conv.name}_relu")(h)
+        h = clone(pool)(h)
+    features = L.Reshape((C.FEATURE_DIM,), name="features")(h)
+    h = clone(audio_encoder.fc1)(features)
+    h = clone(audio_encoder.fc1_bn, bn)(h)
+    h = L.ReLU(name="fc1_relu")(h)
+    h = clone(audio_encoder.drop)(h)
+    h = clone(audio_encoder.fc2)(h)
+    embeddings = clone(audio_encoder.ln)(h)
+    model = keras.Model(inp, {"embeddings": embeddings, "features": features}, name="cmir_audio_encoder")
+    for old, new in pairs:
+        new.set_weights([np.asarray(w, np.float32) for w in old.get_weights()])
+    return model
+
+
+# ----------------------------------------------------------------------------- staging, publishing
+@dataclasses.dataclass
+class Staged:
+    """Files staged for one export: {kind: staged path} (kinds of ``exportdir.FILE_KINDS``), the
+    one-line notes shown to the user, and the measured {file kind: max abs difference} checks."""
+
+    files: dict
+    notes: list
+    parity: dict
+
+
+def _write_bytes(path, data):
+    with open(path, "wb") as f:
+        f.write(data)
+
+
+def _write_json(path, meta):
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(meta, f, indent=2, ensure_ascii=False)
+        f.write("\n")
+
+
+def _check(kind, got, want, atol=PARITY_ATOL):
+    """Max abs difference of GOT from WANT; ExportError above ATOL × max(1, max |WANT|).
+
+    The tolerance grows with the values' scale: float32 rounding in a deep convolution stack is
+    relative (unit-scale embeddings are held to ATOL itself, the larger `features` proportionally).
+    """
+    want = np.asarray(want, np.float64)
+    diff = float(np.max(np.abs(np.asarray(got, np.float64) - want)))
+    limit = atol * max(1.0, float(np.max(np.abs(want))))
+    if not diff <= limit:
+        raise ExportError(f"{kind}: differs from the TensorFlow model by {diff:.3g} (> {limit:.3g}); not published")
+    return diff
+
+
+def stage_files(staging, *, name, version, audio_encoder, graph_def, genre_table=None, genre_names=None,
+                embed_dim, feature_dim, description=None, dataset=None, extra=None, options=None, log=None):
+    """Write the zoo files of one export into STAGING; returns a :class:`Staged`.
+
+    ``graph_def``: the frozen encoder (written as ``<name>.pb``). With a GENRE_TABLE (V, D) and
+    GENRE_NAMES, the genre head too. ONNX and Keras files are checked against the TensorFlow encoder
+    (max abs difference ≤ 1e-4 on random mel patches) before they are staged.
+    """
+    import tensorflow as tf
+
+    options = options or ZooOptions()
+    log = log or (lambda line: print(line, file=sys.stderr))
+    names = file_names(name)
+    files, notes = {}, []
+
+    want_onnx = options.onnx
+    missing = onnx_missing() if want_onnx is not False else None
+    if want_onnx and missing:
+        raise ExportError(f"{name}.onnx requested but {missing}: {ONNX_EXTRA_HINT}")
+    do_onnx = want_onnx is not False and not missing
+    if want_onnx is None and missing:
+        notes.append(f"ONNX skipped ({missing}): {ONNX_EXTRA_HINT}")
+
+    files["graph"] = os.path.join(staging, names["graph"])
+    _write_bytes(files["graph"], graph_def.SerializeToString())
+
+    probe = np.random.default_rng(0).normal(-40, 15, (2, C.PATCH_FRAMES, C.N_BANDS)).astype(np.float32)
+    emb, feat = (np.asarray(t) for t in audio_encoder(tf.constant(probe), training=False))
+    parity = {}
+    if do_onnx:
+        model = convert_onnx(graph_def, ["melspectrogram"], ["embeddings", "features"], opset=options.opset,
+                             name=name, doc=description or ENCODER_DESCRIPTION, version=version)
+        data = model.SerializeToString()
+        got = onnx_outputs(data, {"melspectrogram": probe})
+        if got is not None:
+            parity["onnx"] = max(_check(names["onnx"], got["embeddings"], emb),
+                                 _check(names["onnx"], got["features"], feat))
+        files["onnx"] = os.path.join(staging, names["onnx"])
+        _write_bytes(files["onnx"], data)
+
+    try:
+        kmodel = keras_model(audio_encoder)
+    except ExportError as e:
+        notes.append(f"Keras file skipped ({e})")
+    else:
+        got = kmodel(probe, training=False)
+        parity["keras"] = max(_check(names["keras"], got["embeddings"], emb),
+                              _check(names["keras"], got["features"], feat))
+        files["keras"] = os.path.join(staging, names["keras"])
+        kmodel.save(files["keras"])
+
+    rel = {"frozen_model": names["graph"], "SavedModel": f"saved_model/{int(version)}"}
+    types = ["frozen_model", "SavedModel"] + (["onnx"] if "onnx" in files else []) \
+        + (["keras"] if "keras" in files else [])
+    if "onnx" in files:
+        rel["onnx"] = names["onnx"]
+    if "keras" in files:
+        rel["keras"] = names["keras"]
+    dataset = _normalise_dataset(dataset)
+
+    if genre_table is not None:
+        head_def = freeze_genre_head(genre_table)
+        files["genres_graph"] = os.path.join(staging, names["genres_graph"])
+        _write_bytes(files["genres_graph"], head_def.SerializeToString())
+        head_types, head_rel = ["frozen_model"], {"frozen_model": names["genres_graph"]}
+        if do_onnx:
+            head = convert_onnx(head_def, [HEAD_INPUT], [HEAD_OUTPUT], opset=options.opset,
+                                name=f"{name}{GENRES_SUFFIX}", version=version,
+                                doc=f"zero-shot genre tagger on the embeddings of {name}")
+            data = head.SerializeToString()
+            got = onnx_outputs(data, {HEAD_INPUT: emb})
+            if got is not None:
+                want = _unit(emb) @ _unit(genre_table).T
+                parity["genres_onnx"] = _check(names["genres_onnx"], got[HEAD_OUTPUT], want)
+            files["genres_onnx"] = os.path.join(staging, names["genres_onnx"])
+            _write_bytes(files["genres_onnx"], data)
+            head_types.append("onnx")
+            head_rel["onnx"] = names["genres_onnx"]
+        head_meta = genre_head_metadata(name, version, list(genre_names), embed_dim=embed_dim, options=options,
+                                        dataset=dataset, model_types=head_types, files=head_rel, extra=extra)
+        files["genres_metadata"] = os.path.join(staging, names["genres_metadata"])
+        _write_json(files["genres_metadata"], head_meta)
+        rel["genres_head"] = names["genres_graph"]
+
+    meta = encoder_metadata(name, version, embed_dim=embed_dim, feature_dim=feature_dim, options=options,
+                            description=description, dataset=dataset, model_types=types, files=rel,
+                            extra=extra)
+    files["metadata"] = os.path.join(staging, names["metadata"])
+    _write_json(files["metadata"], meta)
+    for line in notes:
+        log(f"[cmir_tf] export: {line}")
+    return Staged(files, notes, parity)
+
+
+def _unit(x):
+    x = np.asarray(x, np.float64)
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
+# -------------------------------------------------------------------------------------------- CLI
+def add_arguments(parser):
+    """The export command's zoo options (link base, author, e-mail, reports, ONNX)."""
+    g = parser.add_argument_group("model-zoo files")
+    g.add_argument("--link-base", default="", metavar="URL",
+                   help="URL of the folder the export will be published in; each JSON's `link` becomes "
+                        "URL/<file name> (default: no link, \"\")")
+    g.add_argument("--author", default="", help="publisher of the model files (the metadata's `author`)")
+    g.add_argument("--email", default="", help="contact address for the model files (the metadata's `email`)")
+    g.add_argument("--report", action="append", default=None, metavar="FILE",
+                   help="evaluation report (report.json of `cmir_tf.evaluate all`, or gtzan/jamendo/playlists"
+                        f".json) whose figures go into `dataset.metrics`; repeatable (default: RUN_DIR/"
+                        f"{RUN_REPORT_DIR}/{{{','.join(REPORT_FILES)}}} when present)")
+    g.add_argument("--report-model", metavar="NAME",
+                   help="the model of a multi-model report.json this export is (default: the only one, "
+                        "else the one named like the run folder or its mode)")
+    o = g.add_mutually_exclusive_group()
+    o.add_argument("--onnx", dest="onnx", action="store_true", default=None,
+                   help=f"write NAME.onnx or fail (needs {ONNX_EXTRA_HINT}); default: when installed")
+    o.add_argument("--no-onnx", dest="onnx", action="store_false", help="do not write NAME.onnx")
+    return parser
+
+
+def options_from_args(args):
+    """ZooOptions and the report arguments of parsed ``add_arguments`` flags, as export_run keywords."""
+    return {"options": ZooOptions(link_base=args.link_base, author=args.author, email=args.email, onnx=args.onnx),
+            "reports": args.report, "report_model": args.report_model}
+
+
+def run_metadata(run_dir, data_dir, mode, weights, *, reports=None, report_model=None):
+    """(dataset, extra) of the metadata for a training run: counts from the prepared folder's manifest,
+    metrics from the run's reports (REPORTS, else :func:`find_reports`), the run named without paths."""
+    try:
+        manifest = PreparedData(data_dir).read_manifest() or None
+    except DataError:  # the counts are a courtesy: an unreadable manifest leaves `size` empty
+        manifest = None
+    ident = run_identity(run_dir)
+    paths = list(reports) if reports else find_reports(run_dir)
+    metrics, source = ({}, None)
+    if paths:
+        metrics, source = metrics_from_reports(paths, model=report_model, candidates=(ident["name"], mode))
+    extra = {"mode": mode, "run": ident, "weights": os.path.basename(weights)}
+    if source:
+        extra["metrics_source"] = source
+    return dataset_info(manifest, metrics), extra
