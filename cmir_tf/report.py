@@ -8,15 +8,20 @@ a 2-D PCA map of test embeddings coloured by genre). Every file is written atomi
 
 The report dict: ``params`` (the protocol settings), ``models`` ({name: cache key}) and, for the tasks
 run, ``gtzan`` / ``jamendo`` / ``playlists`` ({model name: that protocol's result}).
+
+:func:`metrics_from_reports` reads those files back (``report.json``, or a single-task ``<task>.json``
+``{"model", "params", "result"}``) as the paper's metric names for a model's published metadata.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 
 from cmir_tf.constants import JAMENDO_CATEGORIES
-from cmir_tf.fileio import atomic_path, atomic_write_text, write_json
+from cmir_tf.errors import DataError, ExportError
+from cmir_tf.fileio import atomic_path, atomic_write_text, read_json, write_json
 
 __all__ = ["PAPER", "canonical_name", "mean_std", "markdown", "write_report"]
 
@@ -175,3 +180,104 @@ def write_report(report: dict, out_dir, maps: dict | None = None) -> dict:
     write_json(out / "report.json", report, indent=1)
     atomic_write_text(out / "report.md", markdown(report))
     return report
+
+
+# ------------------------------------------------------------------- figures for a model's metadata
+REPORT_FILES = ("report.json", "gtzan.json", "jamendo.json", "playlists.json")  # evaluate's outputs
+
+def _round(x):
+    return float(f"{float(x):.5g}")
+
+
+def _task_metrics(task, result):
+    """The zoo-style {metric name: value} of one evaluation result (the paper's metrics)."""
+    out, spread = {}, {}
+    if task == "gtzan":
+        out["GTZAN accuracy"] = _round(result["mean"] / 100.0)  # the report holds percent; the zoo fractions
+        spread["GTZAN accuracy"] = _round(result["std"] / 100.0)
+    elif task == "jamendo":
+        label = {"genre": "genre", "moodtheme": "mood/theme", "instrument": "instrument"}
+        for cat in JAMENDO_CATEGORIES:
+            if isinstance(result.get(cat), dict) and "mean" in result[cat]:
+                key = f"MTG-Jamendo {label[cat]} ROC-AUC"
+                out[key], spread[key] = _round(result[cat]["mean"]), _round(result[cat]["std"])
+    elif task == "playlists":
+        k = int(result.get("k", 100))
+        out[f"Melon playlists nDCG@{k}"] = _round(result["ndcg"])
+        out[f"Melon playlists MAP@{k}"] = _round(result["map"])
+    return out, spread
+
+
+def _task_of(result):
+    if not isinstance(result, dict):
+        return None
+    if "ndcg" in result and "map" in result:
+        return "playlists"
+    if "mean" in result and "n_test_tracks" in result:
+        return "gtzan"
+    if any(isinstance(result.get(c), dict) and "mean" in result[c] for c in JAMENDO_CATEGORIES):
+        return "jamendo"
+    return None
+
+
+def _pick_model(names, path, model, candidates):
+    if model is not None:
+        if model not in names:
+            raise ExportError(f"{path}: no model {model!r} in the report (it has {', '.join(sorted(names))})")
+        return model
+    if len(names) == 1:
+        return next(iter(names))
+    for c in candidates:
+        if c in names:
+            return c
+    raise ExportError(f"{path}: the report compares {', '.join(sorted(names))}; name the one this export is "
+                      "with --report-model NAME")
+
+
+def metrics_from_reports(paths, *, model=None, candidates=()):
+    """Read evaluation reports → (metrics {name: value}, source {files, model, std}).
+
+    A path is a ``report.json`` of ``python -m cmir_tf.evaluate all`` (several models: MODEL, else the
+    only one, else the first of CANDIDATES the report has) or the ``<task>.json`` of a single-task run
+    (``gtzan``, ``jamendo``, ``playlists``). When two files give the same metric, the newer file's
+    value is used. Raises ExportError for an unreadable file or an ambiguous model.
+    """
+    metrics, spread, files, chosen = {}, {}, [], set()
+    dated = []
+    for path in paths:
+        path = os.fspath(path)
+        try:
+            data = read_json(path, "evaluation report")
+            dated.append((os.stat(path).st_mtime_ns, path, data))
+        except (DataError, OSError) as e:
+            raise ExportError(str(e)) from None
+    for _, path, data in sorted(dated, key=lambda t: t[0]):  # oldest first: newer values overwrite
+        found = {}
+        if isinstance(data, dict) and isinstance(data.get("result"), dict):  # <task>.json
+            task = _task_of(data["result"])
+            if task:
+                found = dict(zip(("m", "s"), _task_metrics(task, data["result"])))
+        elif isinstance(data, dict) and any(t in data for t in ("gtzan", "jamendo", "playlists")):  # report.json
+            names = set(data.get("models") or {})
+            for t in ("gtzan", "jamendo", "playlists"):
+                names |= set(data.get(t) or {})
+            name = _pick_model(names, path, model, candidates)
+            chosen.add(name)
+            found = {"m": {}, "s": {}}
+            for t in ("gtzan", "jamendo", "playlists"):
+                if name in (data.get(t) or {}):
+                    m, s = _task_metrics(t, data[t][name])
+                    found["m"].update(m)
+                    found["s"].update(s)
+        if not found or not found["m"]:
+            raise ExportError(f"{path}: not an evaluation report of python -m cmir_tf.evaluate "
+                              "(report.json or gtzan/jamendo/playlists.json)")
+        metrics.update(found["m"])
+        spread.update(found["s"])
+        files.append(os.path.basename(path))
+    source = {"files": files}
+    if chosen:
+        source["model"] = sorted(chosen)[0] if len(chosen) == 1 else sorted(chosen)
+    if spread:
+        source["std"] = spread
+    return metrics, source

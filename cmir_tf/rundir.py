@@ -14,6 +14,9 @@
     RUN/logs/                       TensorBoard event files (Keras's TensorBoard callback)
     RUN/curves.png                  training / validation curves, one panel per loss
     RUN/workers/<i>/                the same layout for multi-worker task i ≠ chief (kept apart)
+    RUN/eval/                       evaluation reports of this run (``python -m cmir_tf.evaluate … --out
+                                    RUN/eval``): report.json, gtzan.json, jamendo.json, playlists.json;
+                                    export puts their figures in the model's published metadata
 
 Every file written here goes through ``cmir_tf.fileio`` (temporary name, then rename), so a killed run
 leaves the previous version of each file; :meth:`RunDir.open_for_training` deletes the temporary files
@@ -44,7 +47,7 @@ class RunDir:
     CONFIG, MODEL, HISTORY, CURVES, LOGS = "config.json", "model.json", "history.csv", "curves.png", "logs"
     CHECKPOINTS, BEST, LAST = "checkpoints", "best.weights.h5", "last.weights.h5"
     BACKUP, BACKUP_WEIGHTS, BACKUP_OPTIMIZER, BACKUP_STATE = "backup", "weights.weights.h5", "optimizer.npz", "state.json"
-    WORKERS = "workers"
+    WORKERS, EVAL = "workers", "eval"
 
     def __init__(self, path):
         self.path = Path(path)
@@ -68,6 +71,24 @@ class RunDir:
     def worker(self, task_id: int) -> "RunDir":
         """Where a non-chief worker writes its copies, so it cannot clobber the chief's files."""
         return RunDir(self.path / self.WORKERS / str(task_id))
+
+    def identity(self) -> dict:
+        """The run named without a local path: ``{"name": folder name, "config_sha256": of config.json}``."""
+        import hashlib
+
+        ident = {"name": Path(os.path.abspath(self.path)).name}
+        try:
+            ident["config_sha256"] = hashlib.sha256(self.config_path.read_bytes()).hexdigest()
+        except OSError:
+            pass
+        return ident
+
+    def report_files(self) -> list[str]:
+        """The evaluation reports kept with the run (``eval/``: report.json and the single-task files)."""
+        from .report import REPORT_FILES
+
+        folder = self.path / self.EVAL
+        return [str(folder / f) for f in REPORT_FILES if (folder / f).is_file()]
 
     def checkpoint(self, name: str) -> Path:
         """``checkpoints/<name>`` (:attr:`BEST` or :attr:`LAST`)."""

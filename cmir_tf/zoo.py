@@ -16,16 +16,14 @@ Metadata follows the zoo's files key by key (types and meaning); what the zoo ha
 keys of our own (``inference.patch_size``, ``inference.melspectrogram``, the ``cmir_tf`` block).
 Nothing in an export names a local path: a run is named by its folder name and the SHA-256 of its
 ``config.json``. Evaluation figures come from the reports ``python -m cmir_tf.evaluate`` writes
-(:func:`find_reports`, :func:`metrics_from_reports`).
+(``RunDir.report_files``, ``report.metrics_from_reports``). The conversions live in
+:mod:`cmir_tf.formats`.
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import datetime
-import hashlib
 import json
-import logging
 import os
 import re
 import sys
@@ -36,16 +34,12 @@ from cmir_tf import __version__ as PACKAGE_VERSION
 from cmir_tf import constants as C
 from cmir_tf.errors import ConfigError, DataError, ExportError
 from cmir_tf.exportdir import GENRES_SUFFIX, file_names
+from cmir_tf.formats import (HEAD_INPUT, HEAD_OUTPUT, ONNX_EXTRA_HINT, ONNX_OPSET, check_parity, convert_onnx,
+                             freeze_genre_head, keras_model, onnx_missing, onnx_outputs, unit_rows)
 from cmir_tf.prepared import PreparedData
+from cmir_tf.report import REPORT_FILES, metrics_from_reports
+from cmir_tf.rundir import RunDir
 
-ONNX_OPSET = 13  # onnxruntime ≥ 1.6, OpenCV DNN, TensorRT 7+, ONNX.js … all run opset 13
-ONNX_BATCH_DIM = "batch"
-ONNX_EXTRA_HINT = 'pip install -e ".[onnx]"  (tf2onnx, onnx, onnxruntime)'
-HEAD_INPUT = "embeddings"
-HEAD_OUTPUT = "predictions"
-RUN_REPORT_DIR = "eval"  # RUN_DIR/eval/: where export looks for evaluation reports of the run
-REPORT_FILES = ("report.json", "gtzan.json", "jamendo.json", "playlists.json")
-PARITY_ATOL = 1e-4  # an ONNX / Keras file that differs more from the TensorFlow encoder is not published
 
 MELON_DATASET = "Melon Playlist Dataset"
 MELON_CITATION = """@inproceedings{ferraro2021melon,
@@ -142,127 +136,6 @@ def _normalise_dataset(dataset):
     out["citation"] = out["citation"] or MELON_CITATION
     out["metrics"] = dict(out["metrics"] or {})
     return out
-
-
-# -------------------------------------------------------------------------------------------- run
-def run_identity(run_dir):
-    """A run named without a local path: its folder name and the SHA-256 of its config.json bytes."""
-    run_dir = os.path.abspath(os.fspath(run_dir))
-    ident = {"name": os.path.basename(run_dir.rstrip(os.sep))}
-    try:
-        with open(os.path.join(run_dir, "config.json"), "rb") as f:
-            ident["config_sha256"] = hashlib.sha256(f.read()).hexdigest()
-    except OSError:
-        pass
-    return ident
-
-
-# ---------------------------------------------------------------------------------------- metrics
-def find_reports(run_dir):
-    """Evaluation reports kept with a run: RUN_DIR/eval/{report,gtzan,jamendo,playlists}.json that exist."""
-    folder = os.path.join(os.fspath(run_dir), RUN_REPORT_DIR)
-    return [os.path.join(folder, f) for f in REPORT_FILES if os.path.isfile(os.path.join(folder, f))]
-
-
-def _round(x):
-    return float(f"{float(x):.5g}")
-
-
-def _task_metrics(task, result):
-    """The zoo-style {metric name: value} of one evaluation result (the paper's metrics)."""
-    out, spread = {}, {}
-    if task == "gtzan":
-        out["GTZAN accuracy"] = _round(result["mean"] / 100.0)  # the report holds percent; the zoo fractions
-        spread["GTZAN accuracy"] = _round(result["std"] / 100.0)
-    elif task == "jamendo":
-        label = {"genre": "genre", "moodtheme": "mood/theme", "instrument": "instrument"}
-        for cat in C.JAMENDO_CATEGORIES:
-            if isinstance(result.get(cat), dict) and "mean" in result[cat]:
-                key = f"MTG-Jamendo {label[cat]} ROC-AUC"
-                out[key], spread[key] = _round(result[cat]["mean"]), _round(result[cat]["std"])
-    elif task == "playlists":
-        k = int(result.get("k", 100))
-        out[f"Melon playlists nDCG@{k}"] = _round(result["ndcg"])
-        out[f"Melon playlists MAP@{k}"] = _round(result["map"])
-    return out, spread
-
-
-def _task_of(result):
-    if not isinstance(result, dict):
-        return None
-    if "ndcg" in result and "map" in result:
-        return "playlists"
-    if "mean" in result and "n_test_tracks" in result:
-        return "gtzan"
-    if any(isinstance(result.get(c), dict) and "mean" in result[c] for c in C.JAMENDO_CATEGORIES):
-        return "jamendo"
-    return None
-
-
-def _pick_model(names, path, model, candidates):
-    if model is not None:
-        if model not in names:
-            raise ExportError(f"{path}: no model {model!r} in the report (it has {', '.join(sorted(names))})")
-        return model
-    if len(names) == 1:
-        return next(iter(names))
-    for c in candidates:
-        if c in names:
-            return c
-    raise ExportError(f"{path}: the report compares {', '.join(sorted(names))}; name the one this export is "
-                      "with --report-model NAME")
-
-
-def metrics_from_reports(paths, *, model=None, candidates=()):
-    """Read evaluation reports → (metrics {name: value}, source {files, model, std}).
-
-    A path is a ``report.json`` of ``python -m cmir_tf.evaluate all`` (several models: MODEL, else the
-    only one, else the first of CANDIDATES the report has) or the ``<task>.json`` of a single-task run
-    (``gtzan``, ``jamendo``, ``playlists``). When two files give the same metric, the newer file's
-    value is used. Raises ExportError for an unreadable file or an ambiguous model.
-    """
-    metrics, spread, files, chosen = {}, {}, [], set()
-    dated = []
-    for path in paths:
-        path = os.fspath(path)
-        try:
-            with open(path, encoding="utf-8") as f:
-                data = json.load(f)
-            dated.append((os.stat(path).st_mtime_ns, path, data))
-        except FileNotFoundError:
-            raise ExportError(f"{path}: evaluation report is missing") from None
-        except (OSError, ValueError) as e:
-            raise ExportError(f"{path}: unreadable evaluation report ({e})") from None
-    for _, path, data in sorted(dated, key=lambda t: t[0]):  # oldest first: newer values overwrite
-        found = {}
-        if isinstance(data, dict) and isinstance(data.get("result"), dict):  # <task>.json
-            task = _task_of(data["result"])
-            if task:
-                found = dict(zip(("m", "s"), _task_metrics(task, data["result"])))
-        elif isinstance(data, dict) and any(t in data for t in ("gtzan", "jamendo", "playlists")):  # report.json
-            names = set(data.get("models") or {})
-            for t in ("gtzan", "jamendo", "playlists"):
-                names |= set(data.get(t) or {})
-            name = _pick_model(names, path, model, candidates)
-            chosen.add(name)
-            found = {"m": {}, "s": {}}
-            for t in ("gtzan", "jamendo", "playlists"):
-                if name in (data.get(t) or {}):
-                    m, s = _task_metrics(t, data[t][name])
-                    found["m"].update(m)
-                    found["s"].update(s)
-        if not found or not found["m"]:
-            raise ExportError(f"{path}: not an evaluation report of python -m cmir_tf.evaluate "
-                              "(report.json or gtzan/jamendo/playlists.json)")
-        metrics.update(found["m"])
-        spread.update(found["s"])
-        files.append(os.path.basename(path))
-    source = {"files": files}
-    if chosen:
-        source["model"] = sorted(chosen)[0] if len(chosen) == 1 else sorted(chosen)
-    if spread:
-        source["std"] = spread
-    return metrics, source
 
 
 # --------------------------------------------------------------------------------------- metadata
@@ -379,141 +252,6 @@ def check_no_local_paths(obj, where, _key=""):
                           "trainer's file system")
 
 
-# ------------------------------------------------------------------------------------ genre head
-def freeze_genre_head(genre_table):
-    """GraphDef of the genre head: Placeholder ``embeddings`` f32[?, D] → ``predictions`` f32[?, V].
-
-    ``predictions = l2_normalize(embeddings) · T^T`` with T the unit rows of GENRE_TABLE (V, D): the
-    SavedModel's ``tag_genres`` after the encoder. Built as a plain graph (no variables), attributes at
-    their default value stripped like the encoder's graph.
-    """
-    import tensorflow as tf
-
-    from cmir_tf.frozen import strip_default_attrs  # the encoder graph's clean-up
-
-    table = _unit(genre_table).astype(np.float32)
-    graph = tf.Graph()
-    with graph.as_default():
-        x = tf.compat.v1.placeholder(tf.float32, [None, table.shape[1]], name=HEAD_INPUT)
-        t = tf.constant(table, name="genre_embeddings")
-        tf.identity(tf.matmul(tf.math.l2_normalize(x, axis=-1), t, transpose_b=True), name=HEAD_OUTPUT)
-    graph_def = graph.as_graph_def()
-    strip_default_attrs(graph_def)
-    return graph_def
-
-
-# ------------------------------------------------------------------------------------------ ONNX
-def onnx_missing():
-    """None when tf2onnx and onnx import, else the reason (one line)."""
-    try:
-        import onnx  # noqa: F401
-        import tf2onnx  # noqa: F401
-    except ImportError as e:
-        return f"{e.name or e} is not installed"
-    return None
-
-
-@contextlib.contextmanager
-def _quiet_tf2onnx():
-    """tf2onnx's progress log and the TF1-API deprecation notices it triggers, silenced (errors stay)."""
-    loggers = [logging.getLogger(n) for n in ("tf2onnx", "tensorflow")]
-    old = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        for lg, level in zip(loggers, old):
-            lg.setLevel(level)
-
-
-def convert_onnx(graph_def, inputs, outputs, *, opset=ONNX_OPSET, name="model", doc="", version=None):
-    """ONNX ModelProto of a frozen GraphDef (tf2onnx), tensors named as the graph's nodes, batch dynamic.
-
-    INPUTS / OUTPUTS: node names; the ONNX graph's inputs and outputs get these names (no ``:0``), and
-    their first dimension is the symbolic ``batch``. Raises ExportError if the converter fails.
-    """
-    import onnx
-    import tf2onnx
-
-    rename = {f"{n}:0": n for n in (*inputs, *outputs)}
-    try:
-        with _quiet_tf2onnx():
-            model, _ = tf2onnx.convert.from_graph_def(
-                graph_def, name=name, input_names=[f"{n}:0" for n in inputs],
-                output_names=[f"{n}:0" for n in outputs], opset=opset, tensors_to_rename=rename)
-    except Exception as e:  # noqa: BLE001 — tf2onnx raises many types
-        raise ExportError(f"{name}.onnx: tf2onnx cannot convert the graph ({type(e).__name__}: {e})") from None
-    for value in (*model.graph.input, *model.graph.output):
-        dims = value.type.tensor_type.shape.dim
-        if dims and not dims[0].HasField("dim_value"):
-            dims[0].dim_param = ONNX_BATCH_DIM
-    model.doc_string = doc
-    if version is not None:
-        model.model_version = int(version)
-    onnx.checker.check_model(model)
-    return model
-
-
-def onnx_outputs(model_bytes, feeds):
-    """Run an ONNX model with onnxruntime on the CPU; {output name: array}. None without onnxruntime."""
-    try:
-        import onnxruntime as ort
-    except ImportError:
-        return None
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    session = ort.InferenceSession(model_bytes, opts, providers=["CPUExecutionProvider"])
-    names = [o.name for o in session.get_outputs()]
-    return dict(zip(names, session.run(names, feeds)))
-
-
-# ----------------------------------------------------------------------------------------- Keras
-def keras_model(audio_encoder):
-    """The audio encoder as a Keras 3 functional model of built-in layers only, weights copied.
-
-    Input ``melspectrogram`` (B, 256, 48); outputs ``{"embeddings": (B, 128), "features": (B, 1024)}``.
-    Layer for layer the :class:`cmir_tf.encoders.AudioEncoder` (same names, same configuration, float32;
-    its BatchNorms as ``keras.layers.BatchNormalization``), so ``keras.saving.load_model`` opens the file
-    without cmir_tf, and training it behaves as the encoder (dropout, BatchNorm statistics).
-    """
-    import keras
-
-    from cmir_tf.encoders import AudioEncoder
-
-    if not isinstance(audio_encoder, AudioEncoder):
-        raise ExportError(f"Keras file: needs a cmir_tf AudioEncoder, got {type(audio_encoder).__name__}")
-    L = keras.layers
-    pairs = []
-
-    def clone(layer, cls=None):
-        cfg = dict(layer.get_config(), dtype="float32")
-        new = (cls or type(layer)).from_config(cfg)
-        pairs.append((layer, new))
-        return new
-
-    bn = L.BatchNormalization
-    inp = keras.Input((C.PATCH_FRAMES, C.N_BANDS), name="melspectrogram")
-    h = L.Reshape((C.PATCH_FRAMES, C.N_BANDS, 1), name="channel")(inp)
-    h = clone(audio_encoder.input_bn, bn)(h)
-    for conv, conv_bn, pool in zip(audio_encoder.convs, audio_encoder.conv_bns, audio_encoder.pools):
-        h = clone(conv)(h)
-        h = clone(conv_bn, bn)(h)
-        h = L.ReLU(name=f"{conv.name}_relu")(h)
-        h = clone(pool)(h)
-    features = L.Reshape((C.FEATURE_DIM,), name="features")(h)
-    h = clone(audio_encoder.fc1)(features)
-    h = clone(audio_encoder.fc1_bn, bn)(h)
-    h = L.ReLU(name="fc1_relu")(h)
-    h = clone(audio_encoder.drop)(h)
-    h = clone(audio_encoder.fc2)(h)
-    embeddings = clone(audio_encoder.ln)(h)
-    model = keras.Model(inp, {"embeddings": embeddings, "features": features}, name="cmir_audio_encoder")
-    for old, new in pairs:
-        new.set_weights([np.asarray(w, np.float32) for w in old.get_weights()])
-    return model
-
-
 # ----------------------------------------------------------------------------- staging, publishing
 @dataclasses.dataclass
 class Staged:
@@ -534,20 +272,6 @@ def _write_json(path, meta):
     with open(path, "w", encoding="utf-8") as f:
         json.dump(meta, f, indent=2, ensure_ascii=False)
         f.write("\n")
-
-
-def _check(kind, got, want, atol=PARITY_ATOL):
-    """Max abs difference of GOT from WANT; ExportError above ATOL × max(1, max |WANT|).
-
-    The tolerance grows with the values' scale: float32 rounding in a deep convolution stack is
-    relative (unit-scale embeddings are held to ATOL itself, the larger `features` proportionally).
-    """
-    want = np.asarray(want, np.float64)
-    diff = float(np.max(np.abs(np.asarray(got, np.float64) - want)))
-    limit = atol * max(1.0, float(np.max(np.abs(want))))
-    if not diff <= limit:
-        raise ExportError(f"{kind}: differs from the TensorFlow model by {diff:.3g} (> {limit:.3g}); not published")
-    return diff
 
 
 def stage_files(staging, *, name, version, audio_encoder, graph_def, genre_table=None, genre_names=None,
@@ -585,8 +309,8 @@ def stage_files(staging, *, name, version, audio_encoder, graph_def, genre_table
         data = model.SerializeToString()
         got = onnx_outputs(data, {"melspectrogram": probe})
         if got is not None:
-            parity["onnx"] = max(_check(names["onnx"], got["embeddings"], emb),
-                                 _check(names["onnx"], got["features"], feat))
+            parity["onnx"] = max(check_parity(names["onnx"], got["embeddings"], emb),
+                                 check_parity(names["onnx"], got["features"], feat))
         files["onnx"] = os.path.join(staging, names["onnx"])
         _write_bytes(files["onnx"], data)
 
@@ -596,8 +320,8 @@ def stage_files(staging, *, name, version, audio_encoder, graph_def, genre_table
         notes.append(f"Keras file skipped ({e})")
     else:
         got = kmodel(probe, training=False)
-        parity["keras"] = max(_check(names["keras"], got["embeddings"], emb),
-                              _check(names["keras"], got["features"], feat))
+        parity["keras"] = max(check_parity(names["keras"], got["embeddings"], emb),
+                              check_parity(names["keras"], got["features"], feat))
         files["keras"] = os.path.join(staging, names["keras"])
         kmodel.save(files["keras"])
 
@@ -622,8 +346,8 @@ def stage_files(staging, *, name, version, audio_encoder, graph_def, genre_table
             data = head.SerializeToString()
             got = onnx_outputs(data, {HEAD_INPUT: emb})
             if got is not None:
-                want = _unit(emb) @ _unit(genre_table).T
-                parity["genres_onnx"] = _check(names["genres_onnx"], got[HEAD_OUTPUT], want)
+                want = unit_rows(emb) @ unit_rows(genre_table).T
+                parity["genres_onnx"] = check_parity(names["genres_onnx"], got[HEAD_OUTPUT], want)
             files["genres_onnx"] = os.path.join(staging, names["genres_onnx"])
             _write_bytes(files["genres_onnx"], data)
             head_types.append("onnx")
@@ -644,11 +368,6 @@ def stage_files(staging, *, name, version, audio_encoder, graph_def, genre_table
     return Staged(files, notes, parity)
 
 
-def _unit(x):
-    x = np.asarray(x, np.float64)
-    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
-
-
 # -------------------------------------------------------------------------------------------- CLI
 def add_arguments(parser):
     """The export command's zoo options (link base, author, e-mail, reports, ONNX)."""
@@ -661,7 +380,7 @@ def add_arguments(parser):
     g.add_argument("--report", action="append", default=None, metavar="FILE",
                    help="evaluation report (report.json of `cmir_tf.evaluate all`, or gtzan/jamendo/playlists"
                         f".json) whose figures go into `dataset.metrics`; repeatable (default: RUN_DIR/"
-                        f"{RUN_REPORT_DIR}/{{{','.join(REPORT_FILES)}}} when present)")
+                        f"{RunDir.EVAL}/{{{','.join(REPORT_FILES)}}} when present)")
     g.add_argument("--report-model", metavar="NAME",
                    help="the model of a multi-model report.json this export is (default: the only one, "
                         "else the one named like the run folder or its mode)")
@@ -680,13 +399,14 @@ def options_from_args(args):
 
 def run_metadata(run_dir, data_dir, mode, weights, *, reports=None, report_model=None):
     """(dataset, extra) of the metadata for a training run: counts from the prepared folder's manifest,
-    metrics from the run's reports (REPORTS, else :func:`find_reports`), the run named without paths."""
+    metrics from the run's reports (REPORTS, else ``RunDir.report_files``), the run named without paths."""
     try:
         manifest = PreparedData(data_dir).read_manifest() or None
     except DataError:  # the counts are a courtesy: an unreadable manifest leaves `size` empty
         manifest = None
-    ident = run_identity(run_dir)
-    paths = list(reports) if reports else find_reports(run_dir)
+    run = RunDir(run_dir)
+    ident = run.identity()
+    paths = list(reports) if reports else run.report_files()
     metrics, source = ({}, None)
     if paths:
         metrics, source = metrics_from_reports(paths, model=report_model, candidates=(ident["name"], mode))

@@ -18,6 +18,7 @@ tf = pytest.importorskip("tensorflow")
 from cmir_tf import constants as C  # noqa: E402
 from cmir_tf import export as E  # noqa: E402
 from cmir_tf import frozen as F  # noqa: E402
+from cmir_tf import formats  # noqa: E402
 from cmir_tf import zoo  # noqa: E402
 from cmir_tf.exportdir import ExportDir  # noqa: E402
 from cmir_tf.encoders import AudioEncoder, GenreEncoder  # noqa: E402
@@ -80,7 +81,7 @@ def test_layout_is_tf_serving_and_nothing_is_left_behind(exported):
     assert (sm / "assets" / "genres.txt").read_text(encoding="utf-8").splitlines() == [v["name"] for v in VOCAB]
     assert (out / "enc.pb").is_file() and (out / "enc.json").is_file()
     zoo_files = {"enc.keras", "enc-genres.pb", "enc-genres.json"}  # cmir_tf.zoo (tests/test_zoo.py)
-    if not zoo.onnx_missing():
+    if not formats.onnx_missing():
         zoo_files |= {"enc.onnx", "enc-genres.onnx"}
     assert set(os.listdir(out)) == {"enc.json", "enc.pb", "saved_model"} | zoo_files  # no staging folder left
 

@@ -19,6 +19,8 @@ tf = pytest.importorskip("tensorflow")
 
 from cmir_tf import constants as C  # noqa: E402
 from cmir_tf import export as E  # noqa: E402
+from cmir_tf import formats  # noqa: E402
+from cmir_tf import report  # noqa: E402
 from cmir_tf import zoo  # noqa: E402
 from cmir_tf.encoders import AudioEncoder, GenreEncoder  # noqa: E402
 from cmir_tf.errors import ConfigError, ExportError  # noqa: E402
@@ -216,7 +218,7 @@ def test_onnx_encoder_equals_saved_model_on_random_and_real_audio_mels(exported,
 
     out, _ = exported
     model = onnx.load(str(out / "enc.onnx"))
-    assert {o.domain: o.version for o in model.opset_import}[""] == zoo.ONNX_OPSET == 13
+    assert {o.domain: o.version for o in model.opset_import}[""] == formats.ONNX_OPSET == 13
     meta = json.loads((out / "enc.json").read_text(encoding="utf-8"))
     sess = _ort(out / "enc.onnx")
     (inp,) = sess.get_inputs()
@@ -250,7 +252,7 @@ def test_without_the_onnx_extra_everything_else_is_written_and_stale_files_go(en
     assert (out / "enc.onnx").is_file() and (out / "enc-genres.onnx").is_file()
     capsys.readouterr()
     monkeypatch.setitem(sys.modules, "tf2onnx", None)  # as if the [onnx] extra were not installed
-    assert zoo.onnx_missing()
+    assert formats.onnx_missing()
     with pytest.raises(ConfigError, match=r'--onnx: .*tf2onnx.*pip install -e "\.\[onnx\]"'):
         zoo.ZooOptions(onnx=True)  # asked for explicitly: refused before any work
     res = E.export_model(audio, None, [], str(out), name="enc")  # version 2, no genre encoder, no ONNX
@@ -324,13 +326,13 @@ def test_keras_file_opens_in_a_fresh_process_without_and_with_cmir_tf(exported, 
 
 def test_keras_model_trains_like_the_encoder(encoders):
     audio, _ = encoders
-    model = zoo.keras_model(audio)
+    model = formats.keras_model(audio)
     names = {layer.name for layer in model.layers}
     assert {"input_bn", "conv0", "conv6_bn", "fc1", "fc1_bn", "dropout", "fc2", "ln"} <= names
     assert model.get_layer("dropout").rate == audio.dropout_rate
     assert model.get_layer("conv0_bn").momentum == audio.conv_bns[0].momentum
     with pytest.raises(ExportError, match="AudioEncoder"):
-        zoo.keras_model(lambda mel, training=False: (mel, mel))
+        formats.keras_model(lambda mel, training=False: (mel, mel))
 
 
 # ------------------------------------------------------------------------------------------ metrics
@@ -383,7 +385,7 @@ def report_files(tmp_path_factory):
 
 def test_metrics_come_from_the_runs_evaluation_report(report_files):
     folder, gtzan, jamendo, playlists = report_files
-    metrics, source = zoo.metrics_from_reports([folder / "report.json"], candidates=("run_x", "contr_g"))
+    metrics, source = report.metrics_from_reports([folder / "report.json"], candidates=("run_x", "contr_g"))
     assert metrics == {
         "GTZAN accuracy": pytest.approx(gtzan["mean"] / 100, abs=1e-5),
         "MTG-Jamendo genre ROC-AUC": pytest.approx(jamendo["genre"]["mean"], abs=1e-5),
@@ -394,17 +396,17 @@ def test_metrics_come_from_the_runs_evaluation_report(report_files):
     assert source["files"] == ["report.json"] and source["model"] == "contr_g"
     assert source["std"]["GTZAN accuracy"] == pytest.approx(gtzan["std"] / 100, abs=1e-5)
     with pytest.raises(ExportError, match=r"compares contr_cf, contr_g; .*--report-model"):
-        zoo.metrics_from_reports([folder / "report.json"], candidates=("run_x",))
+        report.metrics_from_reports([folder / "report.json"], candidates=("run_x",))
     with pytest.raises(ExportError, match="no model 'nope'"):
-        zoo.metrics_from_reports([folder / "report.json"], model="nope")
+        report.metrics_from_reports([folder / "report.json"], model="nope")
     # both files: the newer one (gtzan.json) gives GTZAN accuracy
-    metrics, source = zoo.metrics_from_reports([folder / "gtzan.json", folder / "report.json"], model="contr_cf")
+    metrics, source = report.metrics_from_reports([folder / "gtzan.json", folder / "report.json"], model="contr_cf")
     assert metrics["GTZAN accuracy"] == 0.5 and "MTG-Jamendo genre ROC-AUC" in metrics
     assert source["files"] == ["report.json", "gtzan.json"]
     bad = folder / "bad.json"
     bad.write_text('{"something": 1}')
     with pytest.raises(ExportError, match="not an evaluation report"):
-        zoo.metrics_from_reports([bad])
+        report.metrics_from_reports([bad])
 
 
 def _fake_run(tmp_path, mode, seed):
@@ -467,4 +469,4 @@ def test_export_run_cli_fills_zoo_metadata_from_the_run(tmp_path, report_files, 
     assert meta["dataset"]["metrics"] == {"GTZAN accuracy": 0.5}
     capsys.readouterr()
     assert E.main(["--run", str(run), "--out", str(out), "--no-onnx", "--report", str(tmp_path / "nope.json")]) == 2
-    assert "evaluation report is missing" in capsys.readouterr().err
+    assert "nope.json: evaluation report not found" in capsys.readouterr().err
