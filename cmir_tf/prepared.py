@@ -31,6 +31,7 @@ from __future__ import annotations
 import functools
 import os
 import shutil
+from pathlib import Path
 
 import numpy as np
 
@@ -292,7 +293,7 @@ class PreparedFacts:
 
     def __init__(self, data, manifest: dict | None = None):
         self.data = data if isinstance(data, PreparedData) else PreparedData(data)
-        self.path = self.data.root
+        self.path = Path(self.data.root)
         if manifest is not None:
             self.__dict__["manifest"] = manifest
 
