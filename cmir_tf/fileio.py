@@ -24,10 +24,11 @@ import json
 import os
 import re
 import secrets
+from pathlib import Path
 
 import numpy as np
 
-from .errors import DataError, StorageError
+from .errors import ConfigError, DataError, StorageError
 
 TMP_PREFIX = ".cmir-tmp-"
 _TMP_RE = re.compile(r"^\.cmir-tmp-(\d+)-[0-9a-f]+-")
@@ -107,6 +108,76 @@ def save_npy(path, arr) -> None:
     buf = io.BytesIO()
     np.save(buf, np.asarray(arr), allow_pickle=False)
     atomic_write_bytes(path, buf.getvalue())
+
+
+# --------------------------------------------------------------------------- output locations
+def _where(path: str, what: str) -> str:
+    return f"{what} {path}" if what else path
+
+
+def _no_file_in_the_way(path: str, where: str, named: str) -> None:
+    """The nearest existing one of ``path`` and its parents must be a folder (``named``: the path the
+    message starts with, not repeated)."""
+    target = os.path.abspath(path)
+    for anc in (target, *_parents(target)):
+        if os.path.lexists(anc):
+            if not os.path.isdir(anc):
+                same = anc == os.path.abspath(named)
+                detail = "is a file, not a folder" if same else f"{anc} is a file, not a folder"
+                raise ConfigError(f"{where}: {detail}")
+            return
+
+
+def _parents(path: str):
+    parent = os.path.dirname(path)
+    while parent and parent != path:
+        yield parent
+        path, parent = parent, os.path.dirname(parent)
+
+
+def require_output_dir(path, what: str = "", files=()) -> str:
+    """Check, before any work, that the folder ``path`` can receive outputs; create it (and its parents).
+
+    The check writes and deletes one temporary file (a :func:`temp_path` name) in the folder, so a
+    read-only file system, missing permissions or a full disk show here, not after hours of work. A
+    file where a folder is needed (``path`` or one of its parents), or a folder where one of ``files``
+    (names inside ``path``) is to be written → :class:`~cmir_tf.errors.ConfigError`; a folder that
+    cannot be created or written → :class:`~cmir_tf.errors.StorageError`. ``what`` (e.g. "output
+    folder") starts the message, before the path. Returns the path.
+    """
+    path = os.fspath(path)
+    where = _where(path, what)
+    _writable_dir(path, where, path)
+    for name in files:
+        if os.path.isdir(os.path.join(path, name)):
+            raise ConfigError(f"{where}: {os.path.join(path, name)} is a folder, not a file")
+    return path
+
+
+def require_output_file(path, what: str = "") -> str:
+    """:func:`require_output_dir` for the file ``path``: its folder must take outputs (it is created),
+    ``path`` must not be a folder. Returns the path."""
+    path = os.fspath(path)
+    where = _where(path, what)
+    if os.path.isdir(path):
+        raise ConfigError(f"{where}: is a folder, not a file")
+    _writable_dir(os.path.dirname(os.path.abspath(path)), where, path)
+    return path
+
+
+def _writable_dir(path: str, where: str, named: str) -> None:
+    _no_file_in_the_way(path, where, named)
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as exc:
+        raise StorageError(f"{where}: cannot create the folder {path} ({exc.strerror or exc})") from None
+    probe = temp_path(os.path.join(path, "write-check"))
+    try:
+        with open(probe, "xb"):
+            pass
+        os.unlink(probe)
+    except OSError as exc:
+        raise StorageError(f"{where}: cannot write into the folder {path} ({exc.strerror or exc})") from None
 
 
 def _pid_alive(pid: int) -> bool:
@@ -196,3 +267,19 @@ def load_npy(path, what: str = "array", *, ndim: int | None = None, kind: str | 
     if ndim is not None and arr.ndim != ndim:
         raise DataError(f"{path}: {what} has shape {arr.shape}, expected {ndim} dimension(s)")
     return arr
+
+
+def inside(folder, name, source) -> Path:
+    """``folder / name`` for a path ``name`` read from the data file ``source`` (a list, a TSV), refused
+    unless it stays inside ``folder``.
+
+    Lexical: an absolute ``name`` or one whose ``..`` parts climb out of ``folder`` →
+    ``DataError("<source>: entry <name!r> is outside <folder>")``; symbolic links inside ``folder`` are
+    followed (the folder's owner made them, a data file cannot).
+    """
+    name = os.fspath(name)
+    base = os.path.normpath(os.path.abspath(os.fspath(folder)))
+    joined = os.path.normpath(os.path.join(base, name))
+    if os.path.isabs(name) or os.path.commonpath([base, joined]) != base:
+        raise DataError(f"{source}: entry {name!r} is outside {os.fspath(folder)}")
+    return Path(folder) / name

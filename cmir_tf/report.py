@@ -16,9 +16,12 @@ from pathlib import Path
 import numpy as np
 
 from cmir_tf.constants import JAMENDO_CATEGORIES
-from cmir_tf.fileio import atomic_path, atomic_write_text, write_json
+from cmir_tf.fileio import atomic_path, atomic_write_text, require_output_dir, write_json
 
-__all__ = ["PAPER", "canonical_name", "mean_std", "markdown", "write_report"]
+__all__ = ["PAPER", "REPORT_FILES", "canonical_name", "mean_std", "markdown", "write_report"]
+
+REPORT_JSON, REPORT_MD, TASKS_PNG, MAP_PNG = "report.json", "report.md", "tasks.png", "embedding_map.png"
+REPORT_FILES = (REPORT_JSON, REPORT_MD, TASKS_PNG, MAP_PNG)  # what write_report may write into its folder
 
 # The paper's Tables 1–3 (Ferraro et al. 2021), for comparison in the report.
 PAPER = {
@@ -157,9 +160,9 @@ def _plots(report: dict, maps: dict, out: Path) -> list[str]:
     files = []
     panels = _task_panels(report)
     if panels:
-        files.append(_bars(plt, panels, out / "tasks.png"))
+        files.append(_bars(plt, panels, out / TASKS_PNG))
     if maps:
-        files.append(_embedding_maps(plt, maps, out / "embedding_map.png"))
+        files.append(_embedding_maps(plt, maps, out / MAP_PNG))
     return files
 
 
@@ -169,9 +172,8 @@ def write_report(report: dict, out_dir, maps: dict | None = None) -> dict:
     ``maps``: ``{model name: (dataset name, [(test embedding (D,), label)])}`` for ``embedding_map.png``.
     Returns ``report`` with ``plots`` (the image paths) added.
     """
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = Path(require_output_dir(out_dir, "report folder", files=REPORT_FILES))
     report["plots"] = _plots(report, maps or {}, out)
-    write_json(out / "report.json", report, indent=1)
-    atomic_write_text(out / "report.md", markdown(report))
+    write_json(out / REPORT_JSON, report, indent=1)
+    atomic_write_text(out / REPORT_MD, markdown(report))
     return report
