@@ -14,6 +14,13 @@ naming the destination (not the temporary name) and leaves no temporary file.
 Reading: :func:`read_json` and :func:`load_npy` turn every way a data file can be broken (missing,
 not JSON, nested too deeply, pickled, wrong shape or dtype) into a one-line
 :class:`~cmir_tf.errors.DataError` naming the file; ``.npy`` files are never unpickled.
+
+Paths from data: :func:`inside` is the one check that a name read from a data file (a shard listed in
+a manifest, a file named in a split list) stays inside the folder it belongs to.
+
+Output locations: :func:`require_output_dir` / :func:`require_output_file` create an output's folder
+and write to it once before any work, so a file in the way or a folder that cannot be written is
+reported before hours of work, not after.
 """
 from __future__ import annotations
 
@@ -24,7 +31,6 @@ import json
 import os
 import re
 import secrets
-from pathlib import Path
 
 import numpy as np
 
@@ -214,6 +220,25 @@ def remove_stale_temps(folder) -> list[str]:
 
 
 # ------------------------------------------------------------------------------------------ reading
+def inside(folder, name, source, entry: str = "entry") -> str:
+    """``folder/name`` for a ``name`` read from the data file ``source``, checked to stay inside ``folder``.
+
+    Refused (``DataError`` naming ``source``, the entry and the reason): a name that is not a non-empty
+    string, an absolute path, one with a ``..`` component, or one that resolves (symbolic links
+    followed) outside ``folder``.
+    """
+    where = f"{os.fspath(source)}: {entry} {name!r}"
+    if not isinstance(name, str) or not name or "\0" in name:
+        raise DataError(f"{where} is not a file name")
+    if os.path.isabs(name) or ".." in name.replace("\\", "/").split("/"):
+        raise DataError(f"{where} points outside {os.fspath(folder)} (absolute or with '..'); refused")
+    path = os.path.join(os.fspath(folder), name)
+    root = os.path.realpath(folder)
+    if os.path.commonpath([root, os.path.realpath(path)]) != root:
+        raise DataError(f"{where} resolves outside {os.fspath(folder)} (a symbolic link); refused")
+    return path
+
+
 def read_json(path, what: str = "JSON file"):
     """Parse a JSON file → its value; any fault → ``DataError("<path>: <reason>")``."""
     path = os.fspath(path)
@@ -268,18 +293,3 @@ def load_npy(path, what: str = "array", *, ndim: int | None = None, kind: str | 
         raise DataError(f"{path}: {what} has shape {arr.shape}, expected {ndim} dimension(s)")
     return arr
 
-
-def inside(folder, name, source) -> Path:
-    """``folder / name`` for a path ``name`` read from the data file ``source`` (a list, a TSV), refused
-    unless it stays inside ``folder``.
-
-    Lexical: an absolute ``name`` or one whose ``..`` parts climb out of ``folder`` →
-    ``DataError("<source>: entry <name!r> is outside <folder>")``; symbolic links inside ``folder`` are
-    followed (the folder's owner made them, a data file cannot).
-    """
-    name = os.fspath(name)
-    base = os.path.normpath(os.path.abspath(os.fspath(folder)))
-    joined = os.path.normpath(os.path.join(base, name))
-    if os.path.isabs(name) or os.path.commonpath([base, joined]) != base:
-        raise DataError(f"{source}: entry {name!r} is outside {os.fspath(folder)}")
-    return Path(folder) / name

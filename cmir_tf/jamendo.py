@@ -11,8 +11,9 @@ Layout read (:func:`read_jamendo`), per category ``genre``, ``instrument`` or ``
 
 Every TSV of every category asked for is read and checked before anything is embedded. A TSV is refused
 as a whole with one line naming it (and the line) when it is empty, not UTF-8, its header differs
-(the column is named), a row has fewer than 6 columns or no PATH, a PATH points outside the audio
-folder (``..``, an absolute path: a corrupted or hostile list) or names a missing file. A listed file
+(the column is named), a row has fewer than 6 columns or no PATH, a PATH leads outside the audio
+folder (``..``, an absolute path, a symbolic link out: a corrupted or hostile list) or names a missing
+file. A listed file
 that exists but cannot be decoded is skipped and reported (:mod:`cmir_tf.cache`).
 
 Protocol (:func:`jamendo_protocol`): a track is the mean of its patch embeddings, inputs standardised
@@ -90,7 +91,7 @@ def read_jamendo(jamendo_dir, splits_dir, category: str) -> dict[str, list[tuple
         tsv = splits / f"autotagging_{category}-{split}.tsv"
         items = []
         for n, tid, rel, tags in _read_tsv(tsv):
-            p = inside(root, rel, f"{tsv}:{n}")
+            p = Path(inside(root, rel, f"{tsv}:{n}"))
             if not p.is_file() and p.suffix == ".mp3" and p.with_suffix(".low.mp3").is_file():
                 p = p.with_suffix(".low.mp3")  # the download's low-quality audio
             items.append((tid, p, tags))

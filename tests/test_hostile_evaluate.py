@@ -64,15 +64,21 @@ def _jamendo_argv(audio, splits, tmp_path):
 
 
 # ---------------------------------------------------------------- §2 paths from data escape their folders
-@pytest.mark.parametrize("entry", ["../outside.wav", "01/../../outside.wav", "/etc/passwd"])
-def test_jamendo_path_outside_the_audio_folder_refuses_the_list(tmp_path, fake, capsys, entry):
+@pytest.mark.parametrize("entry, how", [
+    ("../outside.wav", "points outside {audio} (absolute or with '..')"),
+    ("01/../../outside.wav", "points outside {audio} (absolute or with '..')"),
+    ("/etc/passwd", "points outside {audio} (absolute or with '..')"),
+    ("01/link.mp3", "resolves outside {audio} (a symbolic link)"),
+])
+def test_jamendo_path_outside_the_audio_folder_refuses_the_list(tmp_path, fake, capsys, entry, how):
     """Before: the file outside was opened (and listed in skipped). After: the whole TSV is refused,
     naming it, the line and the entry, before any embedding."""
     (tmp_path / "outside.wav").write_bytes(b"x")
     audio, splits = _jamendo(tmp_path, b"track_1\ta\tb\t" + entry.encode() + b"\t3.0\tgenre---rock\r\n")
+    (audio / "01" / "link.mp3").symlink_to(tmp_path / "outside.wav")
     assert ev.main(_jamendo_argv(audio, splits, tmp_path)) == 2
-    assert _one_error_line(capsys) == (f"error: {splits / 'autotagging_genre-train.tsv'}:2: entry {entry!r} is "
-                                       f"outside {audio}")
+    assert _one_error_line(capsys) == (f"error: {splits / 'autotagging_genre-train.tsv'}:2: entry {entry!r} "
+                                       f"{how.format(audio=audio)}; refused")
     assert fake.calls == 0
 
 
@@ -100,8 +106,8 @@ def test_gtzan_entry_outside_the_audio_folder_refuses_the_list(gtzan, tmp_path, 
         assert ev.main(_gtzan_argv(root, splits, tmp_path)) == 2
     finally:
         (root / "...wav").unlink()
-    assert _one_error_line(capsys) == (f"error: {splits / 'train_filtered.txt'}:2: entry {entry!r} is outside "
-                                       f"{root / 'genres'}")
+    assert _one_error_line(capsys) == (f"error: {splits / 'train_filtered.txt'}:2: entry {entry!r} points outside "
+                                       f"{root / 'genres'} (absolute or with '..'); refused")
     assert fake.calls == 0
 
 
