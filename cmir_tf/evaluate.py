@@ -40,7 +40,7 @@ from cmir_tf.fileio import require_output_dir, write_json
 from cmir_tf.gtzan import evaluate_gtzan_split, read_gtzan
 from cmir_tf.jamendo import evaluate_jamendo_splits, read_jamendo_categories
 from cmir_tf.playlists import evaluate_playlist_task, major_genre_labels, read_playlist_task
-from cmir_tf.report import REPORT_FILES, markdown, mean_std, write_report
+from cmir_tf.report import WRITTEN_FILES, markdown, mean_std, write_report
 
 __all__ = ["evaluate_models", "read_datasets", "skipped_files", "build_arg_parser", "flag_pair", "run", "main"]
 
@@ -69,7 +69,7 @@ def evaluate_models(models: list[Model], *, gtzan=None, jamendo=None, playlists=
     if not (gtzan or jamendo or playlists):
         raise ConfigError("evaluate_models: give at least one dataset (gtzan, jamendo or playlists)")
     if out_dir is not None:
-        require_output_dir(out_dir, "report folder", files=REPORT_FILES)
+        require_output_dir(out_dir, "report folder", files=WRITTEN_FILES)
     data = read_datasets(gtzan=gtzan, jamendo=jamendo, playlists=playlists, categories=categories)
     report = {"params": dataclasses.asdict(params), "models": {m.name: m.key for m in models}}
     maps = {}
@@ -213,7 +213,7 @@ def _run_all(args, params: Params, cache, cats) -> dict:
 def _check_outputs(args) -> None:
     """--out and --cache can take files: checked (and created) before any model or dataset is read."""
     if args.out:
-        files = REPORT_FILES if args.task == "all" else (f"{args.task}.json",)
+        files = WRITTEN_FILES if args.task == "all" else (f"{args.task}.json",)
         require_output_dir(args.out, "--out", files=files)
     if not args.no_cache:
         require_output_dir(args.cache, "--cache")

@@ -14,13 +14,6 @@ naming the destination (not the temporary name) and leaves no temporary file.
 Reading: :func:`read_json` and :func:`load_npy` turn every way a data file can be broken (missing,
 not JSON, nested too deeply, pickled, wrong shape or dtype) into a one-line
 :class:`~cmir_tf.errors.DataError` naming the file; ``.npy`` files are never unpickled.
-
-Paths from data: :func:`inside` is the one check that a name read from a data file (a shard listed in
-a manifest, a file named in a split list) stays inside the folder it belongs to.
-
-Output locations: :func:`require_output_dir` / :func:`require_output_file` create an output's folder
-and write to it once before any work, so a file in the way or a folder that cannot be written is
-reported before hours of work, not after.
 """
 from __future__ import annotations
 
@@ -114,76 +107,6 @@ def save_npy(path, arr) -> None:
     buf = io.BytesIO()
     np.save(buf, np.asarray(arr), allow_pickle=False)
     atomic_write_bytes(path, buf.getvalue())
-
-
-# --------------------------------------------------------------------------- output locations
-def _where(path: str, what: str) -> str:
-    return f"{what} {path}" if what else path
-
-
-def _no_file_in_the_way(path: str, where: str, named: str) -> None:
-    """The nearest existing one of ``path`` and its parents must be a folder (``named``: the path the
-    message starts with, not repeated)."""
-    target = os.path.abspath(path)
-    for anc in (target, *_parents(target)):
-        if os.path.lexists(anc):
-            if not os.path.isdir(anc):
-                same = anc == os.path.abspath(named)
-                detail = "is a file, not a folder" if same else f"{anc} is a file, not a folder"
-                raise ConfigError(f"{where}: {detail}")
-            return
-
-
-def _parents(path: str):
-    parent = os.path.dirname(path)
-    while parent and parent != path:
-        yield parent
-        path, parent = parent, os.path.dirname(parent)
-
-
-def require_output_dir(path, what: str = "", files=()) -> str:
-    """Check, before any work, that the folder ``path`` can receive outputs; create it (and its parents).
-
-    The check writes and deletes one temporary file (a :func:`temp_path` name) in the folder, so a
-    read-only file system, missing permissions or a full disk show here, not after hours of work. A
-    file where a folder is needed (``path`` or one of its parents), or a folder where one of ``files``
-    (names inside ``path``) is to be written → :class:`~cmir_tf.errors.ConfigError`; a folder that
-    cannot be created or written → :class:`~cmir_tf.errors.StorageError`. ``what`` (e.g. "output
-    folder") starts the message, before the path. Returns the path.
-    """
-    path = os.fspath(path)
-    where = _where(path, what)
-    _writable_dir(path, where, path)
-    for name in files:
-        if os.path.isdir(os.path.join(path, name)):
-            raise ConfigError(f"{where}: {os.path.join(path, name)} is a folder, not a file")
-    return path
-
-
-def require_output_file(path, what: str = "") -> str:
-    """:func:`require_output_dir` for the file ``path``: its folder must take outputs (it is created),
-    ``path`` must not be a folder. Returns the path."""
-    path = os.fspath(path)
-    where = _where(path, what)
-    if os.path.isdir(path):
-        raise ConfigError(f"{where}: is a folder, not a file")
-    _writable_dir(os.path.dirname(os.path.abspath(path)), where, path)
-    return path
-
-
-def _writable_dir(path: str, where: str, named: str) -> None:
-    _no_file_in_the_way(path, where, named)
-    try:
-        os.makedirs(path, exist_ok=True)
-    except OSError as exc:
-        raise StorageError(f"{where}: cannot create the folder {path} ({exc.strerror or exc})") from None
-    probe = temp_path(os.path.join(path, "write-check"))
-    try:
-        with open(probe, "xb"):
-            pass
-        os.unlink(probe)
-    except OSError as exc:
-        raise StorageError(f"{where}: cannot write into the folder {path} ({exc.strerror or exc})") from None
 
 
 def _pid_alive(pid: int) -> bool:
@@ -293,3 +216,74 @@ def load_npy(path, what: str = "array", *, ndim: int | None = None, kind: str | 
         raise DataError(f"{path}: {what} has shape {arr.shape}, expected {ndim} dimension(s)")
     return arr
 
+
+# --------------------------------------------------------------------------------- output locations
+# Checked before any work: a file in the way or a folder that cannot be written is reported before hours
+# of embedding or training, not after.
+def _where(path: str, what: str) -> str:
+    return f"{what} {path}" if what else path
+
+
+def _no_file_in_the_way(path: str, where: str, named: str) -> None:
+    """The nearest existing one of ``path`` and its parents must be a folder (``named``: the path the
+    message starts with, not repeated)."""
+    target = os.path.abspath(path)
+    for anc in (target, *_parents(target)):
+        if os.path.lexists(anc):
+            if not os.path.isdir(anc):
+                same = anc == os.path.abspath(named)
+                detail = "is a file, not a folder" if same else f"{anc} is a file, not a folder"
+                raise ConfigError(f"{where}: {detail}")
+            return
+
+
+def _parents(path: str):
+    parent = os.path.dirname(path)
+    while parent and parent != path:
+        yield parent
+        path, parent = parent, os.path.dirname(parent)
+
+
+def require_output_dir(path, what: str = "", files=()) -> str:
+    """Check, before any work, that the folder ``path`` can receive outputs; create it (and its parents).
+
+    The check writes and deletes one temporary file (a :func:`temp_path` name) in the folder, so a
+    read-only file system, missing permissions or a full disk show here, not after hours of work. A
+    file where a folder is needed (``path`` or one of its parents), or a folder where one of ``files``
+    (names inside ``path``) is to be written → :class:`~cmir_tf.errors.ConfigError`; a folder that
+    cannot be created or written → :class:`~cmir_tf.errors.StorageError`. ``what`` (e.g. "output
+    folder") starts the message, before the path. Returns the path.
+    """
+    path = os.fspath(path)
+    where = _where(path, what)
+    _writable_dir(path, where, path)
+    for name in files:
+        if os.path.isdir(os.path.join(path, name)):
+            raise ConfigError(f"{where}: {os.path.join(path, name)} is a folder, not a file")
+    return path
+
+
+def require_output_file(path, what: str = "") -> str:
+    """:func:`require_output_dir` for the file ``path``: its folder must take outputs (it is created),
+    ``path`` must not be a folder. Returns the path."""
+    path = os.fspath(path)
+    where = _where(path, what)
+    if os.path.isdir(path):
+        raise ConfigError(f"{where}: is a folder, not a file")
+    _writable_dir(os.path.dirname(os.path.abspath(path)), where, path)
+    return path
+
+
+def _writable_dir(path: str, where: str, named: str) -> None:
+    _no_file_in_the_way(path, where, named)
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as exc:
+        raise StorageError(f"{where}: cannot create the folder {path} ({exc.strerror or exc})") from None
+    probe = temp_path(os.path.join(path, "write-check"))
+    try:
+        with open(probe, "xb"):
+            pass
+        os.unlink(probe)
+    except OSError as exc:
+        raise StorageError(f"{where}: cannot write into the folder {path} ({exc.strerror or exc})") from None

@@ -18,10 +18,10 @@ import numpy as np
 from cmir_tf.constants import JAMENDO_CATEGORIES
 from cmir_tf.fileio import atomic_path, atomic_write_text, require_output_dir, write_json
 
-__all__ = ["PAPER", "REPORT_FILES", "canonical_name", "mean_std", "markdown", "write_report"]
+__all__ = ["PAPER", "WRITTEN_FILES", "canonical_name", "mean_std", "markdown", "write_report"]
 
 REPORT_JSON, REPORT_MD, TASKS_PNG, MAP_PNG = "report.json", "report.md", "tasks.png", "embedding_map.png"
-REPORT_FILES = (REPORT_JSON, REPORT_MD, TASKS_PNG, MAP_PNG)  # what write_report may write into its folder
+WRITTEN_FILES = (REPORT_JSON, REPORT_MD, TASKS_PNG, MAP_PNG)  # every file write_report may write
 
 # The paper's Tables 1–3 (Ferraro et al. 2021), for comparison in the report.
 PAPER = {
@@ -172,7 +172,7 @@ def write_report(report: dict, out_dir, maps: dict | None = None) -> dict:
     ``maps``: ``{model name: (dataset name, [(test embedding (D,), label)])}`` for ``embedding_map.png``.
     Returns ``report`` with ``plots`` (the image paths) added.
     """
-    out = Path(require_output_dir(out_dir, "report folder", files=REPORT_FILES))
+    out = Path(require_output_dir(out_dir, "report folder", files=WRITTEN_FILES))
     report["plots"] = _plots(report, maps or {}, out)
     write_json(out / REPORT_JSON, report, indent=1)
     atomic_write_text(out / REPORT_MD, markdown(report))
