@@ -121,3 +121,10 @@ def test_index_location_is_checked_before_the_folder_is_read(built, tmp_path, ca
     (tmp_path / "d").mkdir()
     assert main([str(emb), "--id", "t00", "--index", str(tmp_path / "d")]) == 2
     assert capsys.readouterr().err == f"error: index file {tmp_path / 'd'}: is a folder, not a file\n"
+
+
+def test_zero_trees_is_refused(built, capsys):
+    """Before: an index of no trees was built and answered nothing, with exit code 0."""
+    assert main([str(built[0]), "--id", "t00", "--trees", "0"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err == "error: the number of annoy trees must be at least 1, got 0\n"
