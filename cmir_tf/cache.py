@@ -7,8 +7,9 @@ SavedModel's graph and weight files: a retrained export gets a new key).
 
 :class:`EmbeddingCache` stores one ``.npy`` per input file at ``ROOT/<model key>/<dataset>/<xx>/<hash>.npy``
 (``ROOT`` defaults to :data:`DEFAULT_CACHE`); the hash covers the input's absolute path, size and
-modification time, so a changed file is embedded again. Entries are written atomically; a damaged
-entry is recomputed. Unreadable inputs are skipped and reported, never fatal.
+modification time, so a changed file is embedded again. The cache folder is created and checked for
+writing when the cache is made (before any embedding); entries are written atomically; a damaged entry
+is recomputed. Unreadable inputs are skipped and reported, one stderr line each, never fatal.
 """
 from __future__ import annotations
 
@@ -21,9 +22,9 @@ from typing import Callable
 
 import numpy as np
 
-from cmir_tf.errors import CmirError, DataError
+from cmir_tf.errors import CmirError, DataError, StorageError
 from cmir_tf.exportdir import SAVED_MODEL_PB, find_saved_model
-from cmir_tf.fileio import save_npy
+from cmir_tf.fileio import require_output_dir, save_npy
 
 __all__ = ["DEFAULT_CACHE", "Model", "load_model", "model_fingerprint", "EmbeddingCache"]
 
@@ -88,12 +89,16 @@ def load_model(name: str, export_dir: str | os.PathLike) -> Model:
 class EmbeddingCache:
     """``model.embed(path)`` memoised on disk at ``root/<model key>/<dataset>/<xx>/<hash>.npy``.
 
-    ``root=None`` keeps nothing on disk. ``misses`` counts the files embedded (not read back).
+    ``root=None`` keeps nothing on disk; else the folder is created now and must take files (a
+    ``ConfigError`` / ``StorageError`` naming it, see :func:`cmir_tf.fileio.require_output_dir`).
+    ``misses`` counts the files embedded (not read back).
     """
 
     def __init__(self, model: Model, root: str | os.PathLike | None, dataset: str):
         self.model = model
         self.dir = None if root is None else Path(root) / model.key / dataset
+        if self.dir is not None:
+            require_output_dir(self.dir, "embedding cache folder")
         self.misses = 0
 
     def _entry(self, path: str) -> Path | None:
@@ -134,7 +139,9 @@ class EmbeddingCache:
 
         Cached files are read back; the others go through ``model.embed_many`` (batched) when the model
         has it, else one by one. A file that cannot be read (a :class:`CmirError`, ``OSError`` or
-        ``ValueError``) is skipped and reported, not fatal: real collections hold a few broken files.
+        ``ValueError``) is skipped, not fatal: real collections hold a few broken files. Each skipped
+        file is one stderr line ``<desc>: skipped <path>: <reason>`` and one ``{path, reason}`` entry
+        (``reason`` on one line, naming the file).
         """
         from tqdm.auto import tqdm
 
@@ -143,7 +150,7 @@ class EmbeddingCache:
             try:
                 entry = self._entry(os.path.abspath(os.fspath(p)))
             except DataError as e:
-                skipped.append({"path": str(p), "reason": str(e)})
+                skipped.append(_skip(p, e, desc))
                 continue
             arr = self._load(entry)
             if arr is None:
@@ -155,14 +162,13 @@ class EmbeddingCache:
                 if error is None:
                     try:
                         out[p] = self._store(entry, arr, p)
+                    except StorageError:
+                        raise  # the cache cannot be written (disk full): not this input's fault
                     except _SKIPPABLE as e:
                         error = e
                 if error is not None:  # the embedder could not read this file, or returned garbage
-                    skipped.append({"path": str(p), "reason": str(error)})
+                    skipped.append(_skip(p, error, desc, bar))
                 bar.update()
-        if skipped:
-            print(f"{desc}: skipped {len(skipped)} unreadable file(s), e.g. {skipped[0]['path']}: "
-                  f"{skipped[0]['reason']}", file=sys.stderr)
         return out, skipped
 
     def _embed_todo(self, paths):
@@ -177,6 +183,19 @@ class EmbeddingCache:
                 yield self.model.embed(p), None
             except _SKIPPABLE as e:
                 yield None, e
+
+
+def _skip(path, error, desc: str, bar=None) -> dict:
+    """A skipped file's record; its one stderr line is printed now (above the progress bar)."""
+    reason = " ".join(str(error).split()) or type(error).__name__
+    if str(path) not in reason:
+        reason = f"{path}: {reason}"
+    line = f"{desc}: skipped {reason}"
+    if bar is not None:
+        bar.write(line, file=sys.stderr)
+    else:
+        print(line, file=sys.stderr, flush=True)
+    return {"path": str(path), "reason": reason}
 
 
 def _check_patches(arr, path) -> np.ndarray:

@@ -4,6 +4,9 @@
   records it as ``params``).
 - :func:`require_dir` / :func:`require_files` — a dataset folder or the files a split lists must exist;
   the message names the folder or the files (up to five), never a command-line flag.
+- :func:`read_lines` — a dataset's text file (split list, TSV) as numbered lines: UTF-8 (a leading
+  byte-order mark dropped), LF, CRLF or CR line ends in any mix; bytes that are not UTF-8 are refused
+  with the file and the line named.
 - :func:`summary` — ``{"mean", "std", "runs"}`` over repeated classifier runs (numpy's population std).
 
 This module sits below the protocols and imports none of them.
@@ -17,7 +20,7 @@ import numpy as np
 
 from cmir_tf.errors import ConfigError, DataError
 
-__all__ = ["Params", "require_dir", "require_files", "summary"]
+__all__ = ["Params", "require_dir", "require_files", "read_lines", "summary"]
 
 
 @dataclass
@@ -60,6 +63,30 @@ def require_files(paths, what: str) -> None:
     if missing:
         more = f" (and {len(missing) - 5} more)" if len(missing) > 5 else ""
         raise DataError(f"{len(missing)} {what} missing: {', '.join(missing[:5])}{more}")
+
+
+def read_lines(path, what: str) -> list[tuple[int, str]]:
+    """``[(line number from 1, text without its line end)]`` of a text file; any fault → ``DataError``
+    naming the file (and the line): missing, a folder, unreadable, not UTF-8."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        raise DataError(f"{path}: {what} is missing") from None
+    except IsADirectoryError:
+        raise DataError(f"{path}: {what} is a folder, not a file") from None
+    except OSError as e:
+        raise DataError(f"{path}: cannot read the {what} ({e.strerror or e})") from None
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    lines = []
+    for n, raw in enumerate(data.splitlines(), 1):  # bytes: splits on LF, CRLF and CR only
+        try:
+            lines.append((n, raw.decode("utf-8")))
+        except UnicodeDecodeError as e:
+            raise DataError(f"{path}:{n}: {what} is not UTF-8 text (byte {e.start + 1} of the line is "
+                            f"0x{raw[e.start]:02x})") from None
+    return lines
 
 
 def summary(values) -> dict:

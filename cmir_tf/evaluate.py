@@ -15,8 +15,14 @@ and the CLI, which runs one protocol for one export folder or ``all`` of them fo
 
 A single task prints a one-line summary and, with ``--out``, writes ``OUT/<task>.json`` (``{"model",
 "params", "result"}``); ``all`` prints the report's markdown and, with ``--out``, writes ``report.json``,
-``report.md``, ``tasks.png`` and ``embedding_map.png``. Errors a user can cause end as one ``error:`` line
-with exit code 2 (``cmir_tf.cli``).
+``report.md``, ``tasks.png`` and ``embedding_map.png``.
+
+Order of work: the output locations (``--out``, ``--cache``) are checked first (created, written to
+once), then the models are found, then every dataset list is read and checked, and only then is
+anything embedded — so a bad flag, folder or list costs seconds, not hours. Errors a user can cause end
+as one ``error:`` line with exit code 2 (``cmir_tf.cli``). An input file that cannot be decoded is
+skipped with one ``skipped`` line on stderr, listed under ``skipped`` in the results and counted in the
+summary; the run then exits with code 1 (results are partial), else 0.
 """
 from __future__ import annotations
 
@@ -29,14 +35,23 @@ from cmir_tf import cli
 from cmir_tf.cache import DEFAULT_CACHE, Model, load_model
 from cmir_tf.constants import JAMENDO_CATEGORIES
 from cmir_tf.downstream import Params
-from cmir_tf.errors import ConfigError
-from cmir_tf.fileio import write_json
-from cmir_tf.gtzan import evaluate_gtzan
-from cmir_tf.jamendo import evaluate_jamendo
-from cmir_tf.playlists import evaluate_playlists, major_genre_labels
-from cmir_tf.report import markdown, mean_std, write_report
+from cmir_tf.errors import EXIT_OK, EXIT_PARTIAL, ConfigError
+from cmir_tf.fileio import require_output_dir, write_json
+from cmir_tf.gtzan import evaluate_gtzan_split, read_gtzan
+from cmir_tf.jamendo import evaluate_jamendo_splits, read_jamendo_categories
+from cmir_tf.playlists import evaluate_playlist_task, major_genre_labels, read_playlist_task
+from cmir_tf.report import WRITTEN_FILES, markdown, mean_std, write_report
 
-__all__ = ["evaluate_models", "build_arg_parser", "flag_pair", "run", "main"]
+__all__ = ["evaluate_models", "read_datasets", "skipped_files", "build_arg_parser", "flag_pair", "run", "main"]
+
+
+def read_datasets(*, gtzan=None, jamendo=None, playlists=None, categories=JAMENDO_CATEGORIES) -> dict:
+    """Read and check every dataset given (lists, TSVs, playlists; no audio is decoded) → ``{"gtzan":
+    split, "jamendo": {category: split}, "playlists": task}`` for those given. Any fault in any of them
+    is raised here, before anything is embedded."""
+    return {**({"gtzan": read_gtzan(*gtzan)} if gtzan else {}),
+            **({"jamendo": read_jamendo_categories(*jamendo, categories)} if jamendo else {}),
+            **({"playlists": read_playlist_task(*playlists)} if playlists else {})}
 
 
 def evaluate_models(models: list[Model], *, gtzan=None, jamendo=None, playlists=None, out_dir=None,
@@ -44,27 +59,28 @@ def evaluate_models(models: list[Model], *, gtzan=None, jamendo=None, playlists=
     """Every model on every dataset given: ``gtzan=(dir, splits)``, ``jamendo=(dir, splits)``,
     ``playlists=(prepared dir, melon dir)``; with ``out_dir`` the report (Tables 1–3, plots) is written.
 
-    The embedding map shows each model's GTZAN test tracks by genre, else (playlists only) its Melon test
-    songs by their first major genre."""
+    The report folder and every dataset are checked (:func:`read_datasets`) before the first model
+    embeds anything. The embedding map shows each model's GTZAN test tracks by genre, else (playlists
+    only) its Melon test songs by their first major genre."""
     if not models:
         raise ConfigError("evaluate_models: give at least one model")
     if len({m.name for m in models}) != len(models):
         raise ConfigError(f"model names must be unique, got {', '.join(m.name for m in models)}")
     if not (gtzan or jamendo or playlists):
         raise ConfigError("evaluate_models: give at least one dataset (gtzan, jamendo or playlists)")
+    if out_dir is not None:
+        require_output_dir(out_dir, "report folder", files=WRITTEN_FILES)
+    data = read_datasets(gtzan=gtzan, jamendo=jamendo, playlists=playlists, categories=categories)
     report = {"params": dataclasses.asdict(params), "models": {m.name: m.key for m in models}}
     maps = {}
     for m in models:
         keep = {}
-        if gtzan:
-            report.setdefault("gtzan", {})[m.name] = evaluate_gtzan(*gtzan, m, params=params, cache_dir=cache_dir,
-                                                                    keep_embeddings=keep)
-        if jamendo:
-            report.setdefault("jamendo", {})[m.name] = evaluate_jamendo(
-                *jamendo, m, categories=categories, params=params, cache_dir=cache_dir)
-        if playlists:
-            report.setdefault("playlists", {})[m.name] = evaluate_playlists(
-                *playlists, m, params=params, cache_dir=cache_dir, keep_embeddings=keep)
+        for task, run_task in (("gtzan", evaluate_gtzan_split), ("jamendo", evaluate_jamendo_splits),
+                               ("playlists", evaluate_playlist_task)):
+            if task in data:
+                extra = {} if task == "jamendo" else {"keep_embeddings": keep}
+                report.setdefault(task, {})[m.name] = run_task(data[task], m, params=params, cache_dir=cache_dir,
+                                                               **extra)
         if "gtzan" in keep:
             maps[m.name] = ("GTZAN", keep["gtzan"])
         elif "melon" in keep:
@@ -72,6 +88,14 @@ def evaluate_models(models: list[Model], *, gtzan=None, jamendo=None, playlists=
     if out_dir is not None:
         write_report(report, out_dir, maps)
     return report
+
+
+def skipped_files(result) -> list[dict]:
+    """Every ``{path, reason}`` listed under a ``skipped`` key of a task result or a report."""
+    if isinstance(result, dict):
+        found = list(result.get("skipped", [])) if isinstance(result.get("skipped"), list) else []
+        return found + [s for k, v in result.items() if k != "skipped" for s in skipped_files(v)]
+    return []
 
 
 # ------------------------------------------------------------------------------------------------ CLI
@@ -186,48 +210,66 @@ def _run_all(args, params: Params, cache, cats) -> dict:
     return evaluate_models(models, **datasets, out_dir=args.out, params=params, cache_dir=cache, categories=cats)
 
 
+def _check_outputs(args) -> None:
+    """--out and --cache can take files: checked (and created) before any model or dataset is read."""
+    if args.out:
+        files = WRITTEN_FILES if args.task == "all" else (f"{args.task}.json",)
+        require_output_dir(args.out, "--out", files=files)
+    if not args.no_cache:
+        require_output_dir(args.cache, "--cache")
+
+
 def run(args) -> dict:
     """Run the parsed command; returns the results (also written under ``--out`` when given)."""
     params = _params(args)
+    _check_outputs(args)
     cache = None if args.no_cache else args.cache
     cats = [c.strip() for c in args.categories.split(",") if c.strip()] if hasattr(args, "categories") else None
     if args.task == "all":
         return _run_all(args, params, cache, cats)
     model = load_model(Path(args.model).name or "model", args.model)
     if args.task == "gtzan":
-        result = evaluate_gtzan(args.gtzan, args.splits, model, params=params, cache_dir=cache)
+        result = evaluate_gtzan_split(read_gtzan(args.gtzan, args.splits), model, params=params, cache_dir=cache)
     elif args.task == "jamendo":
-        result = evaluate_jamendo(args.jamendo, args.splits, model, categories=cats, params=params, cache_dir=cache)
+        result = evaluate_jamendo_splits(read_jamendo_categories(args.jamendo, args.splits, cats), model,
+                                         params=params, cache_dir=cache)
     else:
-        result = evaluate_playlists(args.data, args.melon, model, params=params, cache_dir=cache)
+        result = evaluate_playlist_task(read_playlist_task(args.data, args.melon), model, params=params,
+                                        cache_dir=cache)
     if args.out:
-        Path(args.out).mkdir(parents=True, exist_ok=True)
         write_json(Path(args.out) / f"{args.task}.json", {"model": args.model, "params": dataclasses.asdict(params),
                                                           "result": result}, indent=1)
     return result
 
 
 def _print_summary(task: str, result: dict) -> None:
+    n_skipped = len({s["path"] for s in skipped_files(result)})
+    skipped = f", {n_skipped} unreadable file(s) skipped" if n_skipped else ""
     if task == "gtzan":
         print(f"GTZAN accuracy: {mean_std(result, 2)} % over {len(result['runs'])} runs, "
-              f"{result['n_test_tracks']} test tracks")
+              f"{result['n_test_tracks']} test tracks{skipped}")
     elif task == "jamendo":
         for cat, r in result.items():
             if isinstance(r, dict):
-                print(f"MTG-Jamendo {cat}: macro ROC-AUC {mean_std(r, 3)} ({r['n_tags_evaluated']}/{r['n_tags']} tags)")
+                print(f"MTG-Jamendo {cat}: macro ROC-AUC {mean_std(r, 3)} ({r['n_tags_evaluated']}/{r['n_tags']} "
+                      f"tags){skipped}")
     elif task == "playlists":
         print(f"playlists: nDCG@{result['k']} {result['ndcg']:.4f}, MAP@{result['k']} {result['map']:.4f} "
               f"(random {result['random']['ndcg']:.4f} / {result['random']['map']:.4f}) "
-              f"over {result['n_playlists']} playlists")
+              f"over {result['n_playlists']} playlists{skipped}")
     else:
         print(markdown(result), end="")
+    if n_skipped:
+        print(f"{n_skipped} unreadable input file(s) skipped (each named above); the results are partial "
+              f"(exit code {EXIT_PARTIAL})", file=sys.stderr)
 
 
 @cli.command
 def main(argv=None) -> int:
     args = build_arg_parser().parse_args(argv)
-    _print_summary(args.task, run(args))
-    return 0
+    result = run(args)
+    _print_summary(args.task, result)
+    return EXIT_PARTIAL if skipped_files(result) else EXIT_OK
 
 
 if __name__ == "__main__":

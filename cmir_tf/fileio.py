@@ -27,7 +27,7 @@ import secrets
 
 import numpy as np
 
-from .errors import DataError, StorageError
+from .errors import ConfigError, DataError, StorageError
 
 TMP_PREFIX = ".cmir-tmp-"
 _TMP_RE = re.compile(r"^\.cmir-tmp-(\d+)-[0-9a-f]+-")
@@ -144,6 +144,25 @@ def remove_stale_temps(folder) -> list[str]:
 
 
 # ------------------------------------------------------------------------------------------ reading
+def inside(folder, name, source, entry: str = "entry") -> str:
+    """``folder/name`` for a ``name`` read from the data file ``source``, checked to stay inside ``folder``.
+
+    Refused (``DataError`` naming ``source``, the entry and the reason): a name that is not a non-empty
+    string, an absolute path, one with a ``..`` component, or one that resolves (symbolic links
+    followed) outside ``folder``.
+    """
+    where = f"{os.fspath(source)}: {entry} {name!r}"
+    if not isinstance(name, str) or not name or "\0" in name:
+        raise DataError(f"{where} is not a file name")
+    if os.path.isabs(name) or ".." in name.replace("\\", "/").split("/"):
+        raise DataError(f"{where} points outside {os.fspath(folder)} (absolute or with '..'); refused")
+    path = os.path.join(os.fspath(folder), name)
+    root = os.path.realpath(folder)
+    if os.path.commonpath([root, os.path.realpath(path)]) != root:
+        raise DataError(f"{where} resolves outside {os.fspath(folder)} (a symbolic link); refused")
+    return path
+
+
 def read_json(path, what: str = "JSON file"):
     """Parse a JSON file → its value; any fault → ``DataError("<path>: <reason>")``."""
     path = os.fspath(path)
@@ -197,3 +216,75 @@ def load_npy(path, what: str = "array", *, ndim: int | None = None, kind: str | 
     if ndim is not None and arr.ndim != ndim:
         raise DataError(f"{path}: {what} has shape {arr.shape}, expected {ndim} dimension(s)")
     return arr
+
+
+# --------------------------------------------------------------------------------- output locations
+# Checked before any work: a file in the way or a folder that cannot be written is reported before hours
+# of embedding or training, not after.
+def _where(path: str, what: str) -> str:
+    return f"{what} {path}" if what else path
+
+
+def _no_file_in_the_way(path: str, where: str, named: str) -> None:
+    """The nearest existing one of ``path`` and its parents must be a folder (``named``: the path the
+    message starts with, not repeated)."""
+    target = os.path.abspath(path)
+    for anc in (target, *_parents(target)):
+        if os.path.lexists(anc):
+            if not os.path.isdir(anc):
+                same = anc == os.path.abspath(named)
+                detail = "is a file, not a folder" if same else f"{anc} is a file, not a folder"
+                raise ConfigError(f"{where}: {detail}")
+            return
+
+
+def _parents(path: str):
+    parent = os.path.dirname(path)
+    while parent and parent != path:
+        yield parent
+        path, parent = parent, os.path.dirname(parent)
+
+
+def require_output_dir(path, what: str = "", files=()) -> str:
+    """Check, before any work, that the folder ``path`` can receive outputs; create it (and its parents).
+
+    The check writes and deletes one temporary file (a :func:`temp_path` name) in the folder, so a
+    read-only file system, missing permissions or a full disk show here, not after hours of work. A
+    file where a folder is needed (``path`` or one of its parents), or a folder where one of ``files``
+    (names inside ``path``) is to be written → :class:`~cmir_tf.errors.ConfigError`; a folder that
+    cannot be created or written → :class:`~cmir_tf.errors.StorageError`. ``what`` (e.g. "output
+    folder") starts the message, before the path. Returns the path.
+    """
+    path = os.fspath(path)
+    where = _where(path, what)
+    _writable_dir(path, where, path)
+    for name in files:
+        if os.path.isdir(os.path.join(path, name)):
+            raise ConfigError(f"{where}: {os.path.join(path, name)} is a folder, not a file")
+    return path
+
+
+def require_output_file(path, what: str = "") -> str:
+    """:func:`require_output_dir` for the file ``path``: its folder must take outputs (it is created),
+    ``path`` must not be a folder. Returns the path."""
+    path = os.fspath(path)
+    where = _where(path, what)
+    if os.path.isdir(path):
+        raise ConfigError(f"{where}: is a folder, not a file")
+    _writable_dir(os.path.dirname(os.path.abspath(path)), where, path)
+    return path
+
+
+def _writable_dir(path: str, where: str, named: str) -> None:
+    _no_file_in_the_way(path, where, named)
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as exc:
+        raise StorageError(f"{where}: cannot create the folder {path} ({exc.strerror or exc})") from None
+    probe = temp_path(os.path.join(path, "write-check"))
+    try:
+        with open(probe, "xb"):
+            pass
+        os.unlink(probe)
+    except OSError as exc:
+        raise StorageError(f"{where}: cannot write into the folder {path} ({exc.strerror or exc})") from None

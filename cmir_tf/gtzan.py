@@ -24,10 +24,11 @@ from pathlib import Path
 import numpy as np
 
 from cmir_tf.cache import EmbeddingCache, Model
-from cmir_tf.downstream import Params, require_dir, require_files, summary
+from cmir_tf.downstream import Params, read_lines, require_dir, require_files, summary
 from cmir_tf.errors import DataError
+from cmir_tf.fileio import inside
 
-__all__ = ["GTZAN_GENRES", "GTZAN_LISTS", "read_gtzan", "gtzan_protocol", "evaluate_gtzan"]
+__all__ = ["GTZAN_GENRES", "GTZAN_LISTS", "read_gtzan", "gtzan_protocol", "evaluate_gtzan", "evaluate_gtzan_split"]
 
 GTZAN_GENRES = ("blues", "classical", "country", "disco", "hiphop", "jazz", "metal", "pop", "reggae", "rock")
 GTZAN_LISTS = {"train": "train_filtered.txt", "valid": "valid_filtered.txt", "test": "test_filtered.txt"}
@@ -52,13 +53,17 @@ def read_gtzan(gtzan_dir, splits_dir) -> dict[str, list[tuple[Path, str]]]:
 
 def _read_list(f: Path, audio: Path) -> list[tuple[Path, str]]:
     items = []
-    for n, line in enumerate(f.read_text(encoding="utf-8").splitlines(), 1):
+    for n, line in read_lines(f, "GTZAN split list"):
         rel = line.strip()
         if not rel:
             continue
+        inside(audio, rel, f"{f}:{n}")
         parts = rel.replace("\\", "/").split("/")
         if len(parts) != 2 or not parts[1].startswith(parts[0] + "."):
             raise DataError(f"{f}:{n}: expected a line like blues/blues.00000.wav, got {rel!r}")
+        if parts[0] not in GTZAN_GENRES:
+            raise DataError(f"{f}:{n}: genre folder {parts[0]!r} is not one of the 10 GTZAN genres "
+                            f"({', '.join(GTZAN_GENRES)})")
         items.append((audio / parts[0] / parts[1], parts[0]))
     if not items:
         raise DataError(f"{f}: GTZAN split list is empty")
@@ -102,19 +107,27 @@ def _vote(clf, patches: np.ndarray):
 
 def evaluate_gtzan(gtzan_dir, splits_dir, model: Model, *, params: Params = Params(),
                    cache_dir=None, keep_embeddings: dict | None = None) -> dict:
-    """Read the GTZAN layout, embed it with ``model`` (cached) and run :func:`gtzan_protocol`.
+    """Read the GTZAN layout (:func:`read_gtzan`), then :func:`evaluate_gtzan_split`."""
+    return evaluate_gtzan_split(read_gtzan(gtzan_dir, splits_dir), model, params=params, cache_dir=cache_dir,
+                                keep_embeddings=keep_embeddings)
 
-    With ``keep_embeddings`` (a dict), ``keep_embeddings["gtzan"]`` receives the test tracks as
-    ``[(mean embedding (D,), genre)]`` (the report's embedding map).
+
+def evaluate_gtzan_split(split: dict, model: Model, *, params: Params = Params(), cache_dir=None,
+                         keep_embeddings: dict | None = None) -> dict:
+    """Embed a :func:`read_gtzan` split with ``model`` (cached) and run :func:`gtzan_protocol`.
+
+    Unreadable files are left out and listed in ``skipped``. With ``keep_embeddings`` (a dict),
+    ``keep_embeddings["gtzan"]`` receives the test tracks as ``[(mean embedding (D,), genre)]`` (the
+    report's embedding map).
     """
-    split = read_gtzan(gtzan_dir, splits_dir)
     embed = EmbeddingCache(model, cache_dir, "gtzan")
     paths = [p for s in ("train", "test") for p, _ in split[s]]
     emb, skipped = embed.embed_all(paths, desc=f"{model.name} gtzan", progress=params.progress)
     train = [(emb[p], g) for p, g in split["train"] if p in emb]
     test = [(emb[p], g) for p, g in split["test"] if p in emb]
     if not train or not test:
-        raise DataError(f"{gtzan_dir}: no readable GTZAN training or test track")
+        raise DataError(f"GTZAN: no readable {'training' if not train else 'test'} track "
+                        f"({len(skipped)} of {len(paths)} files unreadable)")
     if keep_embeddings is not None:
         keep_embeddings["gtzan"] = [(e.mean(axis=0), g) for e, g in test]
     return {**gtzan_protocol(train, test, params), "skipped": skipped, "embedded": embed.misses}

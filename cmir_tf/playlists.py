@@ -35,7 +35,7 @@ from cmir_tf.prepared import PreparedData
 from cmir_tf.similar import SimilarityIndex
 
 __all__ = ["read_prepared_splits", "read_playlist_task", "playlist_protocol", "evaluate_playlists",
-           "major_genre_labels"]
+           "evaluate_playlist_task", "major_genre_labels"]
 
 
 def read_prepared_splits(data_dir) -> dict[str, set[int]]:
@@ -137,12 +137,19 @@ def playlist_protocol(playlists, vectors: dict[int, np.ndarray], test_ids, param
 
 def evaluate_playlists(data_dir, melon_dir, model: Model, *, params: Params = Params(), cache_dir=None,
                        keep_embeddings: dict | None = None) -> dict:
-    """Read the prepared split and Melon's playlists, embed the songs involved (cached), run the protocol.
+    """Read the prepared split and Melon's playlists (:func:`read_playlist_task`), then
+    :func:`evaluate_playlist_task`."""
+    return evaluate_playlist_task(read_playlist_task(data_dir, melon_dir), model, params=params,
+                                  cache_dir=cache_dir, keep_embeddings=keep_embeddings)
+
+
+def evaluate_playlist_task(task: dict, model: Model, *, params: Params = Params(), cache_dir=None,
+                           keep_embeddings: dict | None = None) -> dict:
+    """Embed the songs of a :func:`read_playlist_task` task (cached) and run :func:`playlist_protocol`.
 
     With ``keep_embeddings`` (a dict), ``keep_embeddings["melon"]`` receives the test songs as
     ``[(mean embedding (D,), song id)]`` (see :func:`major_genre_labels`).
     """
-    task = read_playlist_task(data_dir, melon_dir)
     layout = task["layout"]
     songs = sorted(set(task["test_ids"]) | {q for _, qs, _ in task["playlists"] for q in qs})
     embed = EmbeddingCache(model, cache_dir, "melon")

@@ -21,9 +21,12 @@ import numpy as np
 
 from cmir_tf.constants import JAMENDO_CATEGORIES
 from cmir_tf.errors import DataError, ExportError
-from cmir_tf.fileio import atomic_path, atomic_write_text, read_json, write_json
+from cmir_tf.fileio import atomic_path, atomic_write_text, read_json, require_output_dir, write_json
 
-__all__ = ["PAPER", "canonical_name", "mean_std", "markdown", "write_report"]
+__all__ = ["PAPER", "WRITTEN_FILES", "canonical_name", "mean_std", "markdown", "write_report"]
+
+REPORT_JSON, REPORT_MD, TASKS_PNG, MAP_PNG = "report.json", "report.md", "tasks.png", "embedding_map.png"
+WRITTEN_FILES = (REPORT_JSON, REPORT_MD, TASKS_PNG, MAP_PNG)  # every file write_report may write
 
 # The paper's Tables 1–3 (Ferraro et al. 2021), for comparison in the report.
 PAPER = {
@@ -162,9 +165,9 @@ def _plots(report: dict, maps: dict, out: Path) -> list[str]:
     files = []
     panels = _task_panels(report)
     if panels:
-        files.append(_bars(plt, panels, out / "tasks.png"))
+        files.append(_bars(plt, panels, out / TASKS_PNG))
     if maps:
-        files.append(_embedding_maps(plt, maps, out / "embedding_map.png"))
+        files.append(_embedding_maps(plt, maps, out / MAP_PNG))
     return files
 
 
@@ -174,16 +177,15 @@ def write_report(report: dict, out_dir, maps: dict | None = None) -> dict:
     ``maps``: ``{model name: (dataset name, [(test embedding (D,), label)])}`` for ``embedding_map.png``.
     Returns ``report`` with ``plots`` (the image paths) added.
     """
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = Path(require_output_dir(out_dir, "report folder", files=WRITTEN_FILES))
     report["plots"] = _plots(report, maps or {}, out)
-    write_json(out / "report.json", report, indent=1)
-    atomic_write_text(out / "report.md", markdown(report))
+    write_json(out / REPORT_JSON, report, indent=1)
+    atomic_write_text(out / REPORT_MD, markdown(report))
     return report
 
 
 # ------------------------------------------------------------------- figures for a model's metadata
-REPORT_FILES = ("report.json", "gtzan.json", "jamendo.json", "playlists.json")  # evaluate's outputs
+REPORT_FILES = (REPORT_JSON, "gtzan.json", "jamendo.json", "playlists.json")  # evaluate's outputs
 
 def _round(x):
     return float(f"{float(x):.5g}")

@@ -13,7 +13,17 @@ The playlist-continuation protocol (``cmir_tf.playlists``) uses the same :class:
     python -m cmir_tf.similar EMB_DIR --file song.mp3 --model export/ -k 10 --json
 
 The CLI prints ``rank<TAB>score<TAB>id`` lines (or a JSON list of ``{id, score}``); a bad folder, file,
-track id or model folder ends as one ``error:`` line with exit code 2 (``cmir_tf.cli``).
+track id, model folder or index ends as one ``error:`` line with exit code 2 (``cmir_tf.cli``).
+
+A saved index is two files: ``INDEX`` (annoy's own format) and ``INDEX.ids.json`` ``{"dim", "n_trees",
+"seed", "n_items", "ids", "fingerprint" (of the embedding folder), "index_size", "index_sha256",
+"checksum"}``, where ``ids[r]`` is annoy item ``r``, ``index_sha256`` the SHA-256 of ``INDEX`` and
+``checksum`` the SHA-256 of every other field. The index location is checked (its folder created and
+written to) before the embedding folder is read. Loading verifies everything before a query: a
+reordered, edited or truncated ids file, an ``INDEX`` that is not the one the ids file was written with,
+a wrong ``dim``, or an item count that differs from the ids → one ``DataError`` line naming the file,
+never a silently wrong answer; delete both files to rebuild. An index of the same folder built with
+another number of trees is rebuilt.
 """
 from __future__ import annotations
 
@@ -29,7 +39,7 @@ import numpy as np
 
 from cmir_tf import cli
 from cmir_tf.errors import ConfigError, DataError
-from cmir_tf.fileio import atomic_path, load_npy, read_json, write_json
+from cmir_tf.fileio import atomic_path, load_npy, read_json, require_output_file, write_json
 
 __all__ = ["SimilarityIndex", "load_embedding", "load_embedding_folder", "find_similar", "main"]
 
@@ -103,7 +113,7 @@ class SimilarityIndex:
         self.ids = list(ids)
         if len(set(self.ids)) != len(self.ids):
             raise ValueError("ids must be unique")
-        self.search_k = search_k
+        self.search_k, self.n_trees, self.seed = search_k, n_trees, seed
         self._row = {t: r for r, t in enumerate(self.ids)}
         if _annoy is not None:  # a loaded index: (annoy index, dim)
             self._index, self.dim = _annoy
@@ -146,36 +156,101 @@ class SimilarityIndex:
         return self.query(self.vector(track_id), k, exclude=[track_id])
 
     def save(self, path: str | os.PathLike, *, fingerprint: str = "") -> None:
-        """Write ``path`` (annoy file) and ``path.ids.json``, each atomically (the ids file first)."""
+        """Write ``path`` (annoy file) and ``path.ids.json`` (see the module doc), each atomically, the
+        ids file first: an interrupted save leaves a pair that :meth:`load` refuses, never a wrong one."""
         with atomic_path(path) as tmp:
             self._index.save(tmp)  # annoy keeps the saved file memory-mapped; the object stays usable
-            meta = {"dim": self.dim, "ids": self.ids, "fingerprint": fingerprint}
-            write_json(Path(str(path) + ".ids.json"), meta, indent=1)
+            size, digest = _file_sha256(tmp)
+            meta = {"dim": self.dim, "n_trees": self.n_trees, "seed": self.seed, "n_items": len(self.ids),
+                    "ids": self.ids, "fingerprint": fingerprint, "index_size": size, "index_sha256": digest}
+            write_json(_meta_path(path), {**meta, "checksum": _checksum(meta)}, indent=1)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> tuple["SimilarityIndex", str]:
+        """The index saved at ``path`` and its folder fingerprint, verified (see the module doc)."""
         from annoy import AnnoyIndex
 
-        path = Path(path)
-        meta_path = Path(str(path) + ".ids.json")
+        path, meta_path = Path(path), _meta_path(path)
         if not path.is_file() or not meta_path.is_file():
             raise DataError(f"{path}: index file or its {meta_path.name} is missing")
-        meta = read_json(meta_path, "index ids file")
-        index = AnnoyIndex(int(meta["dim"]), "angular")
-        index.load(str(path))
-        ids = meta["ids"]
-        return cls(ids, None, _annoy=(index, int(meta["dim"]))), meta.get("fingerprint", "")
+        meta = _read_meta(meta_path)
+        size, digest = _file_sha256(path)
+        if (size, digest) != (meta["index_size"], meta["index_sha256"]):
+            what = f"has {size} bytes, {meta_path.name} records {meta['index_size']}" if size != meta["index_size"] \
+                else f"content differs from the one {meta_path.name} records"
+            raise DataError(f"{path}: index file {what} (truncated, damaged or replaced){_REBUILD}")
+        index = AnnoyIndex(meta["dim"], "angular")
+        try:
+            index.load(str(path))
+        except OSError as e:
+            raise DataError(f"{path}: not a readable {meta['dim']}-d annoy index ({e}){_REBUILD}") from None
+        if index.get_n_items() != len(meta["ids"]):
+            raise DataError(f"{path}: index holds {index.get_n_items()} items, {meta_path.name} lists "
+                            f"{len(meta['ids'])} ids{_REBUILD}")
+        loaded = cls(meta["ids"], None, n_trees=meta["n_trees"], seed=meta["seed"], _annoy=(index, meta["dim"]))
+        return loaded, meta["fingerprint"]
+
+
+_REBUILD = "; delete the index and its .ids.json to rebuild it"
+_META_TYPES = {"dim": int, "n_trees": int, "seed": int, "n_items": int, "ids": list, "fingerprint": str,
+               "index_size": int, "index_sha256": str, "checksum": str}
+
+
+def _meta_path(path) -> Path:
+    return Path(str(path) + ".ids.json")
+
+
+def _checksum(meta: dict) -> str:
+    fields = {k: meta[k] for k in _META_TYPES if k != "checksum"}
+    return hashlib.sha256(json.dumps(fields, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
+def _file_sha256(path) -> tuple[int, str]:
+    h, size = hashlib.sha256(), 0
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+            size += len(block)
+    return size, h.hexdigest()
+
+
+def _read_meta(meta_path: Path) -> dict:
+    """The ids file, each field of the right type and the checksum right, else one ``DataError`` line."""
+    meta = read_json(meta_path, "index ids file")
+    if not isinstance(meta, dict):
+        raise DataError(f"{meta_path}: index ids file is not a JSON object{_REBUILD}")
+    for key, kind in _META_TYPES.items():
+        if key not in meta:
+            raise DataError(f"{meta_path}: index ids file has no {key!r} (damaged, or written by an older "
+                            f"cmir_tf){_REBUILD}")
+        if not isinstance(meta[key], kind) or isinstance(meta[key], bool):
+            raise DataError(f"{meta_path}: index ids file's {key!r} is not a {kind.__name__}{_REBUILD}")
+    if meta["checksum"] != _checksum(meta):
+        raise DataError(f"{meta_path}: ids or settings do not match their checksum (edited, reordered or "
+                        f"damaged){_REBUILD}")
+    ids = meta["ids"]
+    if meta["dim"] < 1 or meta["n_items"] != len(ids) or not all(isinstance(i, (str, int)) for i in ids) \
+            or len(set(ids)) != len(ids):
+        raise DataError(f"{meta_path}: index ids file is inconsistent (dim {meta['dim']}, {meta['n_items']} "
+                        f"items, {len(meta['ids'])} ids){_REBUILD}")
+    return meta
 
 
 def open_index(folder: str | os.PathLike, index_path: str | os.PathLike | None = None, *,
                n_trees: int = DEFAULT_TREES, seed: int = 0) -> SimilarityIndex:
-    """Index of an embedding folder; with ``index_path`` reuse it while the folder is unchanged, else (re)build it."""
+    """Index of an embedding folder; with ``index_path`` reuse it while the folder and ``n_trees`` are
+    unchanged, else (re)build it. ``index_path``'s folder is checked for writing before any work."""
     folder = Path(folder)
+    if index_path is not None:
+        require_output_file(index_path, "index file")
     if index_path is not None and Path(index_path).exists():
         index, fingerprint = SimilarityIndex.load(index_path)
-        if fingerprint == _folder_fingerprint(folder):
+        changed = fingerprint != _folder_fingerprint(folder)
+        if not changed and index.n_trees == n_trees:
             return index
-        print(f"{index_path}: {folder} changed since the index was built; rebuilding", file=sys.stderr)
+        why = f"{folder} changed since the index was built" if changed else \
+            f"the index has {index.n_trees} trees, {n_trees} asked"
+        print(f"{index_path}: {why}; rebuilding", file=sys.stderr)
     ids, vectors = load_embedding_folder(folder)
     index = SimilarityIndex(ids, vectors, n_trees=n_trees, seed=seed)
     if index_path is not None:
@@ -206,6 +281,8 @@ def find_similar(folder: str | os.PathLike, *, track_id: str | None = None, file
         raise ConfigError("give exactly one of a track id or a file")
     if k < 1:
         raise ConfigError(f"k must be at least 1, got {k}")
+    if n_trees < 1:
+        raise ConfigError(f"the number of annoy trees must be at least 1, got {n_trees}")
     index = open_index(folder, index_path, n_trees=n_trees)
     if track_id is not None:
         return index.query_id(_resolve_id(index, track_id), k)
