@@ -369,8 +369,9 @@ def report_files(tmp_path_factory):
     gtzan, jamendo, playlists = _report_results()
     folder = tmp_path_factory.mktemp("reports")
     models = [EV.Model("contr_g", None, "k1"), EV.Model("contr_cf", None, "k2")]
-    fakes = {"evaluate_gtzan": gtzan, "evaluate_jamendo": jamendo, "evaluate_playlists": playlists}
+    fakes = {"evaluate_gtzan_split": gtzan, "evaluate_jamendo_splits": jamendo, "evaluate_playlist_task": playlists}
     with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(EV, "read_datasets", lambda **k: {task: None for task in ("gtzan", "jamendo", "playlists")})
         for fn, result in fakes.items():
             mp.setattr(EV, fn, lambda *a, _r=result, **k: dict(_r))
         report = EV.evaluate_models(models, gtzan=("g", "s"), jamendo=("j", "s"), playlists=("p", "m"))
