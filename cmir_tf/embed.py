@@ -26,6 +26,7 @@ import sys
 import numpy as np
 import tensorflow as tf
 
+from cmir_tf import audio
 from cmir_tf import constants as C
 from cmir_tf import frontend
 from cmir_tf.errors import CmirError, ConfigError, DataError, ExportError
@@ -106,13 +107,13 @@ class Embedder:
             from cmir_tf import melon
 
             return melon.load_mel(path)
-        if ext in frontend.AUDIO_EXTENSIONS:
-            wave = frontend.load_audio(path)
+        if ext in audio.AUDIO_EXTENSIONS:
+            wave = audio.load_audio(path)
             if wave.size == 0:
                 raise DataError(f"{path}: no audio samples")
             return self._mel(tf.constant(wave)).numpy()
         raise DataError(f"{path}: unsupported file type {ext or '(none)'!r}; expected audio "
-                        f"({' '.join(frontend.AUDIO_EXTENSIONS)}) or a Melon mel .npy")
+                        f"({' '.join(audio.AUDIO_EXTENSIONS)}) or a Melon mel .npy")
 
     def embed_file(self, path):
         """Audio file or Melon mel `.npy` → (patch embeddings (P, D), mean (D,))."""
@@ -184,7 +185,7 @@ def _check_mel(mel, where):
 # ------------------------------------------------------------------------------------------- CLI
 def collect_inputs(inputs):
     """Command-line INPUTS (files or folders) → [(path, output id)]; folders are walked recursively."""
-    exts = MEL_EXTENSIONS + frontend.AUDIO_EXTENSIONS
+    exts = MEL_EXTENSIONS + audio.AUDIO_EXTENSIONS
     found = []
     for arg in inputs:
         arg = os.fspath(arg)

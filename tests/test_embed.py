@@ -98,10 +98,10 @@ def test_embed_file_reads_melon_npy_and_audio_like_the_exported_front_end(model,
     _write_wav(tmp_path / "a.wav", 9.0, 0)
     patches, mean = emb.embed_file(tmp_path / "a.wav")
     # the SavedModel's embed_waveform signature: the front end inside the exported graph
-    from cmir_tf import frontend
+    from cmir_tf import audio
 
     sm = tf.saved_model.load(os.path.join(str(out), "saved_model", "2"))
-    r = sm.signatures["embed_waveform"](waveform=tf.constant(frontend.load_audio(tmp_path / "a.wav")))
+    r = sm.signatures["embed_waveform"](waveform=tf.constant(audio.load_audio(tmp_path / "a.wav")))
     assert patches.shape == (2, 128)  # 9 s → 564 frames → 2 patches
     np.testing.assert_allclose(patches, r["embeddings"].numpy(), atol=1e-4, rtol=0)
     np.testing.assert_allclose(mean, r["mean"].numpy(), atol=1e-4, rtol=0)
