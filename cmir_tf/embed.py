@@ -22,6 +22,7 @@ import concurrent.futures
 import os
 import re
 import sys
+import threading
 
 import numpy as np
 import tensorflow as tf
@@ -32,6 +33,9 @@ from cmir_tf import frontend
 from cmir_tf.errors import CmirError, ConfigError, DataError, ExportError
 
 DEFAULT_BATCH_SIZE = 64
+READ_WORKERS = 2  # threads reading files in embed_files
+PREFETCH_FILES = 8  # files read ahead of the model
+READER_NICE = 0  # how much lower the reading threads' scheduling priority is (Linux)
 MEL_EXTENSIONS = (".npy",)
 _VERSION_RE = re.compile(r"^[0-9]+$")
 
@@ -98,6 +102,10 @@ class Embedder:
         emb = self.embed_patches(mel_patches(mel))
         return emb, emb.mean(axis=0)
 
+    def mel(self, waveform):
+        """16 kHz mono float32 waveform → its (n_frames, 48) mel (`frontend.melspectrogram`)."""
+        return self._mel(tf.constant(np.asarray(waveform, np.float32))).numpy()
+
     # ----------------------------------------------------------------------------------- files
     def load_mel(self, path):
         """An input file → its (n_frames, 48) mel: Melon `.npy` as stored, audio through the front end."""
@@ -111,7 +119,7 @@ class Embedder:
             wave = audio.load_audio(path)
             if wave.size == 0:
                 raise DataError(f"{path}: no audio samples")
-            return self._mel(tf.constant(wave)).numpy()
+            return self.mel(wave)
         raise DataError(f"{path}: unsupported file type {ext or '(none)'!r}; expected audio "
                         f"({' '.join(audio.AUDIO_EXTENSIONS)}) or a Melon mel .npy")
 
@@ -119,13 +127,22 @@ class Embedder:
         """Audio file or Melon mel `.npy` → (patch embeddings (P, D), mean (D,))."""
         return self.embed_mel(self.load_mel(path))
 
-    def embed_files(self, paths, workers=2, prefetch=8):
+    def load_patches(self, path):
+        """An input file → its checked (P, 256, 48) patches (what `embed_files`' reading threads do)."""
+        return mel_patches(_check_mel(self.load_mel(path), path))
+
+    def embed_files(self, paths, workers=None, prefetch=None):
         """Yield `(path, patches (P, D), mean (D,), None)` or `(path, None, None, error)` per input, in order.
 
-        Files are read by `workers` threads, up to `prefetch` ahead; their patches are queued and run
-        through the model `batch_size` at a time regardless of track boundaries.
+        `workers` threads (default READ_WORKERS) read the files up to `prefetch` ahead (default
+        PREFETCH_FILES) — decode, resample, mel, patches — while this thread runs the model on
+        `batch_size` patches at a time regardless of track boundaries. The results do not depend on the
+        number of threads. The reading threads run at a lower scheduling priority (READER_NICE, Linux):
+        the model's own threads use both cores and come first; reading fills the gaps.
         """
         paths = list(paths)
+        workers = max(1, int(READ_WORKERS if workers is None else workers))
+        prefetch = max(1, int(PREFETCH_FILES if prefetch is None else prefetch))
         st = {"queue": [], "queued": 0, "out": np.zeros((0, self.dim), np.float32), "base": 0, "total": 0}
         tracks = collections.deque()  # (path, first patch, end patch) in global patch numbering
 
@@ -133,7 +150,7 @@ class Embedder:
             """Run full batches (all that is queued if FLUSH); return the tracks now complete."""
             n = st["queued"] if flush else st["queued"] - st["queued"] % self.batch_size
             if n:
-                flat = np.concatenate(st["queue"], axis=0)
+                flat = st["queue"][0] if len(st["queue"]) == 1 else np.concatenate(st["queue"], axis=0)
                 st["out"] = np.concatenate([st["out"], self.embed_patches(flat[:n])], axis=0)
                 st["queue"], st["queued"] = ([flat[n:]] if len(flat) > n else []), len(flat) - n
             ready = []
@@ -145,20 +162,22 @@ class Embedder:
             st["out"], st["base"] = st["out"][keep - st["base"]:], keep
             return ready
 
-        with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, int(workers))) as pool:
+        nice = getattr(self, "_reader_nice", READER_NICE)
+        with concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cmir-read",
+                                                   initializer=_lower_priority, initargs=(nice,)) as pool:
             pending = collections.deque()
             todo = iter(paths)
             for path in todo:
-                pending.append((path, pool.submit(self.load_mel, path)))
+                pending.append((path, pool.submit(self.load_patches, path)))
                 if len(pending) >= prefetch:
                     break
             while pending:
                 path, fut = pending.popleft()
                 nxt = next(todo, None)
                 if nxt is not None:
-                    pending.append((nxt, pool.submit(self.load_mel, nxt)))
+                    pending.append((nxt, pool.submit(self.load_patches, nxt)))
                 try:
-                    p = mel_patches(_check_mel(fut.result(), path))
+                    p = fut.result()
                 except (CmirError, OSError, ValueError, tf.errors.OpError) as e:
                     yield from advance(flush=True)  # earlier inputs first: results stay in input order
                     yield path, None, None, e
@@ -169,6 +188,15 @@ class Embedder:
                 st["total"] += len(p)
                 yield from advance(flush=False)
             yield from advance(flush=True)
+
+
+def _lower_priority(nice):
+    """Lower the calling thread's scheduling priority by NICE (Linux: a thread is its own task)."""
+    if nice and sys.platform.startswith("linux"):
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), min(19, os.getpriority(os.PRIO_PROCESS, 0) + nice))
+        except OSError:  # pragma: no cover - not permitted here: keep the default priority
+            pass
 
 
 def _check_mel(mel, where):
