@@ -81,6 +81,7 @@ def decode(path) -> tuple[np.ndarray, int]:
     head = _read_range(path, 0, 512)
     kind = _sniff(head, os.path.splitext(path)[1].lower())
     expected = None  # decoded length the container announces, when it is our own reading
+    opus = None  # an Ogg Opus stream's length at 48 kHz: libsndfile picks the rate it decodes at
     span = None  # (start, end) byte range fed to libsndfile through a pipe
     if kind == "mpeg":
         with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as data:
@@ -88,16 +89,21 @@ def decode(path) -> tuple[np.ndarray, int]:
         span = (start, end)
         if announced is None:  # no Xing/Info header: mpg123 removes nothing, every frame is decoded
             expected = count * spf
+            announcer = f"its {count} MPEG frames make"
     elif kind == "ogg":
-        expected = _check_ogg(path, head, _read_range(path, max(0, size - _OGG_MAX_PAGE), size))
+        codec, length = _check_ogg(path, head, _read_range(path, max(0, size - _OGG_MAX_PAGE), size))
+        expected, opus = (length, None) if codec == "vorbis" else (None, length if codec == "opus" else None)
+        announcer = "its last Ogg page announces"
     x, rate, frames, log = _decode_libsndfile(path, span, capacity=expected)
+    if opus is not None and 48000 % rate == 0:
+        expected = opus * rate // 48000
     n = len(x)
     if n == 0:
         raise DataError(f"{path}: no audio samples")
     if 0 <= frames < (1 << 62) and n < frames:
         raise DataError(f"{path}: damaged or truncated: {n} samples decoded of the {frames} its header announces")
     if expected is not None and n != expected:
-        raise DataError(f"{path}: damaged Ogg stream: {n} samples decoded, its last page announces {expected}")
+        raise DataError(f"{path}: damaged or truncated: {n} samples decoded, {announcer} {expected}")
     if kind == "wav":
         _check_wav_log(path, log)
     return x, rate
@@ -465,11 +471,13 @@ def _mpeg_tail_ok(tail: bytes) -> bool:
 # ---------------------------------------------------------------------------------------------
 # Ogg: libvorbisfile reads a truncated file to its last complete page and says nothing
 # ---------------------------------------------------------------------------------------------
-def _check_ogg(path: str, head: bytes, tail: bytes) -> int | None:
-    """Check that the file ends with a complete end-of-stream page → the samples it announces.
+def _check_ogg(path: str, head: bytes, tail: bytes):
+    """Check that the file ends with a complete end-of-stream page → (codec, samples it announces).
 
-    Returns the decoded length the last page's granule position announces for Vorbis (its granule is
-    the sample count); None for other codecs (Opus: libsndfile picks the output rate).
+    A Vorbis stream's last granule position is its sample count; an Opus stream's is its count at
+    48 kHz plus the pre-skip of its OpusHead. A page whose CRC fails is dropped by libogg, so the
+    decoded length then falls short of this: the check finds damage anywhere in the file.
+    Other codecs: (None, None).
     """
     at = tail.rfind(b"OggS")
     while at >= 0:
@@ -488,4 +496,8 @@ def _check_ogg(path: str, head: bytes, tail: bytes) -> int | None:
     granule = int.from_bytes(page[6:14], "little", signed=True)
     # the first packet (after the first page's 27-byte header and segment table) names the codec
     first_packet = head[27 + head[26]:] if len(head) >= 27 else b""
-    return granule if first_packet[:7] == b"\x01vorbis" and granule >= 0 else None
+    if first_packet[:7] == b"\x01vorbis" and granule >= 0:
+        return "vorbis", granule
+    if first_packet[:8] == b"OpusHead" and len(first_packet) >= 12 and granule >= 0:
+        return "opus", granule - int.from_bytes(first_packet[10:12], "little")
+    return None, None

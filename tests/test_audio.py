@@ -377,7 +377,7 @@ def _damaged_files(folder):
     put("flipped.flac", _flip(good["flac"], len(good["flac"]) // 2, 3), r"damaged audio stream")  # frame CRC
     put("flipped.ogg", _flip(good["ogg"], len(good["ogg"]) // 2, 5),  # a page CRC: the page is dropped
         r"damaged or truncated: \d+ samples decoded of the \d+ its header announces"
-        r"|damaged Ogg stream: \d+ samples decoded, its last page announces \d+")
+        r"|damaged or truncated: \d+ samples decoded, its last Ogg page announces \d+")
     frames = _mpeg_frames(good["mp3"])
     put("flipped.mp3", _flip(good["mp3"], frames[len(frames) // 2][0] + 2, 7),  # a frame header's bitrate
         r"damaged MPEG stream: no frame header at byte \d+ \(after frame \d+\)")
