@@ -147,17 +147,21 @@ def _child_cmir(args):
 
     files = sorted((os.path.join(args.inputs, f) for f in os.listdir(args.inputs)),
                    key=lambda p: int(os.path.basename(p).split(".")[0]))
+    import resource
+
     emb = Embedder(args.export, batch_size=args.batch_size)
     for _ in emb.embed_files(files, workers=args.workers):  # warm-up pass: tracing, oneDNN primitives per shape
         pass
-    t0 = time.perf_counter()
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    t0, c0 = time.perf_counter(), usage.ru_utime + usage.ru_stime
     n = 0
     for _, patches, _, err in emb.embed_files(files, workers=args.workers):
         if err is not None:
             raise err
         n += len(patches)
     dt = time.perf_counter() - t0
-    print(json.dumps({"patches": n, "seconds": dt}))
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    print(json.dumps({"patches": n, "seconds": dt, "cpu_seconds": usage.ru_utime + usage.ru_stime - c0}))
 
 
 def _child_stages(args):
@@ -165,7 +169,6 @@ def _child_stages(args):
     (all threads of the process: the model's intra-op pool) per patch, after a warm-up file."""
     import resource
 
-    import numpy as np
     import tensorflow as tf
 
     from cmir_tf import audio
@@ -311,6 +314,7 @@ def main(argv=None):
                  "--batch", str(args.batch_size)], {})
 
     rates = {k: [] for k in engines}
+    cpu_ms = {k: [] for k in engines}  # CPU time (all threads) per patch: insensitive to other load
     for r in range(args.rounds):
         for name, (cmd, env) in engines.items():
             line = _run(cmd, env)
@@ -319,24 +323,32 @@ def main(argv=None):
             else:
                 res = json.loads(line)
                 rate = res["patches"] / res["seconds"]
+                if "cpu_seconds" in res:
+                    cpu_ms[name].append(1000 * res["cpu_seconds"] / res["patches"])
             rates[name].append(rate)
-            print(f"round {r + 1} {name}: {rate:.1f} patches/s", flush=True)
+            extra = f", {cpu_ms[name][-1]:.2f} CPU ms/patch" if cpu_ms[name] and len(cpu_ms[name]) == r + 1 else ""
+            print(f"round {r + 1} {name}: {rate:.1f} patches/s{extra} (load {os.getloadavg()[0]:.1f})", flush=True)
 
     ess = [v for k, v in rates.items() if k.startswith("essentia")]
     ess_median = statistics.median(ess[0]) if ess else None
     print(f"\n{args.files} files × {PATCHES_PER_FILE} patches, batch {args.batch_size}, intra {args.intra or 'default'}, "
           f"inter {args.inter or 'default'}, workers {args.workers}, oneDNN {args.onednn}, {args.rounds} rounds, "
           f"{os.cpu_count()} CPUs")
-    print(f"{'engine':42s} {'median patches/s':>17s} {'min':>8s} {'max':>8s} {'vs essentia':>12s}")
+    print(f"{'engine':42s} {'median patches/s':>17s} {'min':>8s} {'max':>8s} {'vs essentia':>12s} {'CPU ms/patch':>13s}")
     for name, v in rates.items():
         ratio = f"{statistics.median(v) / ess_median:.2f}x" if ess_median else "-"
-        print(f"{name:42s} {statistics.median(v):17.1f} {min(v):8.1f} {max(v):8.1f} {ratio:>12s}")
+        cpu = f"{statistics.median(cpu_ms[name]):13.2f}" if cpu_ms[name] else f"{'-':>13s}"
+        print(f"{name:42s} {statistics.median(v):17.1f} {min(v):8.1f} {max(v):8.1f} {ratio:>12s} {cpu}")
     if COMPRESSED in rates:
         per_round = [c / m for c, m in zip(rates[COMPRESSED], rates[MEL_ONLY])]
+        cpu_ratio = statistics.median(cpu_ms[MEL_ONLY]) / statistics.median(cpu_ms[COMPRESSED])
         print(f"\ncompressed / mel-only, same rounds: median {statistics.median(per_round):.2f} "
               f"(per round: {' '.join(f'{r:.2f}' for r in per_round)}); "
               f"{len(os.listdir(os.path.join(args.work, 'compressed')))} files of "
               f"{'/'.join(f'{s:g}' for s in args.compressed_seconds)} s, ogg/mp3 × 44.1/48 kHz stereo")
+        print(f"CPU cost per patch, mel-only / compressed: {cpu_ratio:.2f} — the ratio of rates when both keep "
+              f"every core busy (on a loaded machine the wall-clock ratio drifts: a process with more runnable "
+              f"threads gets a larger share of contended cores)")
     if args.stages and args.compressed_seconds:
         _print_stages(json.loads(_run(me + ["--child", "stages", "--inputs", os.path.join(args.work, "compressed"),
                                             "--export", info["export"], "--batch-size", str(args.batch_size)],

@@ -22,7 +22,6 @@ import concurrent.futures
 import os
 import re
 import sys
-import threading
 
 import numpy as np
 import tensorflow as tf
@@ -33,9 +32,10 @@ from cmir_tf import frontend
 from cmir_tf.errors import CmirError, ConfigError, DataError, ExportError
 
 DEFAULT_BATCH_SIZE = 64
-READ_WORKERS = 2  # threads reading files in embed_files
+# Reading threads of embed_files: decoding an ogg/mp3 costs about a quarter of the model's CPU time per
+# patch, so one thread could keep up; two keep the model fed while a long file decodes (docs/AUDIO.md).
+READ_WORKERS = 2
 PREFETCH_FILES = 8  # files read ahead of the model
-READER_NICE = 0  # how much lower the reading threads' scheduling priority is (Linux)
 MEL_EXTENSIONS = (".npy",)
 _VERSION_RE = re.compile(r"^[0-9]+$")
 
@@ -137,8 +137,7 @@ class Embedder:
         `workers` threads (default READ_WORKERS) read the files up to `prefetch` ahead (default
         PREFETCH_FILES) — decode, resample, mel, patches — while this thread runs the model on
         `batch_size` patches at a time regardless of track boundaries. The results do not depend on the
-        number of threads. The reading threads run at a lower scheduling priority (READER_NICE, Linux):
-        the model's own threads use both cores and come first; reading fills the gaps.
+        number of threads (`cmir_tf.audio` is thread-safe; tested bit for bit with 1, 2 and 4).
         """
         paths = list(paths)
         workers = max(1, int(READ_WORKERS if workers is None else workers))
@@ -162,9 +161,7 @@ class Embedder:
             st["out"], st["base"] = st["out"][keep - st["base"]:], keep
             return ready
 
-        nice = getattr(self, "_reader_nice", READER_NICE)
-        with concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cmir-read",
-                                                   initializer=_lower_priority, initargs=(nice,)) as pool:
+        with concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cmir-read") as pool:
             pending = collections.deque()
             todo = iter(paths)
             for path in todo:
@@ -188,15 +185,6 @@ class Embedder:
                 st["total"] += len(p)
                 yield from advance(flush=False)
             yield from advance(flush=True)
-
-
-def _lower_priority(nice):
-    """Lower the calling thread's scheduling priority by NICE (Linux: a thread is its own task)."""
-    if nice and sys.platform.startswith("linux"):
-        try:
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), min(19, os.getpriority(os.PRIO_PROCESS, 0) + nice))
-        except OSError:  # pragma: no cover - not permitted here: keep the default priority
-            pass
 
 
 def _check_mel(mel, where):
