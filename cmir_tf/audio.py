@@ -30,8 +30,8 @@ Why libsndfile and libsoxr, with measurements: docs/AUDIO.md.
 """
 from __future__ import annotations
 
+import errno
 import functools
-import mmap
 import os
 import re
 import stat
@@ -84,8 +84,8 @@ def decode(path) -> tuple[np.ndarray, int]:
     opus = None  # an Ogg Opus stream's length at 48 kHz: libsndfile picks the rate it decodes at
     span = None  # (start, end) byte range fed to libsndfile through a pipe
     if kind == "mpeg":
-        with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as data:
-            start, end, announced, count, spf = _check_mpeg(path, data)
+        # read, not mmap-ed: a file truncated meanwhile would kill the process with SIGBUS
+        start, end, announced, count, spf = _check_mpeg(path, _read_range(path, 0, size))
         span = (start, end)
         if announced is None:  # no Xing/Info header: mpg123 removes nothing, every frame is decoded
             expected = count * spf
@@ -230,14 +230,27 @@ def _decode_libsndfile(path: str, span=None, capacity=None):
 
 def _pipe_from(path: str, start: int, end: int):
     """A pipe's read end carrying bytes [start, end) of PATH, written by a thread (os.sendfile)."""
+    try:
+        src = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    except OSError as e:
+        raise DataError(f"{path}: cannot read ({e.strerror or e})") from None
     read_fd, write_fd = os.pipe()
-    src = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
 
     def feed():
+        offset, kernel_copy = start, hasattr(os, "sendfile")
         try:
-            offset = start
             while offset < end:
-                sent = os.sendfile(write_fd, src, offset, end - offset)
+                if kernel_copy:
+                    try:
+                        sent = os.sendfile(write_fd, src, offset, end - offset)
+                    except OSError as e:
+                        if e.errno == errno.EPIPE:
+                            raise
+                        kernel_copy = False  # sendfile into a pipe is Linux's; elsewhere copy through here
+                        continue
+                else:
+                    chunk = os.pread(src, min(1 << 16, end - offset), offset)
+                    sent = os.write(write_fd, chunk) if chunk else 0
                 if sent <= 0:
                     break
                 offset += sent

@@ -506,3 +506,39 @@ def test_threads_decode_exactly_like_one_thread(tmp_path):
         else:
             assert isinstance(got, np.ndarray), (p, got)
             np.testing.assert_array_equal(got, want, err_msg=p)
+
+
+# ---------------------------------------------------------------------------------------------
+# The pipe mp3s reach libsndfile through
+# ---------------------------------------------------------------------------------------------
+def test_mp3_pipe_leaves_no_descriptor_or_thread_behind(tmp_path):
+    good = write_audio(tmp_path / "g.mp3", _music(44100, 2, 3.0, seed=30), 44100)
+    data = good.read_bytes()
+    (tmp_path / "short.mp3").write_bytes(data[: len(data) // 2])  # refused by the frame walk
+    (tmp_path / "noise.mp3").write_bytes(data[:4] + bytes(4000))  # a header, then nothing mpg123 takes
+    fds = lambda: len(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") else 0  # noqa: E731
+    A.decode(good)
+    before_fds, before_threads = fds(), threading.active_count()
+    for _ in range(20):
+        for p in (good, tmp_path / "short.mp3", tmp_path / "noise.mp3"):
+            try:
+                A.decode(p)
+            except DataError:
+                pass
+    assert fds() == before_fds
+    assert threading.active_count() == before_threads
+
+
+def test_mp3_decodes_the_same_where_sendfile_cannot_write_to_a_pipe(tmp_path, monkeypatch):
+    """os.sendfile into a pipe is Linux's (macOS wants a socket): the feeder then copies through Python."""
+    import errno
+
+    path = write_audio(tmp_path / "x.mp3", _music(44100, 2, 5.0, seed=31), 44100)
+    want, _ = A.decode(path)
+
+    def refuse(*args):
+        raise OSError(errno.ENOTSOCK, "Socket operation on non-socket")
+
+    monkeypatch.setattr(os, "sendfile", refuse)
+    got, _ = A.decode(path)
+    np.testing.assert_array_equal(got, want)
