@@ -13,8 +13,10 @@ as `frontend.patches` and the SavedModel's `embed_waveform` do); each patch goes
 where <id> is the input's file name without its extension for a file given on the command line, and
 its path relative to the folder (without extension) for files found in a folder given on the command
 line (`arena_mel/` → `12/12345`). Inputs: audio `.wav .mp3 .flac .ogg` (decoded and resampled to 16 kHz
-mono) or Melon mel `.npy` (48 × frames, dB). A file that cannot be read is reported on stderr and
-skipped; the exit status is 1 if any input failed, 2 on a bad flag or model folder.
+mono by `cmir_tf.audio`: libsndfile and libsoxr, see docs/AUDIO.md) or Melon mel `.npy` (48 × frames,
+dB). A file that cannot be read — missing, not audio, truncated, damaged — is one `error: <path>:
+<reason>` line on stderr and is skipped; the exit status is 1 if any input failed, 2 on a bad flag or
+model folder. Files are read in two threads while the model runs; the results do not depend on it.
 """
 import argparse
 import collections
@@ -116,10 +118,7 @@ class Embedder:
 
             return melon.load_mel(path)
         if ext in audio.AUDIO_EXTENSIONS:
-            wave = audio.load_audio(path)
-            if wave.size == 0:
-                raise DataError(f"{path}: no audio samples")
-            return self.mel(wave)
+            return self.mel(audio.load_audio(path))  # never empty: an empty stream is a DataError
         raise DataError(f"{path}: unsupported file type {ext or '(none)'!r}; expected audio "
                         f"({' '.join(audio.AUDIO_EXTENSIONS)}) or a Melon mel .npy")
 
