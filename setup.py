@@ -25,6 +25,11 @@ setup(
     install_requires=[
         "tensorflow==2.17.*",
         "tensorflow-io==0.37.1",
+        # audio decoding (cmir_tf.audio): wheels bundle libsndfile 1.2 with libvorbis, libFLAC, mpg123;
+        # 0.13 is the first with the bitrate-mode argument the tests write CBR mp3 with
+        "soundfile>=0.13",
+        # resampling to 16 kHz (libsoxr); see docs/AUDIO.md for the measurements behind both
+        "soxr>=0.5",
         "keras>=3.15,<3.16",  # private hooks fenced in cmir_tf/compat.py: tested with 3.15.1
         "numpy>=1.24,<2",
         "scipy>=1.10",
@@ -48,8 +53,6 @@ setup(
             # Essentia is the reference the exported graph and the mel front end are checked against;
             # it is only ever imported in a child process (it cannot share a process with tensorflow).
             "essentia-tensorflow==2.1b6.dev1389",
-            # writes the flac / mp3 / ogg (Vorbis) files the decoding tests read (wheels bundle libsndfile)
-            "soundfile>=0.12",
             # trec_eval's own C code: the playlist metrics are checked against it
             "pytrec-eval-terrier>=0.5.6",
         ],

@@ -13,8 +13,10 @@ as `frontend.patches` and the SavedModel's `embed_waveform` do); each patch goes
 where <id> is the input's file name without its extension for a file given on the command line, and
 its path relative to the folder (without extension) for files found in a folder given on the command
 line (`arena_mel/` → `12/12345`). Inputs: audio `.wav .mp3 .flac .ogg` (decoded and resampled to 16 kHz
-mono) or Melon mel `.npy` (48 × frames, dB). A file that cannot be read is reported on stderr and
-skipped; the exit status is 1 if any input failed, 2 on a bad flag or model folder.
+mono by `cmir_tf.audio`: libsndfile and libsoxr, see docs/AUDIO.md) or Melon mel `.npy` (48 × frames,
+dB). A file that cannot be read — missing, not audio, truncated, damaged — is one `error: <path>:
+<reason>` line on stderr and is skipped; the exit status is 1 if any input failed, 2 on a bad flag or
+model folder. Files are read in two threads while the model runs; the results do not depend on it.
 """
 import argparse
 import collections
@@ -26,11 +28,16 @@ import sys
 import numpy as np
 import tensorflow as tf
 
+from cmir_tf import audio
 from cmir_tf import constants as C
 from cmir_tf import frontend
 from cmir_tf.errors import CmirError, ConfigError, DataError, ExportError
 
 DEFAULT_BATCH_SIZE = 64
+# Reading threads of embed_files: decoding an ogg/mp3 costs about a quarter of the model's CPU time per
+# patch, so one thread could keep up; two keep the model fed while a long file decodes (docs/AUDIO.md).
+READ_WORKERS = 2
+PREFETCH_FILES = 8  # files read ahead of the model
 MEL_EXTENSIONS = (".npy",)
 _VERSION_RE = re.compile(r"^[0-9]+$")
 
@@ -97,6 +104,10 @@ class Embedder:
         emb = self.embed_patches(mel_patches(mel))
         return emb, emb.mean(axis=0)
 
+    def mel(self, waveform):
+        """16 kHz mono float32 waveform → its (n_frames, 48) mel (`frontend.melspectrogram`)."""
+        return self._mel(tf.constant(np.asarray(waveform, np.float32))).numpy()
+
     # ----------------------------------------------------------------------------------- files
     def load_mel(self, path):
         """An input file → its (n_frames, 48) mel: Melon `.npy` as stored, audio through the front end."""
@@ -106,25 +117,30 @@ class Embedder:
             from cmir_tf import melon
 
             return melon.load_mel(path)
-        if ext in frontend.AUDIO_EXTENSIONS:
-            wave = frontend.load_audio(path)
-            if wave.size == 0:
-                raise DataError(f"{path}: no audio samples")
-            return self._mel(tf.constant(wave)).numpy()
+        if ext in audio.AUDIO_EXTENSIONS:
+            return self.mel(audio.load_audio(path))  # never empty: an empty stream is a DataError
         raise DataError(f"{path}: unsupported file type {ext or '(none)'!r}; expected audio "
-                        f"({' '.join(frontend.AUDIO_EXTENSIONS)}) or a Melon mel .npy")
+                        f"({' '.join(audio.AUDIO_EXTENSIONS)}) or a Melon mel .npy")
 
     def embed_file(self, path):
         """Audio file or Melon mel `.npy` → (patch embeddings (P, D), mean (D,))."""
         return self.embed_mel(self.load_mel(path))
 
-    def embed_files(self, paths, workers=2, prefetch=8):
+    def load_patches(self, path):
+        """An input file → its checked (P, 256, 48) patches (what `embed_files`' reading threads do)."""
+        return mel_patches(_check_mel(self.load_mel(path), path))
+
+    def embed_files(self, paths, workers=None, prefetch=None):
         """Yield `(path, patches (P, D), mean (D,), None)` or `(path, None, None, error)` per input, in order.
 
-        Files are read by `workers` threads, up to `prefetch` ahead; their patches are queued and run
-        through the model `batch_size` at a time regardless of track boundaries.
+        `workers` threads (default READ_WORKERS) read the files up to `prefetch` ahead (default
+        PREFETCH_FILES) — decode, resample, mel, patches — while this thread runs the model on
+        `batch_size` patches at a time regardless of track boundaries. The results do not depend on the
+        number of threads (`cmir_tf.audio` is thread-safe; tested bit for bit with 1, 2 and 4).
         """
         paths = list(paths)
+        workers = max(1, int(READ_WORKERS if workers is None else workers))
+        prefetch = max(1, int(PREFETCH_FILES if prefetch is None else prefetch))
         st = {"queue": [], "queued": 0, "out": np.zeros((0, self.dim), np.float32), "base": 0, "total": 0}
         tracks = collections.deque()  # (path, first patch, end patch) in global patch numbering
 
@@ -132,7 +148,7 @@ class Embedder:
             """Run full batches (all that is queued if FLUSH); return the tracks now complete."""
             n = st["queued"] if flush else st["queued"] - st["queued"] % self.batch_size
             if n:
-                flat = np.concatenate(st["queue"], axis=0)
+                flat = st["queue"][0] if len(st["queue"]) == 1 else np.concatenate(st["queue"], axis=0)
                 st["out"] = np.concatenate([st["out"], self.embed_patches(flat[:n])], axis=0)
                 st["queue"], st["queued"] = ([flat[n:]] if len(flat) > n else []), len(flat) - n
             ready = []
@@ -144,20 +160,20 @@ class Embedder:
             st["out"], st["base"] = st["out"][keep - st["base"]:], keep
             return ready
 
-        with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, int(workers))) as pool:
+        with concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cmir-read") as pool:
             pending = collections.deque()
             todo = iter(paths)
             for path in todo:
-                pending.append((path, pool.submit(self.load_mel, path)))
+                pending.append((path, pool.submit(self.load_patches, path)))
                 if len(pending) >= prefetch:
                     break
             while pending:
                 path, fut = pending.popleft()
                 nxt = next(todo, None)
                 if nxt is not None:
-                    pending.append((nxt, pool.submit(self.load_mel, nxt)))
+                    pending.append((nxt, pool.submit(self.load_patches, nxt)))
                 try:
-                    p = mel_patches(_check_mel(fut.result(), path))
+                    p = fut.result()
                 except (CmirError, OSError, ValueError, tf.errors.OpError) as e:
                     yield from advance(flush=True)  # earlier inputs first: results stay in input order
                     yield path, None, None, e
@@ -184,7 +200,7 @@ def _check_mel(mel, where):
 # ------------------------------------------------------------------------------------------- CLI
 def collect_inputs(inputs):
     """Command-line INPUTS (files or folders) → [(path, output id)]; folders are walked recursively."""
-    exts = MEL_EXTENSIONS + frontend.AUDIO_EXTENSIONS
+    exts = MEL_EXTENSIONS + audio.AUDIO_EXTENSIONS
     found = []
     for arg in inputs:
         arg = os.fspath(arg)

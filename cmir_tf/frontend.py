@@ -1,4 +1,4 @@
-"""Audio front end: Melon's Essentia mel spectrogram in core TensorFlow ops, and audio decoding.
+"""Audio front end: Melon's Essentia mel spectrogram in core TensorFlow ops.
 
 The mel chain reproduces the one the Melon dataset was computed with (reference.md §2, Essentia 2.1b6):
 
@@ -17,26 +17,23 @@ samples gives ``ceil(n / 256) + 1`` frames (3 s → 189, 30 s → 1876) and an e
 
 :func:`melspectrogram` (and the :class:`MelSpectrogram` layer) use only core ops — pad, ``tf.signal.frame``,
 ``tf.signal.rfft``, ``abs``, ``MatMul`` with a constant filter bank, ``maximum``, ``log`` — so the graph
-can be embedded in an exported SavedModel (TF Serving) or frozen graph (Essentia). tensorflow-io is
-used only by :func:`load_audio`, eagerly, to decode files and resample them; it never enters a graph.
+can be embedded in an exported SavedModel (TF Serving) or frozen graph (Essentia). Audio files are
+decoded and resampled to 16 kHz mono by :mod:`cmir_tf.audio`; no decoder ever enters a graph.
 """
 from __future__ import annotations
 
 import functools
 import math
-import os
 
 import keras
 import numpy as np
 import tensorflow as tf
 
 from cmir_tf import constants as C
-from cmir_tf.errors import DataError
 
 N_FFT_BINS = C.FRAME_SIZE // 2 + 1  # 257 magnitude bins of a 512-sample frame
 POWER_FLOOR = 1e-10  # Essentia's lin2db: power below this is -100 dB (×2 → DB_FLOOR = -200 dB)
 DB_SCALE = 2.0  # UnaryOperator(type='lin2db', scale=2)
-AUDIO_EXTENSIONS = (".wav", ".mp3", ".flac", ".ogg")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -201,95 +198,3 @@ def patches(mel, patch_frames: int = C.PATCH_FRAMES, pad_value: float = C.DB_FLO
     mel = tf.pad(mel, [[0, tf.maximum(patch_frames - n, 0)], [0, 0]], constant_values=pad_value)
     p = tf.shape(mel)[0] // patch_frames
     return tf.reshape(mel[: p * patch_frames], tf.stack([p, patch_frames, bands]))
-
-
-# ---------------------------------------------------------------------------------------------
-# Decoding and resampling (tensorflow-io, eager only)
-# ---------------------------------------------------------------------------------------------
-def _tfio():
-    try:
-        import tensorflow_io as tfio  # noqa: PLC0415 — heavy; only load_audio needs it
-    except ImportError as e:  # pragma: no cover - depends on the installation
-        raise DataError(f"decoding audio needs tensorflow-io ({e})") from None
-    return tfio
-
-
-@functools.lru_cache(maxsize=32)
-def _resampler_delay(rate_in: int, rate_out: int) -> int:
-    """Latency, in output samples, that ``tfio.audio.resample`` adds (rounded to an integer).
-
-    Measured rather than assumed: resample an impulse and find its peak. tensorflow-io 0.37.1 delays
-    by 32 samples at the lower of the two rates (32 output samples when downsampling, e.g. 44.1 or
-    48 kHz → 16 kHz; 64 at 8 → 16 kHz). A sub-sample remainder (−0.07 samples at 44.1 kHz) is left.
-    """
-    tfio = _tfio()
-    n = max(rate_in, 4096)
-    k = n // 2
-    x = np.zeros(n, np.float32)
-    x[k] = 1.0
-    y = tfio.audio.resample(tf.constant(x), rate_in=rate_in, rate_out=rate_out).numpy()
-    return int(round(int(np.argmax(y)) - k * rate_out / rate_in))
-
-
-def resample(x: np.ndarray, rate_in: int, rate_out: int = C.SAMPLE_RATE) -> np.ndarray:
-    """Resample a 1-D float32 signal with ``tfio.audio.resample``, latency removed.
-
-    The result has ``ceil(len(x) · rate_out / rate_in)`` samples (as ``scipy.signal.resample_poly``)
-    and is time-aligned with the input to within a fraction of a sample.
-    """
-    x = np.asarray(x, np.float32)
-    rate_in, rate_out = int(rate_in), int(rate_out)
-    if rate_in == rate_out:
-        return x.copy()
-    n_out = -(-len(x) * rate_out // rate_in)
-    if len(x) == 0:
-        return np.zeros(0, np.float32)
-    delay = _resampler_delay(rate_in, rate_out)
-    tail = int(math.ceil((delay + 2) * rate_in / rate_out)) + 2
-    padded = np.concatenate([x, np.zeros(tail, np.float32)])
-    y = _tfio().audio.resample(tf.constant(padded), rate_in=rate_in, rate_out=rate_out).numpy()
-    y = y[delay : delay + n_out]
-    if len(y) < n_out:  # pragma: no cover - tail padding makes this unreachable
-        y = np.pad(y, (0, n_out - len(y)))
-    return np.ascontiguousarray(y, np.float32)
-
-
-def _to_float(audio: np.ndarray) -> np.ndarray:
-    if audio.dtype == np.int16:
-        return audio.astype(np.float32) / np.float32(32768.0)
-    if audio.dtype == np.int32:
-        return (audio.astype(np.float64) / 2147483648.0).astype(np.float32)
-    if audio.dtype == np.uint8:
-        return (audio.astype(np.float32) - np.float32(128.0)) / np.float32(128.0)
-    return audio.astype(np.float32)
-
-
-def load_audio(path, sample_rate: int = C.SAMPLE_RATE) -> np.ndarray:
-    """Decode a wav / mp3 / flac / ogg (Vorbis) file to a float32 mono signal at ``sample_rate``.
-
-    Decoding uses ``tfio.audio.AudioIOTensor``; channels are averaged; the signal is resampled with
-    :func:`resample` (``tfio.audio.resample``, latency removed) when the file's rate differs. Integer
-    PCM is scaled to [-1, 1). Raises :class:`~cmir_tf.errors.DataError` naming the file when it is
-    missing, empty of a decodable stream, or not audio tensorflow-io can read.
-    """
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise DataError(f"{path}: no such audio file")
-    tfio = _tfio()
-    try:
-        stream = tfio.audio.AudioIOTensor(path)
-        audio = stream.to_tensor().numpy()
-        rate = int(stream.rate.numpy())
-    except (tf.errors.OpError, ValueError, TypeError) as e:
-        reason = getattr(e, "message", None) or str(e)
-        reason = reason.strip().splitlines()[0] if reason.strip() else type(e).__name__
-        # TF prefixes op failures with "{{function_node …}}"; keep the decoder's own words.
-        if "}}" in reason:
-            reason = reason.split("}}", 1)[1].strip()
-        raise DataError(f"{path}: cannot decode audio ({reason})") from None
-    if rate <= 0:
-        raise DataError(f"{path}: cannot decode audio (sample rate {rate})")
-    if audio.ndim == 1:
-        audio = audio[:, None]
-    mono = _to_float(audio).mean(axis=1, dtype=np.float32) if audio.shape[1] else np.zeros(len(audio), np.float32)
-    return resample(mono, rate, int(sample_rate))

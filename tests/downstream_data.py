@@ -47,7 +47,7 @@ class SignalEmbedder:
         elif str(path).endswith(".wav"):
             mel = _log_bands(wavfile.read(path)[1].astype(np.float32) / 32768)
         else:  # mp3 through the package's decoder
-            from cmir_tf.frontend import load_audio
+            from cmir_tf.audio import load_audio
 
             mel = _log_bands(load_audio(path))
         p = max(1, len(mel) // 256)

@@ -98,10 +98,10 @@ def test_embed_file_reads_melon_npy_and_audio_like_the_exported_front_end(model,
     _write_wav(tmp_path / "a.wav", 9.0, 0)
     patches, mean = emb.embed_file(tmp_path / "a.wav")
     # the SavedModel's embed_waveform signature: the front end inside the exported graph
-    from cmir_tf import frontend
+    from cmir_tf import audio
 
     sm = tf.saved_model.load(os.path.join(str(out), "saved_model", "2"))
-    r = sm.signatures["embed_waveform"](waveform=tf.constant(frontend.load_audio(tmp_path / "a.wav")))
+    r = sm.signatures["embed_waveform"](waveform=tf.constant(audio.load_audio(tmp_path / "a.wav")))
     assert patches.shape == (2, 128)  # 9 s → 564 frames → 2 patches
     np.testing.assert_allclose(patches, r["embeddings"].numpy(), atol=1e-4, rtol=0)
     np.testing.assert_allclose(mean, r["mean"].numpy(), atol=1e-4, rtol=0)
@@ -170,3 +170,71 @@ def test_colliding_output_names_are_refused(tmp_path):
     with pytest.raises(ConfigError, match="collide"):
         EM.collect_inputs([tmp_path / "a" / "x.npy", tmp_path / "b" / "x.npy"])
     assert [i for _, i in EM.collect_inputs([tmp_path])] == ["a/x", "b/x"]
+
+
+# ------------------------------------------------------------------------------------------------
+# Audio files through embed_files and the CLI: good and damaged together, any number of threads
+# ------------------------------------------------------------------------------------------------
+def _audio_inputs(folder):
+    """Good ogg / mp3 / wav / flac files (1-3 patches each) and every kind of bad input, interleaved."""
+    from test_audio import _damaged_files, _music, write_audio
+
+    folder.mkdir()
+    good = [str(write_audio(folder / f"g{i}.{ext}", _music(rate, ch, secs, seed=40 + i), rate))
+            for i, (ext, rate, ch, secs) in enumerate([("ogg", 44100, 2, 9.0), ("mp3", 22050, 2, 13.0),
+                                                       ("wav", 48000, 1, 5.0), ("flac", 44100, 2, 8.5),
+                                                       ("mp3", 48000, 1, 4.5), ("ogg", 48000, 2, 12.5)])]
+    bad = list(_damaged_files(folder / "bad"))
+    paths = []
+    for i in range(max(len(good), len(bad))):
+        paths += good[i:i + 1] + bad[i:i + 1]
+    return paths, set(good)
+
+
+def test_embed_files_with_damaged_audio_equals_one_thread_for_any_workers(model, tmp_path):
+    """Every good file is embedded exactly as with one reading thread (and as embed_mel of its mel),
+    every bad one yields one DataError naming it, in input order — with 1, 2 and 4 threads, twice each."""
+    out, _ = model
+    paths, good = _audio_inputs(tmp_path / "in")
+    emb = EM.Embedder(out, batch_size=3)  # batches straddle tracks
+    reference = list(emb.embed_files(paths, workers=1))
+    assert [r[0] for r in reference] == paths
+    for path, patches, mean, err in reference:
+        if path in good:
+            assert err is None, err
+            want, want_mean = emb.embed_mel(emb.load_mel(path))
+            np.testing.assert_allclose(patches, want, atol=1e-5, rtol=0)
+            np.testing.assert_allclose(mean, want_mean, atol=1e-5, rtol=0)
+        else:
+            assert patches is None and isinstance(err, DataError) and str(err).startswith(f"{path}: ")
+    assert sum(p is not None for _, p, _, _ in reference) == len(good)
+    for workers in (2, 4, 2, 4):
+        got = list(emb.embed_files(paths, workers=workers, prefetch=6))
+        assert [g[0] for g in got] == paths
+        for (path, p0, m0, e0), (_, p1, m1, e1) in zip(reference, got):
+            if e0 is None:
+                assert e1 is None, (workers, e1)
+                np.testing.assert_array_equal(p1, p0, err_msg=f"{path} with {workers} workers")
+                np.testing.assert_array_equal(m1, m0)
+            else:
+                assert p1 is None and str(e1) == str(e0)
+
+
+def test_cli_on_a_good_and_a_bad_wav_reports_one_error_line_and_exits_1(model, tmp_path):
+    """`python -m cmir_tf.embed` in a fresh process (tensorflow-io's decoder used to segfault here, exit
+    139, about one run in four): exit status 1, exactly one `error:` line, naming bad.wav."""
+    import subprocess
+    import sys
+
+    out, _ = model
+    _write_wav(tmp_path / "good.wav", 6.0, 3, rate=44100)
+    (tmp_path / "bad.wav").write_text("not audio")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    proc = subprocess.run([sys.executable, "-m", "cmir_tf.embed", "--model", str(out), "--out", str(tmp_path / "emb"),
+                           "--no-progress", str(tmp_path / "good.wav"), str(tmp_path / "bad.wav")],
+                          capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [f"error: {tmp_path / 'bad.wav'}: not a readable audio file (Format not recognised)"]
+    assert "1 embedded" in proc.stderr and "1 failed" in proc.stderr
+    assert np.load(tmp_path / "emb" / "good.npy").shape == (1, 128)

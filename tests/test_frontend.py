@@ -1,26 +1,22 @@
 """The audio front end against independent references.
 
-- mel: Essentia's own algorithm chain (run in a child process by tests/essentia_ref.py — essentia must
-  never share a process with tensorflow), on a sweep, white noise, a chord, near-silence, exact silence,
-  a 30 s signal and signals of awkward lengths;
-- resampling: scipy.signal.resample_poly;
-- decoding: files written by scipy (wav) and soundfile/libsndfile (flac, mp3, ogg Vorbis).
+Essentia's own mel chain (run in a child process by tests/essentia_ref.py — essentia must never share a
+process with tensorflow), on a sweep, white noise, a chord, near-silence, exact silence, a 30 s signal and
+signals of awkward lengths.
+
+Decoding and resampling (cmir_tf.audio) are tested in tests/test_audio.py.
 """
 import os
 import subprocess
 import sys
 import textwrap
-from math import gcd
 
 import numpy as np
 import pytest
 import tensorflow as tf
-from scipy.io import wavfile
-from scipy.signal import resample_poly
 
 from cmir_tf import constants as C
 from cmir_tf import frontend as F
-from cmir_tf.errors import DataError
 
 from essentia_ref import essentia_available, essentia_mel, essentia_melbank, essentia_predict2d
 
@@ -223,159 +219,6 @@ def test_patches_in_a_graph_with_unknown_frames():
     assert fn(mel[:10]).shape == (1, 256, 48)
     with pytest.raises(ValueError, match="patch_frames"):
         F.patches(mel, patch_frames=0)
-
-
-# ---------------------------------------------------------------------------------------------
-# Resampling (tfio.audio.resample, latency removed) against scipy.signal.resample_poly
-# ---------------------------------------------------------------------------------------------
-def _inband_noise(n, rate, fmax, seed):
-    """Periodic white noise limited to (50 Hz, fmax): exactly shiftable by a phase ramp."""
-    spec = np.fft.rfft(np.random.default_rng(seed).standard_normal(n))
-    f = np.fft.rfftfreq(n, 1 / rate)
-    spec[(f < 50) | (f > fmax)] = 0
-    x = np.fft.irfft(spec, n)
-    return x / x.std() * 0.3, spec, f
-
-
-def _relrms(a, b, edge=100):
-    a, b = a[edge:-edge], b[edge:-edge]
-    return float(np.sqrt(np.mean((a - b) ** 2) / np.mean(b**2)))
-
-
-def _reference(x, rate_in):
-    g = gcd(SR, rate_in)
-    return resample_poly(x.astype(np.float64), SR // g, rate_in // g)
-
-
-@pytest.mark.parametrize("rate_in", [48000, 32000, 8000])
-def test_resample_integer_ratio_matches_resample_poly(rate_in):
-    """Relative rms difference, 100 edge samples excluded, measured: sinusoid ≤ 9.8e-4, in-band noise
-    ≤ 1.3e-3 — the limit of resample_poly's default Kaiser(β=5) filter (tfio's own 1 kHz gain is
-    1 ± 1e-5, see the next test)."""
-    n = 2 * rate_in
-    t = np.arange(n) / rate_in
-    sine = 0.5 * np.sin(2 * np.pi * 1000 * t)
-    noise, _, _ = _inband_noise(n, rate_in, 0.85 * min(rate_in, SR) / 2, seed=2)
-    for x in (sine, noise):
-        ours = F.resample(x.astype(np.float32), rate_in, SR)
-        ref = _reference(x, rate_in)
-        assert ours.shape == ref.shape == (2 * SR,) and ours.dtype == np.float32
-        assert _relrms(ours, ref) < 2e-3
-
-
-@pytest.mark.parametrize("rate_in", [44100, 22050])
-def test_resample_cd_rates_match_resample_poly_up_to_a_subsample_offset(rate_in):
-    """tensorflow-io 0.37.1 at 44.1/22.05 kHz leaves a constant 0.073-sample (4.5 µs) lead after its
-    32-sample latency is removed (unaccounted, it alone makes an 11 % rms difference on noise up to
-    6.8 kHz). With it accounted for: the 1 kHz tone fits to 7.8e-6 rms, in-band noise agrees with
-    resample_poly to 1.05e-3 rms, as at integer ratios."""
-    n = 2 * rate_in
-    t = np.arange(n) / rate_in
-    f0 = 1000.0
-    ours = F.resample((0.5 * np.sin(2 * np.pi * f0 * t)).astype(np.float32), rate_in, SR)
-    to = np.arange(len(ours)) / SR
-    core = slice(200, -200)
-    # least-squares phase and amplitude of the 1 kHz tone → time offset in output samples
-    z = np.sum(ours[core] * np.exp(-2j * np.pi * f0 * to[core])) * 2 / len(to[core])
-    assert abs(abs(z) - 0.5) < 5e-5  # passband gain 1 ± 1e-4
-    offset = -(np.angle(z) + np.pi / 2) / (2 * np.pi * f0) * SR
-    assert abs(offset) < 0.1, offset  # aligned to a tenth of a sample (measured −0.073)
-    shifted_sine = 0.5 * np.sin(2 * np.pi * f0 * (to - offset / SR))
-    assert _relrms(ours, shifted_sine, edge=200) < 1e-4
-    noise, spec, f = _inband_noise(n, rate_in, 0.85 * SR / 2, seed=3)
-    ours = F.resample(noise.astype(np.float32), rate_in, SR)
-    shifted = np.fft.irfft(spec * np.exp(-2j * np.pi * f * offset / SR), n)
-    shifted = shifted / np.fft.irfft(spec, n).std() * 0.3
-    assert _relrms(ours, _reference(shifted, rate_in)) < 2e-3
-
-
-def test_resample_same_rate_and_empty():
-    x = np.random.default_rng(4).standard_normal(1000).astype(np.float32)
-    np.testing.assert_array_equal(F.resample(x, SR, SR), x)
-    assert F.resample(np.zeros(0, np.float32), 44100, SR).shape == (0,)
-
-
-# ---------------------------------------------------------------------------------------------
-# Decoding (tensorflow-io) round trips
-# ---------------------------------------------------------------------------------------------
-def _stereo_test_signal(rate, seconds=1.5):
-    """Two different chirps plus shared in-band noise: no periodicity, so misalignment shows."""
-    n = int(seconds * rate)
-    t = np.arange(n) / rate
-    noise, _, _ = _inband_noise(n, rate, 6000, seed=5)
-    left = 0.4 * np.sin(2 * np.pi * (200 * t + 1500 * t**2)) + 0.3 * noise
-    right = 0.3 * np.sin(2 * np.pi * (300 * t + 900 * t**2)) + 0.3 * noise
-    return np.stack([left, right], axis=1)
-
-
-def _lag(a, b, edge=400):
-    m = min(len(a), len(b))
-    c = np.correlate(a[edge : m - edge], b[edge + 50 : m - edge - 50], mode="valid")
-    return int(np.argmax(c)) - 50
-
-
-def test_wav_int16_stereo_decodes_downmixes_and_resamples(tmp_path):
-    pcm = np.round(_stereo_test_signal(44100) * 32767).astype(np.int16)
-    path = tmp_path / "a.wav"
-    wavfile.write(path, 44100, pcm)
-    y = F.load_audio(path)
-    expected = F.resample((pcm.astype(np.float32) / 32768.0).mean(axis=1), 44100, SR)
-    assert y.dtype == np.float32 and y.shape == expected.shape == (24000,)
-    np.testing.assert_allclose(y, expected, rtol=0, atol=1e-6)
-
-
-def test_wav_float32_at_16k_is_returned_unchanged(tmp_path):
-    x = (0.5 * np.random.default_rng(6).standard_normal(SR)).astype(np.float32)
-    wavfile.write(tmp_path / "b.wav", SR, x)
-    np.testing.assert_array_equal(F.load_audio(tmp_path / "b.wav"), x)
-    # at another target rate the same file is resampled
-    assert F.load_audio(tmp_path / "b.wav", sample_rate=8000).shape == (8000,)
-
-
-@pytest.mark.parametrize(
-    "fmt, subtype, max_relrms",
-    [("FLAC", "PCM_16", None), ("MP3", "MPEG_LAYER_III", 0.10), ("OGG", "VORBIS", 0.20)],
-)
-def test_flac_mp3_ogg_round_trip(fmt, subtype, max_relrms, tmp_path):
-    """flac is lossless (exact to 1e-6); mp3 / Vorbis at ~128 kbit/s measured 5.9 % / 11.9 % rms
-    difference and 0.14 / 0.18 dB median mel difference in the loud bands, with no time offset and the
-    same length (the decoders trim the encoder delay)."""
-    sf = pytest.importorskip("soundfile", reason="soundfile (test extra) writes the flac/mp3/ogg test files")
-    pcm = np.round(_stereo_test_signal(44100) * 32767).astype(np.int16)
-    path = tmp_path / f"c.{fmt.lower()}"
-    # libsndfile's lossy encoders are fed floats (fed int16 its mp3 path comes out badly distorted, in
-    # libsndfile's own decoder too); the float values are exactly the int16 ones / 32768
-    sf.write(path, pcm if fmt == "FLAC" else pcm / 32768.0, 44100, format=fmt, subtype=subtype)
-    y = F.load_audio(path)
-    expected = F.resample((pcm.astype(np.float32) / 32768.0).mean(axis=1), 44100, SR)
-    assert y.dtype == np.float32 and y.shape == expected.shape
-    if fmt == "FLAC":
-        np.testing.assert_allclose(y, expected, rtol=0, atol=1e-6)
-    else:
-        assert _lag(y, expected) == 0
-        assert _relrms(y, expected, edge=400) < max_relrms
-        # and the mel spectrogram a user computes from it is close in the bands that carry the signal
-        a, b = F.melspectrogram(y).numpy(), F.melspectrogram(expected).numpy()
-        loud = b > b.max() - 40
-        assert np.median(np.abs(a - b)[loud]) < 0.5
-
-
-def test_unreadable_audio_raises_data_error_naming_the_file(tmp_path):
-    missing = tmp_path / "missing.wav"
-    with pytest.raises(DataError, match=r"missing\.wav: no such audio file"):
-        F.load_audio(missing)
-    garbage = tmp_path / "garbage.mp3"
-    garbage.write_bytes(b"not audio at all " * 64)
-    with pytest.raises(DataError, match=r"garbage\.mp3: cannot decode audio \(.+\)"):
-        F.load_audio(garbage)
-    empty = tmp_path / "empty.ogg"
-    empty.write_bytes(b"")
-    with pytest.raises(DataError, match=r"empty\.ogg: cannot decode audio"):
-        F.load_audio(empty)
-    folder = tmp_path / "dir.wav"
-    folder.mkdir()
-    with pytest.raises(DataError, match=r"dir\.wav: no such audio file"):
-        F.load_audio(folder)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -88,7 +88,7 @@ def real_audio_mel(tmp_path_factory):
     """Mel patches of a real compressed file: 9 s of a synthetic A-major chord as Ogg Vorbis at 22.05 kHz,
     decoded and analysed by cmir_tf's front end (the path `embed` and `embed_waveform` take)."""
     sf = pytest.importorskip("soundfile", reason="soundfile (test extra) writes the ogg file")
-    from cmir_tf import frontend
+    from cmir_tf import audio, frontend
 
     rate = 22050
     t = np.arange(int(9.0 * rate)) / rate
@@ -97,7 +97,7 @@ def real_audio_mel(tmp_path_factory):
     x += 0.01 * np.random.default_rng(3).normal(size=t.size)
     path = tmp_path_factory.mktemp("audio") / "chord.ogg"
     sf.write(str(path), x.astype(np.float32), rate, format="OGG", subtype="VORBIS")
-    wave = frontend.load_audio(path)
+    wave = audio.load_audio(path)
     patches = np.asarray(frontend.patches(frontend.melspectrogram(tf.constant(wave))))
     assert patches.shape == (2, C.PATCH_FRAMES, C.N_BANDS)  # 9 s → 564 frames → 2 patches
     assert np.isfinite(patches).all() and patches.max() > -60  # real signal, not the −200 dB floor

@@ -1,0 +1,516 @@
+"""Audio files → float32 mono waveforms at 16 kHz: decoding (libsndfile) and resampling (libsoxr).
+
+    load_audio(path, sample_rate=16000)   wav / flac / ogg (Vorbis, Opus) / mp3 → float32 mono
+    decode(path)                          → (float32 mono at the file's own rate, that rate)
+    resample(x, rate_in, rate_out)        float32 1-D → float32 1-D, ceil(n · rate_out / rate_in) samples
+
+Decoding is libsndfile (through ``soundfile``, whose wheels bundle libsndfile 1.2 with libvorbis,
+libFLAC, libopus and mpg123); the format is told by the file's content, not by its name. Channels are
+averaged; integer PCM is scaled to [-1, 1) (x / 2^(bits−1), libsndfile's normalisation; 32-bit codes
+that float32 would round up to 1.0 are kept just below it); float PCM is kept as stored. mp3: mpg123's gapless mode removes the encoder delay and padding that a LAME/Info tag
+announces (the decoded signal then has exactly the encoded length and no offset); a stream without
+that tag is decoded whole, 1105 samples late (LAME's 576 + the decoder's 529), as libsndfile does.
+
+Resampling is libsoxr's linear-phase 'HQ' filter (through ``soxr``), time-aligned (no latency), and
+gives ``ceil(n · rate_out / rate_in)`` samples, like ``scipy.signal.resample_poly``.
+
+Errors: anything wrong with a file raises :class:`~cmir_tf.errors.DataError` with the one-line message
+``"<path>: <reason>"`` — missing, a directory, a FIFO or device, empty, not audio, truncated, damaged
+(a CRC failure, a broken MPEG frame chain, fewer samples than the header announces) — and never hangs
+or crashes the process. Before libsndfile sees an mp3 or Ogg file its framing is checked here (MPEG
+frame chain, Ogg last page), because mpg123 prints its own diagnostics to stderr on broken streams and
+libsndfile hides an Ogg file's missing end; see docs/AUDIO.md for what each check catches and what no
+check can (a flipped bit inside PCM or inside mp3 audio data).
+
+Thread safety: any number of threads may decode and resample at once and get exactly the results of a
+single thread. libsndfile records an open failure in a process-global variable, so opening is
+serialised by a lock; reading, downmixing and resampling run unlocked, with the GIL released.
+
+Why libsndfile and libsoxr, with measurements: docs/AUDIO.md.
+"""
+from __future__ import annotations
+
+import errno
+import functools
+import os
+import re
+import stat
+import threading
+
+import numpy as np
+
+from cmir_tf import constants as C
+from cmir_tf.errors import DataError
+
+AUDIO_EXTENSIONS = (".wav", ".mp3", ".flac", ".ogg")
+RESAMPLE_QUALITY = "HQ"  # libsoxr recipe: 20-bit precision, passband to 91 % of Nyquist, linear phase
+BLOCK_FRAMES = 1 << 15  # frames decoded per libsndfile call (256 KB of float32 stereo: stays in cache)
+MAX_MPEG_JUNK = 65536  # bytes mpg123 searches for a first frame before giving up (and so do we)
+_OGG_MAX_PAGE = 27 + 255 + 255 * 255  # largest possible Ogg page
+_PREALLOC_LIMIT = 1 << 27  # frames allocated up front at most (a damaged header may announce any number)
+
+_OPEN_LOCK = threading.Lock()
+
+
+def _libs():
+    try:
+        import soundfile  # noqa: PLC0415 — keeps `import cmir_tf.audio` light for .npy-only users
+        import soxr  # noqa: PLC0415
+    except (ImportError, OSError) as e:  # pragma: no cover - depends on the installation
+        raise DataError(f"decoding audio needs the soundfile and soxr packages ({e})") from None
+    return soundfile, soxr
+
+
+# ---------------------------------------------------------------------------------------------
+# Public API
+# ---------------------------------------------------------------------------------------------
+def load_audio(path, sample_rate: int = C.SAMPLE_RATE) -> np.ndarray:
+    """Decode an audio file to float32 mono at ``sample_rate`` (see the module doc for the contract)."""
+    x, rate = decode(path)
+    return x if rate == int(sample_rate) else resample(x, rate, sample_rate)
+
+
+def decode(path) -> tuple[np.ndarray, int]:
+    """Decode an audio file → ``(float32 mono samples at the file's rate, rate)``; channels averaged.
+
+    Raises :class:`DataError` ``"<path>: <reason>"`` for a file that is missing, not a regular file,
+    empty, not audio, truncated or damaged, or holds no samples.
+    """
+    path = os.fspath(path)
+    size = _regular_file_size(path)
+    head = _read_range(path, 0, 512)
+    kind = _sniff(head, os.path.splitext(path)[1].lower())
+    expected = None  # decoded length the container announces, when it is our own reading
+    opus = None  # an Ogg Opus stream's length at 48 kHz: libsndfile picks the rate it decodes at
+    span = None  # (start, end) byte range fed to libsndfile through a pipe
+    if kind == "mpeg":
+        # read, not mmap-ed: a file truncated meanwhile would kill the process with SIGBUS
+        start, end, announced, count, spf = _check_mpeg(path, _read_range(path, 0, size))
+        span = (start, end)
+        if announced is None:  # no Xing/Info header: mpg123 removes nothing, every frame is decoded
+            expected = count * spf
+            announcer = f"its {count} MPEG frames make"
+    elif kind == "ogg":
+        codec, length = _check_ogg(path, head, _read_range(path, max(0, size - _OGG_MAX_PAGE), size))
+        expected, opus = (length, None) if codec == "vorbis" else (None, length if codec == "opus" else None)
+        announcer = "its last Ogg page announces"
+    x, rate, frames, log = _decode_libsndfile(path, span, capacity=expected)
+    if opus is not None and 48000 % rate == 0:
+        expected = opus * rate // 48000
+    n = len(x)
+    if n == 0:
+        raise DataError(f"{path}: no audio samples")
+    if 0 <= frames < (1 << 62) and n < frames:
+        raise DataError(f"{path}: damaged or truncated: {n} samples decoded of the {frames} its header announces")
+    if expected is not None and n != expected:
+        raise DataError(f"{path}: damaged or truncated: {n} samples decoded, {announcer} {expected}")
+    if kind == "wav":
+        _check_wav_log(path, log)
+    return x, rate
+
+
+def resample(x, rate_in: int, rate_out: int = C.SAMPLE_RATE) -> np.ndarray:
+    """Resample a 1-D signal with libsoxr 'HQ' → float32, ``ceil(len(x) · rate_out / rate_in)`` samples.
+
+    Linear phase with its latency removed, so sample k of the output is at time k / rate_out of the
+    input's time line. At equal rates the result is a float32 copy of ``x``.
+    """
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    if x.ndim != 1:
+        raise ValueError(f"resample expects a 1-D signal, got shape {x.shape}")
+    rate_in, rate_out = int(rate_in), int(rate_out)
+    if rate_in <= 0 or rate_out <= 0:
+        raise ValueError(f"sample rates must be positive, got {rate_in} → {rate_out}")
+    if rate_in == rate_out:
+        return x.copy()
+    n_out = -(-len(x) * rate_out // rate_in)
+    if n_out == 0:
+        return np.zeros(0, np.float32)
+    _, soxr = _libs()
+    # libsoxr's one-shot call returns round(n · ratio) samples, one short of the ceiling for some n; a
+    # few zeros after the end (the value libsoxr assumes there anyway) give the missing sample(s) without
+    # changing the others (checked bit for bit in tests/test_audio.py).
+    tail = -(-rate_in // rate_out) + 2
+    padded = np.empty(len(x) + tail, np.float32)
+    padded[: len(x)] = x
+    padded[len(x):] = 0.0
+    y = soxr.resample(padded, rate_in, rate_out, quality=RESAMPLE_QUALITY)
+    return np.ascontiguousarray(y[:n_out], dtype=np.float32)
+
+
+# ---------------------------------------------------------------------------------------------
+# The file itself
+# ---------------------------------------------------------------------------------------------
+def _regular_file_size(path: str) -> int:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such file") from None
+    except OSError as e:
+        raise DataError(f"{path}: cannot read ({e.strerror or e})") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise DataError(f"{path}: is a directory, not an audio file")
+    if not stat.S_ISREG(st.st_mode):
+        # a FIFO would block the open below until something writes to it; a device never ends
+        raise DataError(f"{path}: not a regular file (a FIFO, socket or device), not an audio file")
+    if st.st_size == 0:
+        raise DataError(f"{path}: empty file (0 bytes)")
+    return st.st_size
+
+
+def _read_range(path: str, start: int, end: int) -> bytes:
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(start)
+            return fh.read(max(0, end - start))
+    except OSError as e:
+        raise DataError(f"{path}: cannot read ({e.strerror or e})") from None
+
+
+_WAV_MAGIC = (b"RIFF", b"RIFX", b"RF64", b"BW64")
+
+
+def _sniff(head: bytes, ext: str) -> str:
+    """The container, as libsndfile will tell it: by content, with '.mp3' as mpg123's last resort."""
+    if head[:4] in _WAV_MAGIC:
+        return "wav"
+    if head[:4] == b"OggS":
+        return "ogg"
+    if head[:4] == b"fLaC":
+        return "flac"
+    if head[:3] == b"ID3" or _mpeg_header(head[:4]) is not None or ext == ".mp3":
+        return "mpeg"
+    return "other"  # AIFF, CAF, W64, … or not audio: libsndfile decides
+
+
+# ---------------------------------------------------------------------------------------------
+# libsndfile
+# ---------------------------------------------------------------------------------------------
+def _libsndfile_reason(message: str) -> str:
+    reason = " ".join(str(message).split()).removeprefix("Error : ").rstrip(".")
+    if reason.startswith("File does not exist or is not a regular file"):
+        # what libsndfile says when its codec refuses the stream; the file was checked to exist above
+        reason = "libsndfile's decoder cannot open the stream"
+    return reason or "unknown libsndfile error"
+
+
+def _decode_libsndfile(path: str, span=None, capacity=None):
+    """→ (mono float32, rate, frames announced, libsndfile's log) — the log tells a truncated WAV.
+
+    With SPAN = (start, end), libsndfile reads those bytes of the file through a pipe instead of the
+    file: for an MPEG stream without a Xing/Info header, mpg123 estimates the length of a regular file
+    from its first frame's bitrate and libsndfile stops reading there (a VBR file comes out cut short,
+    a CBR one with tags announces more than it holds); from a pipe it decodes every frame.
+    """
+    sf, _ = _libs()
+    feeder = read_fd = None
+    try:
+        if span is not None:
+            read_fd, feeder = _pipe_from(path, *span)
+        with _OPEN_LOCK:  # sf_open's failure code and log live in process-global variables
+            try:
+                f = sf.SoundFile(path if read_fd is None else read_fd, closefd=False)
+            except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as e:
+                reason = _libsndfile_reason(getattr(e, "error_string", None) or e)
+                raise DataError(f"{path}: not a readable audio file ({reason})") from None
+        with f:
+            rate, channels, frames = int(f.samplerate), int(f.channels), int(f.frames)
+            if rate <= 0 or channels <= 0:
+                raise DataError(f"{path}: not a readable audio file (sample rate {rate}, {channels} channels)")
+            log = f.extra_info
+            size = capacity if capacity else frames
+            x = _read_mono(f, path, channels, size, subtype=f.subtype)
+    finally:
+        if read_fd is not None:
+            os.close(read_fd)  # a feeder still writing gets EPIPE and stops
+        if feeder is not None:
+            feeder.join()
+    return x, rate, frames, log
+
+
+def _pipe_from(path: str, start: int, end: int):
+    """A pipe's read end carrying bytes [start, end) of PATH, written by a thread (os.sendfile)."""
+    try:
+        src = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    except OSError as e:
+        raise DataError(f"{path}: cannot read ({e.strerror or e})") from None
+    read_fd, write_fd = os.pipe()
+
+    def feed():
+        offset, kernel_copy = start, hasattr(os, "sendfile")
+        try:
+            while offset < end:
+                if kernel_copy:
+                    try:
+                        sent = os.sendfile(write_fd, src, offset, end - offset)
+                    except OSError as e:
+                        if e.errno == errno.EPIPE:
+                            raise
+                        kernel_copy = False  # sendfile into a pipe is Linux's; elsewhere copy through here
+                        continue
+                else:
+                    chunk = os.pread(src, min(1 << 16, end - offset), offset)
+                    sent = os.write(write_fd, chunk) if chunk else 0
+                if sent <= 0:
+                    break
+                offset += sent
+        except OSError:  # the reader closed its end (EPIPE): it needs no more
+            pass
+        finally:
+            os.close(write_fd)
+            os.close(src)
+
+    thread = threading.Thread(target=feed, name="cmir-audio-pipe", daemon=True)
+    thread.start()
+    return read_fd, thread
+
+
+def _read_mono(f, path: str, channels: int, frames: int, subtype: str) -> np.ndarray:
+    """Decode block by block into a mono buffer (never a whole interleaved copy of the file).
+
+    libsndfile's own ``sf_readf_float`` is called through soundfile's cffi handle: soundfile's public
+    read seeks back to the position after every call, and each such seek restarts the mp3/Vorbis
+    decoder at that position (sf_seek has no shortcut for the current position).
+    """
+    sf, _ = _libs()
+    float_pcm = subtype in ("FLOAT", "DOUBLE")
+    # 32-bit PCM: codes within 64 of full scale round to 1.0 in float32; keep the [-1, 1) contract
+    top = np.float32(np.nextafter(np.float32(1), np.float32(0))) if subtype == "PCM_32" else None
+    buf = np.empty((BLOCK_FRAMES, channels), np.float32)
+    out = np.empty(frames if 0 < frames <= _PREALLOC_LIMIT else 64 * BLOCK_FRAMES, np.float32)
+    snd, ffi = getattr(sf, "_snd", None), getattr(sf, "_ffi", None)
+    raw = snd is not None and ffi is not None and hasattr(f, "_file")
+    ptr = ffi.cast("float *", ffi.from_buffer(buf)) if raw else None
+    n = 0
+    while True:
+        if raw:
+            k = int(snd.sf_readf_float(f._file, ptr, BLOCK_FRAMES))  # releases the GIL
+            code = int(snd.sf_error(f._file))  # this handle's own error: no global state
+            if code:
+                reason = _libsndfile_reason(ffi.string(snd.sf_strerror(f._file)).decode("utf-8", "replace"))
+                raise DataError(f"{path}: damaged audio stream ({reason}) after {n} samples")
+        else:  # pragma: no cover - a soundfile without its cffi handle: one whole read
+            try:
+                k = f.buffer_read_into(buf, dtype="float32")
+            except (sf.LibsndfileError, RuntimeError) as e:
+                raise DataError(f"{path}: damaged audio stream "
+                                f"({_libsndfile_reason(getattr(e, 'error_string', e))}) after {n} samples") from None
+        if k <= 0:
+            break
+        if n + k > len(out):  # more than announced (or announced nothing): grow geometrically
+            out = np.concatenate([out[:n], np.empty(max(len(out), k), np.float32)])
+        block, dst = buf[:k], out[n:n + k]
+        if float_pcm and not np.isfinite(block).all():
+            raise DataError(f"{path}: holds NaN or infinite samples (after {n} samples)")
+        if top is not None:
+            np.minimum(block, top, out=block)
+        if channels == 1:
+            dst[:] = block[:, 0]
+        else:  # mean of the channels, summed in float32 in channel order
+            np.add(block[:, 0], block[:, 1], out=dst)
+            for c in range(2, channels):
+                dst += block[:, c]
+            dst *= np.float32(1.0 / channels)
+        n += k
+    return out[:n] if n == len(out) else out[:n].copy()
+
+
+_WAV_DATA_RE = re.compile(r"^\s*data\s*:\s*(\d+)\s*\(should be (\d+)\)", re.MULTILINE)
+
+
+def _check_wav_log(path: str, log: str) -> None:
+    """A WAV whose data chunk is longer than the file was cut short; libsndfile reads what is there and
+    only notes it in its log (``data : 1764000 (should be 1587595)``)."""
+    m = _WAV_DATA_RE.search(log or "")
+    if m:
+        announced, present = int(m.group(1)), int(m.group(2))
+        # 0 and 0xFFFFFFFF are the "length unknown" values of streaming writers, not truncation
+        if present < announced and announced not in (0, 0xFFFFFFFF):
+            raise DataError(f"{path}: truncated WAV: its data chunk announces {announced} bytes, "
+                            f"the file holds {present}")
+
+
+# ---------------------------------------------------------------------------------------------
+# MPEG audio framing (mp3, also layers I/II): checked before mpg123 sees the stream
+# ---------------------------------------------------------------------------------------------
+_MPEG_KBPS = {  # (MPEG-1?, layer) → bitrate (kbit/s) for indices 1..14
+    (True, 1): (32, 64, 96, 128, 160, 192, 224, 256, 288, 320, 352, 384, 416, 448),
+    (True, 2): (32, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320, 384),
+    (True, 3): (32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320),
+    (False, 1): (32, 48, 56, 64, 80, 96, 112, 128, 144, 160, 176, 192, 224, 256),
+    (False, 2): (8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160),
+    (False, 3): (8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160),
+}
+_MPEG_RATES = {3: (44100, 48000, 32000), 2: (22050, 24000, 16000), 0: (11025, 12000, 8000)}  # by version id
+
+
+@functools.lru_cache(maxsize=4096)  # a stream has few distinct headers; the walk looks each one up
+def _mpeg_header(b: bytes):
+    """A 4-byte MPEG audio frame header → (stream key, frame bytes or None, padding bytes), None if invalid.
+
+    Frame bytes are None for a free-format stream (bitrate index 0: the length is not in the header).
+    The key (version, layer, sample rate, mono?, free format?) must stay the same along a stream
+    (libsndfile sets mpg123's NO_FRANKENSTEIN flag: a change of format ends decoding).
+    """
+    if len(b) < 4:
+        return None
+    h = int.from_bytes(b[:4], "big")
+    if h >> 21 != 0x7FF:
+        return None
+    version, layer_bits, bitrate_i, rate_i = (h >> 19) & 3, (h >> 17) & 3, (h >> 12) & 15, (h >> 10) & 3
+    if version == 1 or layer_bits == 0 or bitrate_i == 15 or rate_i == 3:
+        return None
+    layer, mono = 4 - layer_bits, ((h >> 6) & 3) == 3
+    padding = ((h >> 9) & 1) * (4 if layer == 1 else 1)
+    rate = _MPEG_RATES[version][rate_i]
+    key = (version, layer, rate, mono, bitrate_i == 0)
+    if bitrate_i == 0:
+        return key, None, padding
+    bps = _MPEG_KBPS[(version == 3, layer)][bitrate_i - 1] * 1000
+    if layer == 1:
+        size = 12 * bps // rate * 4
+    elif layer == 3 and version != 3:
+        size = 72 * bps // rate  # MPEG-2/2.5 layer III: 576 samples per frame
+    else:
+        size = 144 * bps // rate
+    return key, size + padding, padding
+
+
+def _id3v2_end(data) -> int:
+    p = 0
+    while data[p:p + 3] == b"ID3" and len(data) >= p + 10:
+        size = (data[p + 6] & 0x7F) << 21 | (data[p + 7] & 0x7F) << 14 | (data[p + 8] & 0x7F) << 7 | (data[p + 9] & 0x7F)
+        p += 10 + size + (10 if data[p + 5] & 0x10 else 0)  # + footer
+    return p
+
+
+def _xing_frames(frame: bytes, key) -> int | None:
+    """Audio frames announced by a Xing/Info (LAME) header in the stream's first frame, if any."""
+    version, layer, _, mono, _ = key
+    if layer != 3:
+        return None
+    side = (17 if mono else 32) if version == 3 else (9 if mono else 17)
+    for at in (4 + side, 4 + side + 2):  # + 2 when the frame has a CRC
+        tag = frame[at:at + 12]
+        if tag[:4] in (b"Xing", b"Info"):
+            flags = int.from_bytes(tag[4:8], "big")
+            return int.from_bytes(tag[8:12], "big") if flags & 1 else None
+    return None
+
+
+_MAX_FREE_FRAME = 8192  # bytes: a free-format frame's length is found by looking this far for the next header
+
+
+def _first_mpeg_frame(data, start: int):
+    """The first frame mpg123 would lock onto → (offset, key, frame bytes without padding for free
+    format or None); a header counts only if a header of the same stream follows it."""
+    p, stop = start - 1, min(len(data) - 3, start + MAX_MPEG_JUNK)
+    while True:
+        p = data.find(b"\xff", p + 1, stop)
+        if p < 0:
+            return None
+        h = _mpeg_header(data[p:p + 4])
+        if h is None:
+            continue
+        key, size, padding = h
+        if size is None:  # free format: the next header of this stream gives the length
+            q = data.find(data[p:p + 2], p + 4, p + _MAX_FREE_FRAME)
+            while q >= 0:
+                nxt = _mpeg_header(data[q:q + 4])
+                if nxt is not None and nxt[0] == key:
+                    return p, key, q - p - padding
+                q = data.find(data[p:p + 2], q + 1, p + _MAX_FREE_FRAME)
+            continue
+        nxt = _mpeg_header(data[p + size:p + size + 4])
+        if p + size == len(data) or (nxt is not None and nxt[0] == key):
+            return p, key, None
+
+
+def _check_mpeg(path: str, data):
+    """Walk the MPEG frame chain; raise DataError where mpg123 would have to resync or would run dry.
+
+    Returns (first byte, end byte, frames a Xing/Info header announces or None, audio frames, samples
+    per frame): the bytes libsndfile is given are exactly the stream's frames, tags and junk left out.
+
+    Accepted as mpg123 accepts them silently: ID3v2 tags, up to 64 KiB of junk or zeros before the
+    first frame, anything after the frames a Xing/Info header announces (ID3v1, APE tags, junk), and
+    tags or zeros after the last frame of a stream without that header.
+    """
+    start = _id3v2_end(data)
+    found = _first_mpeg_frame(data, start)
+    if found is None:
+        raise DataError(f"{path}: not an MPEG audio stream (no frame header in its first "
+                        f"{min(len(data) - start, MAX_MPEG_JUNK)} bytes)")
+    p, key, free_size = found
+    first = p
+    h = _mpeg_header(data[p:p + 4])
+    first_size = h[1] if h[1] is not None else free_size + h[2]
+    limit = _xing_frames(data[p:p + first_size], key)  # frames announced after it (it holds no audio)
+    if limit is not None:
+        p += first_size
+    count = 0
+    while limit is None or count < limit:
+        if p >= len(data):
+            if limit is None:
+                break
+            raise DataError(f"{path}: truncated mp3: its Xing/Info header announces {limit} frames, "
+                            f"the file ends after {count}")
+        h = _mpeg_header(data[p:p + 4])
+        if h is None or h[0] != key:
+            if limit is None and count and _mpeg_tail_ok(data[p:]):
+                break
+            what = "a frame of another format" if h is not None else "no frame header"
+            raise DataError(f"{path}: damaged MPEG stream: {what} at byte {p} (after frame {count})")
+        size = h[1] if h[1] is not None else free_size + h[2]
+        if p + size > len(data):
+            raise DataError(f"{path}: truncated mp3: frame {count} at byte {p} needs {size} bytes, "
+                            f"{len(data) - p} are left")
+        p += size
+        count += 1
+    if count == 0:
+        raise DataError(f"{path}: no audio frames in the MPEG stream")
+    version, layer = key[0], key[1]
+    spf = 384 if layer == 1 else (576 if layer == 3 and version != 3 else 1152)
+    return first, p, limit, count, spf
+
+
+def _mpeg_tail_ok(tail: bytes) -> bool:
+    """What may follow the last MPEG frame without mpg123 complaining: tags, or zero padding."""
+    if not tail.strip(b"\0"):
+        return True
+    return tail[:3] == b"TAG" or tail[:8] == b"APETAGEX" or tail[:6] == b"LYRICS" or tail[:3] == b"ID3"
+
+
+# ---------------------------------------------------------------------------------------------
+# Ogg: libvorbisfile reads a truncated file to its last complete page and says nothing
+# ---------------------------------------------------------------------------------------------
+def _check_ogg(path: str, head: bytes, tail: bytes):
+    """Check that the file ends with a complete end-of-stream page → (codec, samples it announces).
+
+    A Vorbis stream's last granule position is its sample count; an Opus stream's is its count at
+    48 kHz plus the pre-skip of its OpusHead. A page whose CRC fails is dropped by libogg, so the
+    decoded length then falls short of this: the check finds damage anywhere in the file.
+    Other codecs: (None, None).
+    """
+    at = tail.rfind(b"OggS")
+    while at >= 0:
+        page = tail[at:]
+        if len(page) >= 27 and page[4] == 0 and len(page) >= 27 + page[26]:
+            n_seg = page[26]
+            length = 27 + n_seg + sum(page[27:27 + n_seg])
+            if length == len(page):
+                break
+        at = tail.rfind(b"OggS", 0, at)
+    if at < 0:
+        raise DataError(f"{path}: truncated Ogg file: it does not end with a complete Ogg page")
+    page = tail[at:]
+    if not page[5] & 0x04:
+        raise DataError(f"{path}: truncated Ogg file: its last page is not an end-of-stream page")
+    granule = int.from_bytes(page[6:14], "little", signed=True)
+    # the first packet (after the first page's 27-byte header and segment table) names the codec
+    first_packet = head[27 + head[26]:] if len(head) >= 27 else b""
+    if first_packet[:7] == b"\x01vorbis" and granule >= 0:
+        return "vorbis", granule
+    if first_packet[:8] == b"OpusHead" and len(first_packet) >= 12 and granule >= 0:
+        return "opus", granule - int.from_bytes(first_packet[10:12], "little")
+    return None, None
