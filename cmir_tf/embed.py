@@ -22,16 +22,17 @@ import argparse
 import collections
 import concurrent.futures
 import os
-import re
 import sys
 
 import numpy as np
 import tensorflow as tf
 
-from cmir_tf import audio
+from cmir_tf import audio, cli
 from cmir_tf import constants as C
 from cmir_tf import frontend
-from cmir_tf.errors import CmirError, ConfigError, DataError, ExportError
+from cmir_tf.errors import EXIT_PARTIAL, CmirError, ConfigError, DataError, ExportError
+from cmir_tf.exportdir import find_saved_model
+from cmir_tf.fileio import remove_stale_temps, require_output_dir, save_npy
 
 DEFAULT_BATCH_SIZE = 64
 # Reading threads of embed_files: decoding an ogg/mp3 costs about a quarter of the model's CPU time per
@@ -39,27 +40,6 @@ DEFAULT_BATCH_SIZE = 64
 READ_WORKERS = 2
 PREFETCH_FILES = 8  # files read ahead of the model
 MEL_EXTENSIONS = (".npy",)
-_VERSION_RE = re.compile(r"^[0-9]+$")
-
-
-def find_saved_model(model_dir):
-    """The SavedModel folder to use for MODEL_DIR.
-
-    MODEL_DIR may be an export folder (`saved_model/<N>/` inside: the highest N), a TF Serving base
-    folder (`<N>/saved_model.pb` inside: the highest N), or a SavedModel folder itself.
-    """
-    model_dir = os.fspath(model_dir)
-    if os.path.isfile(os.path.join(model_dir, "saved_model.pb")):
-        return model_dir
-    for base in (os.path.join(model_dir, "saved_model"), model_dir):
-        if os.path.isdir(base):
-            versions = sorted((int(d) for d in os.listdir(base) if _VERSION_RE.match(d)
-                               and os.path.isfile(os.path.join(base, d, "saved_model.pb"))), reverse=True)
-            if versions:
-                return os.path.join(base, str(versions[0]))
-    if not os.path.isdir(model_dir):
-        raise ExportError(f"--model {model_dir}: no such folder")
-    raise ExportError(f"--model {model_dir}: no SavedModel (expected saved_model.pb, saved_model/<N>/ or <N>/)")
 
 
 def mel_patches(mel):
@@ -68,7 +48,7 @@ def mel_patches(mel):
 
 
 class Embedder:
-    """An exported model (see `find_saved_model`) turned into a track embedder.
+    """An exported model (found by `exportdir.find_saved_model`) turned into a track embedder.
 
     `embed_mel(mel)` and `embed_file(path)` return `(patches (P, D), mean (D,))`; `embed_files(paths)`
     batches patches across files. `batch_size` patches go through the model at a time.
@@ -76,16 +56,16 @@ class Embedder:
 
     def __init__(self, model_dir, batch_size=DEFAULT_BATCH_SIZE):
         if int(batch_size) < 1:
-            raise ConfigError(f"--batch-size: must be ≥ 1, got {batch_size}")
+            raise ConfigError(f"batch size: must be ≥ 1, got {batch_size}")
         self.batch_size = int(batch_size)
         self.path = find_saved_model(model_dir)
         try:
             self._model = tf.saved_model.load(self.path)
         except (OSError, ValueError, tf.errors.OpError) as e:
-            raise ExportError(f"--model {self.path}: cannot load the SavedModel ({e})") from None
+            raise ExportError(f"{self.path}: cannot load the SavedModel ({e})") from None
         sig = self._model.signatures.get("serving_default")
         if sig is None or "melspectrogram" not in sig.structured_input_signature[1]:
-            raise ExportError(f"--model {self.path}: no serving_default(melspectrogram) signature")
+            raise ExportError(f"{self.path}: no serving_default(melspectrogram) signature")
         self._serve = sig
         self.dim = int(sig.structured_outputs["embeddings"].shape[-1])
         self._mel = tf.function(frontend.melspectrogram, input_signature=[tf.TensorSpec([None], tf.float32)])
@@ -223,13 +203,6 @@ def collect_inputs(inputs):
     return found
 
 
-def _save_npy(path, arr):
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}.npy"
-    np.save(tmp, np.asarray(arr, np.float32), allow_pickle=False)
-    os.replace(tmp, path)
-
-
 def embed_to_folder(model_dir, inputs, out_dir, batch_size=DEFAULT_BATCH_SIZE, progress=True, log=None):
     """Embed INPUTS into OUT_DIR (see the module doc); returns (number written, [(path, error)])."""
     from tqdm import tqdm
@@ -238,6 +211,8 @@ def embed_to_folder(model_dir, inputs, out_dir, batch_size=DEFAULT_BATCH_SIZE, p
     items = collect_inputs(inputs)
     if not items:
         raise ConfigError("INPUTS: no audio or .npy files given")
+    require_output_dir(out_dir, "output folder")
+    remove_stale_temps(out_dir)
     embedder = Embedder(model_dir, batch_size)
     out_of = dict(items)
     written, failed = 0, []
@@ -251,14 +226,15 @@ def embed_to_folder(model_dir, inputs, out_dir, batch_size=DEFAULT_BATCH_SIZE, p
                 failed.append((path, err))
                 continue
             base = os.path.join(out_dir, *out_of[path].split("/"))
-            _save_npy(base + ".npy", patches)
-            _save_npy(base + ".mean.npy", mean)
+            save_npy(base + ".npy", np.asarray(patches, np.float32))
+            save_npy(base + ".mean.npy", np.asarray(mean, np.float32))
             written += 1
     finally:
         bar.close()
     return written, failed
 
 
+@cli.command
 def main(argv=None):
     p = argparse.ArgumentParser(
         prog="python -m cmir_tf.embed",
@@ -274,14 +250,16 @@ def main(argv=None):
                    help=f"patches per model call, across files (default {DEFAULT_BATCH_SIZE})")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     args = p.parse_args(argv)
+    if args.batch_size < 1:
+        raise ConfigError(f"--batch-size: must be ≥ 1, got {args.batch_size}")
     try:
-        written, failed = embed_to_folder(args.model, args.inputs, args.out, args.batch_size,
-                                          progress=not args.no_progress)
-    except (ConfigError, ExportError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        find_saved_model(args.model)
+    except ExportError as e:
+        raise ExportError(f"--model: {e}") from None
+    written, failed = embed_to_folder(args.model, args.inputs, args.out, args.batch_size,
+                                      progress=not args.no_progress)
     print(f"{written} embedded into {args.out}" + (f", {len(failed)} failed" if failed else ""), file=sys.stderr)
-    return 1 if failed else 0
+    return EXIT_PARTIAL if failed else 0
 
 
 if __name__ == "__main__":
