@@ -17,27 +17,36 @@ export and evaluation read it (through :class:`PreparedData` too)::
                              skipped [[song_id, reason]]
         vocab.json  word2vec.npy  cf_song_ids.npy  cf_factors.npy   the side inputs, computed once
         done/<shard>.json    a finished shard: {shard, split, written, skipped, bytes}
+    OUT/.cmir-lock         held by the prepare writing here (:mod:`cmir_tf.lock`)
 
 Writing order is the folder's completeness rule: ``manifest.json`` is written last (its presence means
 the folder is complete), ``.prepare/plan.json`` last of the state (its presence means the cached side
-inputs are complete), and a shard is written as ``<shard>.tmp`` then renamed, its done-record after it.
-Every other file is written atomically (:mod:`cmir_tf.fileio`).
+inputs are complete), and a shard is written under a temporary name (:mod:`cmir_tf.fileio`) then
+renamed, its done-record after it. Every other file is written atomically too.
+
+Ownership: prepare writes only into an empty folder, a new one, or one it prepared before
+(:meth:`PreparedData.check_output`), and deletes only names it recorded (the shards of its plan and
+manifest, its side inputs, its state, the temporary files of its dead writers): other files in the
+folder, even in ``{split}/``, are left alone.
 
 Reading never trusts the folder: each fault is one :class:`~cmir_tf.errors.DataError` naming the file
-and the reason, and ``.npy`` files are never unpickled.
+and the reason; a shard name read from ``manifest.json`` or ``plan.json`` must stay inside its split
+folder (:func:`cmir_tf.fileio.inside`); ``manifest.json``'s counts must match the records of the
+shards; ``.npy`` files are never unpickled.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
-import shutil
 
 import numpy as np
 
 from . import fileio
 from .constants import CF_DIM, SPLITS
-from .errors import DataError
-from .tfrecords import is_compressed, is_shard_name
+from .errors import ConfigError, DataError
+from .lock import LOCK_NAME
+from .tfrecords import count_records, first_record, is_compressed, is_shard_name
 
 MANIFEST = "manifest.json"
 SPLITS_FILE = "splits.json"
@@ -49,7 +58,8 @@ OUTPUT_FILES = (MANIFEST, SPLITS_FILE, VOCAB, WORD2VEC, CF_SONG_IDS, CF_FACTORS)
 STATE_DIR = ".prepare"
 PLAN = "plan.json"
 DONE_DIR = "done"
-PARTIAL_SUFFIX = ".tmp"  # a shard being written (renamed when whole)
+OWN_NAMES = (*OUTPUT_FILES, STATE_DIR, *SPLITS, LOCK_NAME)
+STATE_FILES = (PLAN, VOCAB, WORD2VEC, CF_SONG_IDS, CF_FACTORS)
 MAKE = "python -m cmir_tf.prepare"
 
 
@@ -146,12 +156,28 @@ class PreparedData:
             raise DataError(f"{self.split_dir(split)}: mixes GZIP (.gz) and uncompressed shards")
         return files
 
-    def _listed_shard(self, split: str, name: str) -> str:
+    def _listed_shard(self, split: str, name) -> str:
         # Names are relative to the split folder (prepare's layout); the folder-relative form is accepted too.
-        for path in (self.shard_path(split, name), self.path(name)):
+        for path in self._shard_candidates(split, name, self.manifest_path):
             if os.path.isfile(path):
                 return path
         raise DataError(f"{self.manifest_path}: shard {name!r} of split {split!r} is listed but missing")
+
+    def _shard_candidates(self, split: str, name, source) -> tuple[str, ...]:
+        entry = f"shard of split {split!r}"
+        if not isinstance(name, str) or not is_shard_name(os.path.basename(name)):
+            raise DataError(f"{source}: {entry} {name!r} is not a shard file name (*.tfrecord, *.tfrecord.gz)")
+        if os.path.dirname(name) not in ("", split):
+            fileio.inside(self.split_dir(split), name, source, entry)  # refuses '..' and absolute names
+            return (self.shard_path(split, name),)
+        return (fileio.inside(self.split_dir(split), name, source, entry),
+                fileio.inside(self.root, name, source, entry))
+
+    def planned_shard(self, split: str, name) -> str:
+        """The path of a shard named in ``plan.json``: a plain shard name inside ``{split}/``."""
+        if isinstance(name, str) and os.path.basename(name) != name:
+            fileio.inside(self.split_dir(split), name, self.plan_path, f"shard of split {split!r}")
+        return self._shard_candidates(split, name, self.plan_path)[0]
 
     def read_vocab(self) -> list[dict]:
         """``vocab.json``: ``[{"index": i, "code", "name"}]`` with entry i holding index i."""
@@ -192,9 +218,12 @@ class PreparedData:
     def check_trainable(self, splits=("train", "val")) -> dict:
         """Check that training can start here and return the manifest.
 
-        Raises ``DataError`` naming the folder and what is missing (and how to make it): no folder; no
-        ``manifest.json`` / ``word2vec.npy`` / ``vocab.json``; a split of ``splits`` the manifest counts no
-        record of; a split folder without shard files.
+        Raises ``DataError`` naming the folder or file and what is wrong (and how to make it): no
+        folder; no ``manifest.json`` / ``word2vec.npy`` / ``vocab.json``; counts that are not
+        non-negative integers; a split of ``splits`` the manifest counts no record of, or whose shards
+        hold another number of records than it counts (the framing is walked: a seek per record); a
+        ``word2vec.npy`` whose rows are not the vocabulary's genres; a first record of a shard whose CF
+        vector length is not ``cf_dim`` or whose genre index is outside the vocabulary.
         """
         if not os.path.isdir(self.root):
             raise DataError(f"{self.root}: no such folder (make one with `{MAKE} --melon DIR --out {self.root}`)")
@@ -202,22 +231,116 @@ class PreparedData:
         if missing:
             raise DataError(f"{self.root}: not a prepared folder, missing {', '.join(missing)} (run `{MAKE}`)")
         manifest = self.read_manifest()
-        counts = manifest.get("counts") if isinstance(manifest.get("counts"), dict) else {}
+        counts = self.counts(manifest)
         for split in splits:
             if not counts.get(split):
                 raise DataError(f"{self.root}: {MANIFEST} counts no {split} records")
             if not self.shards_on_disk(split):
                 raise DataError(f"{self.root}: missing {split}/ shards (*.tfrecord)")
+        n_genres = self._check_word2vec(manifest)
+        cf_dim = self.cf_dim(manifest)
+        for split in splits:
+            files = self.shard_files(split, manifest)
+            found = sum(count_records(f) for f in files)
+            if found != counts[split]:
+                raise DataError(f"{self.manifest_path}: counts {counts[split]} {split} records, but the {len(files)} "
+                                f"shard(s) of {split}/ hold {found}")
+            for f in files:
+                self._check_first_record(f, cf_dim, n_genres)
         return manifest
 
+    def counts(self, manifest: dict) -> dict:
+        """The manifest's ``counts`` ``{split: records}``, each a non-negative integer, else ``DataError``."""
+        counts = manifest.get("counts", {})
+        if not isinstance(counts, dict):
+            raise DataError(f"{self.manifest_path}: counts must be an object {{split: records}}, got "
+                            f"{type(counts).__name__}")
+        for split, n in counts.items():
+            if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+                raise DataError(f"{self.manifest_path}: counts of {split!r} must be a non-negative integer, got {n!r}")
+        return counts
+
+    def _check_word2vec(self, manifest: dict) -> int:
+        rows = len(self.read_vocab())
+        w2v = self.read_word2vec()
+        expected = manifest.get("n_genres", rows)
+        if w2v.shape[0] != rows or expected != rows:
+            raise DataError(f"{self.word2vec_path}: {w2v.shape[0]} rows, but {VOCAB} has {rows} genres"
+                            + (f" and {MANIFEST} n_genres {expected!r}" if expected != rows else ""))
+        if "w2v_dim" in manifest and manifest["w2v_dim"] != w2v.shape[1]:
+            raise DataError(f"{self.word2vec_path}: {w2v.shape[1]} columns, {MANIFEST} says w2v_dim "
+                            f"{manifest['w2v_dim']!r}")
+        if not np.isfinite(w2v).all():
+            raise DataError(f"{self.word2vec_path}: holds inf or NaN values")
+        return rows
+
+    def _check_first_record(self, path: str, cf_dim: int, n_genres: int) -> None:
+        from .tfrecords import parse_example_numpy
+
+        raw = first_record(path)
+        if raw is None:
+            return
+        try:
+            rec = parse_example_numpy(raw)
+        except Exception as e:  # noqa: BLE001 — protobuf raises several types on a damaged record
+            raise DataError(f"{path}: first record is not a song record ({type(e).__name__})") from None
+        if len(rec["cf"]) not in (0, cf_dim):
+            raise DataError(f"{path}: records hold CF vectors of {len(rec['cf'])} values, but {self.manifest_path} "
+                            f"says cf_dim {cf_dim}")
+        if len(rec["genres"]) and not 0 <= int(rec["genres"].min()) <= int(rec["genres"].max()) < n_genres:
+            raise DataError(f"{path}: song {rec['song_id']} has genre index {int(rec['genres'].max())}, outside "
+                            f"the {n_genres} genres of {self.vocab_path}")
+
     # ------------------------------------------------------------------------------- writing (prepare)
+    def check_output(self) -> None:
+        """Refuse (``ConfigError``) an output path that is a file, or a folder that holds other files and
+        nothing prepare made (no state, no manifest): prepare would write, and on overwrite delete, there."""
+        if os.path.lexists(self.root) and not os.path.isdir(self.root):
+            raise ConfigError(f"{self.root}: exists and is not a folder")
+        try:
+            names = os.listdir(self.root)
+        except FileNotFoundError:
+            return
+        foreign = sorted(set(names) - set(OWN_NAMES))
+        if foreign and not any(os.path.exists(self.path(n)) for n in (STATE_DIR, MANIFEST)):
+            shown = ", ".join(foreign[:3]) + (", …" if len(foreign) > 3 else "")
+            raise ConfigError(f"{self.root}: not a prepared folder (it holds {shown}); prepare only writes into a new "
+                              "or empty folder or one it prepared before: choose another output folder")
+
     def clear(self) -> None:
-        """Remove everything prepare writes here (state, shards, outputs); other files are left alone."""
-        for name in (STATE_DIR, *SPLITS):
-            shutil.rmtree(self.path(name), ignore_errors=True)
-        for name in OUTPUT_FILES:
-            if os.path.exists(self.path(name)):
-                os.unlink(self.path(name))
+        """Remove what prepare wrote here: the shards its plan and manifest name, its outputs, its state and
+        the temporary files of dead writers. Other files, even in ``{split}/``, are left alone."""
+        for split, names in self.recorded_shards().items():
+            for name in names:
+                _unlink(self.shard_path(split, name))
+                _unlink(self.done_path(name))
+        for path in [*(self.path(n) for n in OUTPUT_FILES), *(self.state.path(n) for n in STATE_FILES)]:
+            _unlink(path)
+        for folder in (*(self.split_dir(s) for s in SPLITS), self.done_dir, self.state.root):
+            fileio.remove_stale_temps(folder)
+            with contextlib.suppress(OSError):
+                os.rmdir(folder)  # only when empty
+        fileio.remove_stale_temps(self.root)
+
+    def recorded_shards(self) -> dict[str, set]:
+        """``{split: {shard names}}`` that ``plan.json`` and ``manifest.json`` record, each name checked to be
+        a plain shard name; an unreadable record names nothing."""
+        found = {s: set() for s in SPLITS}
+        sources = []
+        with contextlib.suppress(DataError):
+            plan = (self.read_plan() or {}).get("shards")
+            sources.append({s: [sh.get("name") for sh in v if isinstance(sh, dict)]
+                            for s, v in (plan if isinstance(plan, dict) else {}).items() if isinstance(v, list)})
+        with contextlib.suppress(DataError):
+            sources.append(self.read_manifest().get("shards"))
+        for shards in sources:
+            for split in SPLITS:
+                names = shards.get(split) if isinstance(shards, dict) else None
+                for name in names if isinstance(names, list) else []:
+                    with contextlib.suppress(DataError):
+                        self.planned_shard(split, name)
+                        found[split].add(name)
+        return found
 
     def read_plan(self) -> dict | None:
         """``.prepare/plan.json`` of an earlier run here; None when no run got as far as writing it."""
@@ -240,33 +363,28 @@ class PreparedData:
 
     def start(self) -> None:
         """Create the state folder; delete the temporary files a killed writer left (fileio's, only
-        those whose process is gone) in the folder and its state."""
+        those whose process is gone) in the folder, its state and its split folders (partial shards)."""
         os.makedirs(self.done_dir, exist_ok=True)
-        for folder in (self.root, self.state.root, self.done_dir):
+        for folder in (self.root, self.state.root, self.done_dir, *(self.split_dir(s) for s in SPLITS)):
             fileio.remove_stale_temps(folder)
 
     def start_split(self, split: str) -> None:
-        """Create ``{split}/`` and delete the partial shards (``*.tmp``) an interrupted run left there."""
-        folder = self.split_dir(split)
-        os.makedirs(folder, exist_ok=True)
-        for name in os.listdir(folder):
-            if name.endswith(PARTIAL_SUFFIX):
-                os.unlink(os.path.join(folder, name))
-
-    def partial_path(self, split: str, name: str) -> str:
-        """Where a shard is written before it is renamed to :meth:`shard_path`."""
-        return self.shard_path(split, name) + PARTIAL_SUFFIX
+        """Create ``{split}/``."""
+        os.makedirs(self.split_dir(split), exist_ok=True)
 
     def write_done(self, record: dict) -> None:
         """Record a finished shard (``{"shard", "split", "written", "skipped", "bytes"}``)."""
         fileio.write_json(self.done_path(record["shard"]), record)
 
     def finished(self, split: str, name: str) -> dict | None:
-        """The done-record of a shard if it is finished: record present, shard present, same size."""
+        """The done-record of a shard that looks finished: record well-formed, shard present, same size.
+        (Its records' checksums are checked by prepare's workers before it is trusted.)"""
         try:
             done = fileio.read_json(self.done_path(name), "done-record")
-            return done if os.path.getsize(self.shard_path(split, name)) == done["bytes"] else None
-        except (OSError, DataError, KeyError, TypeError):
+            ok = (done["shard"] == name and all(type(v) is int for v in done["written"])
+                  and all(type(k) is int and isinstance(r, str) for k, r in done["skipped"]))
+            return done if ok and os.path.getsize(self.shard_path(split, name)) == done["bytes"] else None
+        except (OSError, DataError, KeyError, TypeError, ValueError):
             return None
 
     def write_outputs(self, *, splits: dict, vocab: list, word2vec, cf_ids, cf, manifest: dict) -> None:
@@ -280,6 +398,11 @@ class PreparedData:
         fileio.save_npy(self.cf_factors_path, cf)
         fileio.save_npy(self.word2vec_path, word2vec)
         fileio.write_json(self.vocab_path, vocab, indent=vocab_indent)
+
+
+def _unlink(path) -> None:
+    with contextlib.suppress(FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        os.unlink(path)
 
 
 class PreparedFacts:
