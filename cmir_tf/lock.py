@@ -41,9 +41,17 @@ def _holder(fd: int) -> str:
         return "another process (it has not recorded itself yet)"
 
 
+def _command() -> str:
+    """This process's command line, ``python -m cmir_tf.<stage> …`` for a package command."""
+    argv = list(sys.argv) or ["python"]
+    parts = os.path.normpath(argv[0]).split(os.sep)
+    if len(parts) >= 2 and parts[-2] == "cmir_tf" and parts[-1].endswith(".py"):
+        argv[0] = f"python -m cmir_tf.{parts[-1][:-3]}"
+    return " ".join(argv)[:300]
+
+
 def _record(fd: int) -> None:
-    info = {"pid": os.getpid(), "host": socket.gethostname(), "command": " ".join(sys.argv)[:300] or "python",
-            "since": time.time()}
+    info = {"pid": os.getpid(), "host": socket.gethostname(), "command": _command(), "since": time.time()}
     os.ftruncate(fd, 0)
     os.pwrite(fd, json.dumps(info).encode("utf-8"), 0)
 

@@ -173,7 +173,7 @@ def train(cfg: TrainConfig, *, restart: bool = False) -> Path:
     schedule = Schedule.plan(cfg, facts.counts, strategy.num_replicas_in_sync)
     run, chief = _run_dir(cfg, strategy)
     with folder_lock(run.path):
-        effective = dataclasses.asdict(cfg) | {"data": str(facts.path.resolve()), "out": str(run)}
+        effective = dataclasses.asdict(cfg) | {"data": str(Path(facts.path).resolve()), "out": str(run)}
         run.open_for_training(effective, restart)
         _train_in(run, dataclasses.replace(cfg, data=str(data)), facts, strategy, schedule)
     if chief and run.history_path.exists():
