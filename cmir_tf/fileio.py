@@ -167,6 +167,26 @@ def inside(folder, name, source, entry: str = "entry") -> str:
     return path
 
 
+def create_output_folder(path, own_names, marker: str, what: str) -> None:
+    """Create the output folder ``path`` of a command that owns it, refusing (``ConfigError``) a path
+    that is a file, or a folder holding names other than ``own_names`` (and temporary files) when
+    ``marker`` (a name inside it) is absent: a folder of someone else's files is never written into."""
+    from .errors import ConfigError
+
+    path = os.fspath(path)
+    if os.path.lexists(path) and not os.path.isdir(path):
+        raise ConfigError(f"{path}: exists and is not a folder")
+    names = os.listdir(path) if os.path.isdir(path) else []
+    foreign = sorted(n for n in set(names) - set(own_names) if not n.startswith(TMP_PREFIX))
+    if foreign and not os.path.exists(os.path.join(path, marker)):
+        shown = ", ".join(foreign[:3]) + (", …" if len(foreign) > 3 else "")
+        raise ConfigError(f"{path}: not {what} (it holds {shown}); choose a new or empty folder, or {what}")
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot create the folder ({e.strerror or e})") from None
+
+
 class NotAFile(OSError):
     """The path exists but is not a regular file (a folder, FIFO, socket or device); ``kind`` says which."""
 

@@ -24,15 +24,11 @@ decides); the folder it writes is described, and owned, by :class:`cmir_tf.prepa
 8. **Finish** (:func:`_finish`): split lists (songs written), vocabulary, word2vec, the written songs'
    CF vectors, and the manifest last: its presence means the folder is complete.
 
-Resume: a shard is finished when its done-record exists, the file has the size it records (shards
-are written under a temporary name, then renamed) and every record's checksums hold (read back by the
-workers, ~1 GB/s per worker); a damaged shard is rewritten. Steps 2–6 run once: a rerun with the same
-fingerprint loads them from the state and writes only the unfinished shards; another fingerprint raises
+Resume: a shard is finished when its done-record exists, the file has the size it records and its
+records' checksums hold (read back by the workers); any other is rewritten. Steps 2–6 run once: a rerun
+with the same fingerprint loads them from the state; another fingerprint raises
 :class:`~cmir_tf.errors.ConfigError`. Everything is deterministic for a seed (same bytes on a fresh run).
-
-The output folder: new, empty, or prepared before (else refused); held with a lock while prepare runs
-(a second prepare into it exits with :class:`~cmir_tf.errors.BusyError` naming the first); overwriting
-deletes only what prepare recorded there (:meth:`cmir_tf.prepared.PreparedData.clear`).
+The output folder is checked, created and locked by :class:`~cmir_tf.prepared.PreparedData`.
 """
 from __future__ import annotations
 
@@ -57,8 +53,7 @@ from .genre_vectors import build_vocab, train_word2vec
 from .lock import folder_lock
 from .melon import PLAYLIST_FILES, MelonLayout
 from .prepared import PreparedData
-from .shard_writer import verify_shard, write_shards
-from .workpool import imap, progress_bar
+from .shard_writer import finished_shards, write_shards
 from .song_split import RATIOS, load_metadata, scan_mels, select_songs, stratified_split
 from .tfrecords import GZIP_SUFFIX, SHARD_SUFFIX, shard_name
 
@@ -132,27 +127,11 @@ class Preparation:
                 "skipped": [[int(k), v] for k, v in sorted(self.skipped.items())]}
 
     def resume(self, plan: dict, cache: dict) -> None:
-        """Take steps 2–6's results from a cached plan and side inputs (``DataError`` naming the plan
-        file if it is not one prepare wrote: a shard name outside its folder, a song id not an integer)."""
-        try:
-            self.splits, self.shards, self.cf_info, self.seconds = (plan["splits"], plan["shards"], plan["cf"],
-                                                                    plan["seconds"])
-            self.skipped = {_song_id(k): str(v) for k, v in plan["skipped"]}
-            for s in SPLITS:
-                self.splits[s] = [_song_id(v) for v in self.splits[s]]
-                for sh in self.shards[s]:
-                    self.out.planned_shard(s, sh["name"])
-                    sh["songs"] = [_song_id(v) for v in sh["songs"]]
-        except (KeyError, TypeError, ValueError):
-            raise DataError(f"{self.out.plan_path}: not a prepare plan (discard it with the overwrite option)") from None
+        """Take steps 2–6's results from a cached plan (checked by ``PreparedData.read_plan``) and side inputs."""
+        self.splits, self.shards, self.cf_info, self.seconds = plan["splits"], plan["shards"], plan["cf"], plan["seconds"]
+        self.skipped = {int(k): v for k, v in plan["skipped"]}
         self.vocab, self.word2vec, self.cf_ids, self.cf = cache["vocab"], cache["word2vec"], cache["cf_ids"], cache["cf"]
         self.resumed = True
-
-
-def _song_id(value) -> int:
-    if type(value) is not int:
-        raise ValueError(value)
-    return value
 
 
 # ------------------------------------------------------------------------------------------- steps
@@ -241,33 +220,11 @@ def _plan_shards(p: Preparation) -> None:
 PLAN_STEPS = (_choose_songs, _split, _fit_cf, _fit_word2vec, _plan_shards)
 
 
-def _finished_shards(p: Preparation) -> dict:
-    """``{shard name: done-record}`` of the shards an earlier run finished whose records all check out
-    (read back by the workers); a damaged one is left out, so it is rewritten."""
-    found = {}
-    for s in SPLITS:
-        p.out.start_split(s)
-        for sh in p.shards[s]:
-            record = p.out.finished(s, sh["name"])
-            if record is not None:
-                found[sh["name"]] = (p.out.shard_path(s, sh["name"]), record)
-    bar = progress_bar(len(found), "verify shards", p.progress and bool(found))
-    good = {}
-    for name, ok in imap(verify_shard, list(found.values()), p.workers):
-        bar.update(1)
-        if ok:
-            good[name] = found[name][1]
-        else:
-            p.log(f"{found[name][0]}: damaged (a record's checksum or count is wrong); rewriting it")
-    bar.close()
-    return good
-
-
 def _write_records(p: Preparation) -> dict:
     """Step 7: write every unfinished shard → ``{shard name: done-record}`` of all shards."""
     index, songs = p.genre_index(), p.meta["songs"]
     cf_row = {int(s): i for i, s in enumerate(p.cf_ids)}
-    done, tasks = _finished_shards(p), []
+    done, tasks = finished_shards(p.out, p.shards, p.workers, p.progress, p.log), []
     for s in SPLITS:
         for sh in p.shards[s]:
             if sh["name"] in done:
@@ -373,8 +330,7 @@ def prepare(melon_dir, out_dir, *, workers: int = 1, seed: int = 0, cf_dim: int 
                            shard_size=shard_size, compress=bool(compress), metadata_only=bool(metadata_only))
     params.check()
     out = PreparedData(out_dir)
-    out.check_output()
-    os.makedirs(out.root, exist_ok=True)
+    out.create()
     with folder_lock(out.root):
         p = _open(melon_dir, out_dir, params, overwrite=overwrite, workers=workers, progress=progress,
                   verbose=verbose)

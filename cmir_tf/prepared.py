@@ -25,7 +25,7 @@ inputs are complete), and a shard is written under a temporary name (:mod:`cmir_
 renamed, its done-record after it. Every other file is written atomically too.
 
 Ownership: prepare writes only into an empty folder, a new one, or one it prepared before
-(:meth:`PreparedData.check_output`), and deletes only names it recorded (the shards of its plan and
+(:meth:`PreparedData.create`), and deletes only names it recorded (the shards of its plan and
 manifest, its side inputs, its state, the temporary files of its dead writers): other files in the
 folder, even in ``{split}/``, are left alone.
 
@@ -46,7 +46,7 @@ from . import fileio
 from .constants import CF_DIM, SPLITS
 from .errors import ConfigError, DataError
 from .lock import LOCK_NAME
-from .tfrecords import count_records, first_record, is_compressed, is_shard_name
+from .tfrecords import is_compressed, is_shard_name
 
 MANIFEST = "manifest.json"
 SPLITS_FILE = "splits.json"
@@ -210,10 +210,11 @@ class PreparedData:
         splits = fileio.read_json(path, "split file")
         if not isinstance(splits, dict) or not all(isinstance(splits.get(s), list) for s in SPLITS):
             raise DataError(f"{path}: expected {{\"train\": [...], \"val\": [...], \"test\": [...]}}")
-        try:
-            return {s: [int(v) for v in splits[s]] for s in SPLITS}
-        except (TypeError, ValueError):
-            raise DataError(f"{path}: song ids must be integers") from None
+        for s in SPLITS:
+            bad = [v for v in splits[s] if type(v) is not int]  # 0.9 or true: not song 0 or 1
+            if bad:
+                raise DataError(f"{path}: song ids must be integers, {s} holds {bad[0]!r}")
+        return {s: list(splits[s]) for s in SPLITS}
 
     def check_trainable(self, splits=("train", "val")) -> dict:
         """Check that training can start here and return the manifest.
@@ -230,82 +231,23 @@ class PreparedData:
         missing = [n for n in (MANIFEST, WORD2VEC, VOCAB) if not os.path.exists(self.path(n))]
         if missing:
             raise DataError(f"{self.root}: not a prepared folder, missing {', '.join(missing)} (run `{MAKE}`)")
+        from .prepared_check import check_contents, read_counts
+
         manifest = self.read_manifest()
-        counts = self.counts(manifest)
+        counts = read_counts(self, manifest)
         for split in splits:
             if not counts.get(split):
                 raise DataError(f"{self.root}: {MANIFEST} counts no {split} records")
             if not self.shards_on_disk(split):
                 raise DataError(f"{self.root}: missing {split}/ shards (*.tfrecord)")
-        n_genres = self._check_word2vec(manifest)
-        cf_dim = self.cf_dim(manifest)
-        for split in splits:
-            files = self.shard_files(split, manifest)
-            found = sum(count_records(f) for f in files)
-            if found != counts[split]:
-                raise DataError(f"{self.manifest_path}: counts {counts[split]} {split} records, but the {len(files)} "
-                                f"shard(s) of {split}/ hold {found}")
-            for f in files:
-                self._check_first_record(f, cf_dim, n_genres)
+        check_contents(self, manifest, splits)
         return manifest
 
-    def counts(self, manifest: dict) -> dict:
-        """The manifest's ``counts`` ``{split: records}``, each a non-negative integer, else ``DataError``."""
-        counts = manifest.get("counts", {})
-        if not isinstance(counts, dict):
-            raise DataError(f"{self.manifest_path}: counts must be an object {{split: records}}, got "
-                            f"{type(counts).__name__}")
-        for split, n in counts.items():
-            if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-                raise DataError(f"{self.manifest_path}: counts of {split!r} must be a non-negative integer, got {n!r}")
-        return counts
-
-    def _check_word2vec(self, manifest: dict) -> int:
-        rows = len(self.read_vocab())
-        w2v = self.read_word2vec()
-        expected = manifest.get("n_genres", rows)
-        if w2v.shape[0] != rows or expected != rows:
-            raise DataError(f"{self.word2vec_path}: {w2v.shape[0]} rows, but {VOCAB} has {rows} genres"
-                            + (f" and {MANIFEST} n_genres {expected!r}" if expected != rows else ""))
-        if "w2v_dim" in manifest and manifest["w2v_dim"] != w2v.shape[1]:
-            raise DataError(f"{self.word2vec_path}: {w2v.shape[1]} columns, {MANIFEST} says w2v_dim "
-                            f"{manifest['w2v_dim']!r}")
-        if not np.isfinite(w2v).all():
-            raise DataError(f"{self.word2vec_path}: holds inf or NaN values")
-        return rows
-
-    def _check_first_record(self, path: str, cf_dim: int, n_genres: int) -> None:
-        from .tfrecords import parse_example_numpy
-
-        raw = first_record(path)
-        if raw is None:
-            return
-        try:
-            rec = parse_example_numpy(raw)
-        except Exception as e:  # noqa: BLE001 — protobuf raises several types on a damaged record
-            raise DataError(f"{path}: first record is not a song record ({type(e).__name__})") from None
-        if len(rec["cf"]) not in (0, cf_dim):
-            raise DataError(f"{path}: records hold CF vectors of {len(rec['cf'])} values, but {self.manifest_path} "
-                            f"says cf_dim {cf_dim}")
-        if len(rec["genres"]) and not 0 <= int(rec["genres"].min()) <= int(rec["genres"].max()) < n_genres:
-            raise DataError(f"{path}: song {rec['song_id']} has genre index {int(rec['genres'].max())}, outside "
-                            f"the {n_genres} genres of {self.vocab_path}")
-
     # ------------------------------------------------------------------------------- writing (prepare)
-    def check_output(self) -> None:
-        """Refuse (``ConfigError``) an output path that is a file, or a folder that holds other files and
-        nothing prepare made (no state, no manifest): prepare would write, and on overwrite delete, there."""
-        if os.path.lexists(self.root) and not os.path.isdir(self.root):
-            raise ConfigError(f"{self.root}: exists and is not a folder")
-        try:
-            names = os.listdir(self.root)
-        except FileNotFoundError:
-            return
-        foreign = sorted(set(names) - set(OWN_NAMES))
-        if foreign and not any(os.path.exists(self.path(n)) for n in (STATE_DIR, MANIFEST)):
-            shown = ", ".join(foreign[:3]) + (", …" if len(foreign) > 3 else "")
-            raise ConfigError(f"{self.root}: not a prepared folder (it holds {shown}); prepare only writes into a new "
-                              "or empty folder or one it prepared before: choose another output folder")
+    def create(self) -> None:
+        """Create the folder for prepare: refused (``ConfigError``) if it is a file, or holds other files
+        and no ``.prepare/`` state (not a folder prepare made: it would write, and on overwrite delete, there)."""
+        fileio.create_output_folder(self.root, OWN_NAMES, STATE_DIR, "a prepared folder")
 
     def clear(self) -> None:
         """Remove what prepare wrote here: the shards its plan and manifest name, its outputs, its state and
@@ -346,10 +288,9 @@ class PreparedData:
         """``.prepare/plan.json`` of an earlier run here; None when no run got as far as writing it."""
         if not os.path.exists(self.plan_path):
             return None
-        plan = fileio.read_json(self.plan_path, "prepare plan")
-        if not isinstance(plan, dict):
-            raise DataError(f"{self.plan_path}: the prepare plan must be a JSON object")
-        return plan
+        from .prepared_check import check_plan
+
+        return check_plan(self, fileio.read_json(self.plan_path, "prepare plan"))
 
     def read_cache(self) -> dict:
         """The side inputs cached beside the plan: ``{"vocab", "word2vec", "cf_ids", "cf"}``."""

@@ -23,7 +23,7 @@ a killed run left. Reads raise :class:`~cmir_tf.errors.DataError` naming the fil
 damaged backup file is named with the reason.
 
 Ownership: training writes only into a new or empty folder, or a run folder (one with ``config.json``,
-or holding nothing but the names above) — :meth:`RunDir.check_output`; discarding a backup (restart)
+or holding nothing but the names above) — :meth:`RunDir.create`; discarding a backup (restart)
 deletes the backup's three files, nothing else in ``backup/``.
 
 Runs written before ``model.json`` existed still export: :meth:`RunDir.model_config` then derives the
@@ -40,7 +40,7 @@ import time
 from pathlib import Path
 
 from .errors import ConfigError, DataError
-from .fileio import TMP_PREFIX, atomic_path, atomic_write_text, read_json, remove_stale_temps, write_json
+from .fileio import atomic_path, atomic_write_text, create_output_folder, read_json, remove_stale_temps, write_json
 from .lock import LOCK_NAME
 
 # config.json keys that must not change when a run is continued from its backup
@@ -104,34 +104,18 @@ class RunDir:
         return (self.CONFIG, self.MODEL, self.HISTORY, self.CURVES, self.LOGS, self.CHECKPOINTS, self.BACKUP,
                 self.WORKERS, LOCK_NAME)
 
-    def check_output(self) -> None:
-        """Refuse (``ConfigError``) a path that is a file, or a folder holding other files and no
-        ``config.json``: not a run folder, so training must not write (or later delete) there."""
-        if os.path.lexists(self.path) and not self.path.is_dir():
-            raise ConfigError(f"{self.path}: exists and is not a folder")
-        try:
-            names = os.listdir(self.path)
-        except FileNotFoundError:
-            return
-        foreign = sorted(n for n in set(names) - set(self.own_names()) if not n.startswith(TMP_PREFIX))
-        if foreign and not self.config_path.exists():
-            shown = ", ".join(foreign[:3]) + (", …" if len(foreign) > 3 else "")
-            raise ConfigError(f"{self.path}: not a run folder (it holds {shown}); training writes only into a new or "
-                              "empty folder or an earlier run's: choose another run folder")
-
     def create(self) -> None:
-        """Create the folder (after :meth:`check_output`); a path that cannot be made → ``ConfigError``."""
-        self.check_output()
-        try:
-            self.path.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise ConfigError(f"{self.path}: cannot create the run folder ({e.strerror or e})") from None
+        """Create the run folder: refused (``ConfigError``) if it is a file, or holds other files and no
+        ``config.json`` (not a run folder: training must not write, or later delete, there)."""
+        create_output_folder(self.path, self.own_names(), self.CONFIG, "a run folder")
 
     def discard_backup(self) -> None:
         """Delete the backup's own files (and dead writers' temporary files); anything else stays."""
         for name in (self.BACKUP_STATE, self.BACKUP_WEIGHTS, self.BACKUP_OPTIMIZER):  # state first: it vouches
             (self.backup_dir / name).unlink(missing_ok=True)
         remove_stale_temps(self.backup_dir)
+        with contextlib.suppress(OSError):
+            self.backup_dir.rmdir()  # only when nothing else is in it
 
     def open_for_training(self, effective: dict, restart: bool = False) -> None:
         """Create the folder for a run of ``effective`` (a TrainConfig as a dict) and write ``config.json``.

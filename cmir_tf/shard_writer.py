@@ -79,6 +79,29 @@ def write_shard(task: dict) -> dict:
     return done
 
 
+def finished_shards(out: PreparedData, shards: dict, workers: int = 1, progress: bool = True, log=print) -> dict:
+    """``{shard name: done-record}`` of the planned shards (``{split: [{"name", …}]}``) an earlier run
+    finished and whose records all check out (read back by ``workers`` processes, :func:`verify_shard`);
+    a damaged one is logged and left out, so it is written again. Creates the split folders."""
+    found = {}
+    for split, planned in shards.items():
+        out.start_split(split)
+        for sh in planned:
+            record = out.finished(split, sh["name"])
+            if record is not None:
+                found[sh["name"]] = (out.shard_path(split, sh["name"]), record)
+    bar = progress_bar(len(found), "verify shards", progress and bool(found))
+    good = {}
+    for name, ok in imap(verify_shard, list(found.values()), workers):
+        bar.update(1)
+        if ok:
+            good[name] = found[name][1]
+        else:
+            log(f"{found[name][0]}: damaged (a record's checksum or the record count is wrong); writing it again")
+    bar.close()
+    return good
+
+
 def verify_shard(item: tuple) -> tuple[str, bool]:
     """Worker: ``(path, done-record)`` → ``(shard name, whether every record's checksums hold and the
     shard has the records its done-record lists)``."""

@@ -2,6 +2,7 @@
 traceback, a hang, a write outside --out, a deleted user file or a silently wrong result."""
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -243,6 +244,16 @@ def test_bad_ids_and_types_are_one_line_naming_file_and_entry(tmp_path, capsys, 
     if not fault.endswith("nested"):
         assert ("entry 1" if fault == "song_id_fraction" else "entry 3" if fault.startswith(("song_id", "genres", "album", "artist"))
                 else "playlist 2") in line
+
+
+@pytest.mark.parametrize("bad", [0.9, True, "7", None])
+def test_split_lists_hold_integer_song_ids_only(prepared, tmp_path, bad):
+    data = PreparedData(shutil.copytree(prepared, tmp_path / "p"))
+    splits = json.loads(Path(data.splits_path).read_text())
+    splits["val"].append(bad)
+    Path(data.splits_path).write_text(json.dumps(splits))
+    with pytest.raises(DataError, match=rf"splits\.json: song ids must be integers, val holds {re.escape(repr(bad))}"):
+        data.read_splits()
 
 
 @pytest.mark.parametrize("how", ["no_playlists", "empty_playlists"])
