@@ -19,6 +19,7 @@ resumption so no crop is replayed. ``--restart`` discards the backup. A non-fini
 from __future__ import annotations
 
 import dataclasses
+import re
 import sys
 from pathlib import Path
 
@@ -155,6 +156,12 @@ def _fit(model, cfg: TrainConfig, run: RunDir, schedule: Schedule, datasets, sta
             model.fit(train_ds, epochs=cfg.epochs, initial_epoch=epoch, steps_per_epoch=schedule.steps, **fit_args)
     except tf.errors.DataLossError as exc:
         raise _damaged_shard(Path(cfg.data), exc) from None
+    except tf.errors.InvalidArgumentError as exc:  # the pipeline's record checks (CF length, frames)
+        found = re.search(r"(cf vector length differs from cf_dim|record with n_frames < 256[^;]*)", str(exc))
+        if not found:
+            raise
+        raise DataError(f"{cfg.data}: a record disagrees with the manifest ({found.group(1)}); "
+                        f"prepare the folder again") from None
     if stopper.failed:
         raise NonFiniteLossError(f"{run}: training stopped: {stopper.failed}")
 
