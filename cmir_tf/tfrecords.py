@@ -49,7 +49,8 @@ def shard_name(split: str, index: int, count: int, compressed: bool = False) -> 
 
 def is_shard_name(name: str) -> bool:
     """Whether a file name is a shard's: ``*.tfrecord`` or ``*.tfrecord.gz``, not hidden (``.…``), so a
-    partial ``….tfrecord.tmp`` or another tool's temporary file never counts."""
+    temporary shard (``.cmir-tmp-…``), a legacy partial ``….tfrecord.tmp`` or another tool's temporary
+    file never counts."""
     return not name.startswith(".") and name.endswith((SHARD_SUFFIX, SHARD_SUFFIX + GZIP_SUFFIX))
 
 
