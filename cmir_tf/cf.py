@@ -80,7 +80,8 @@ def train_cf(playlists, song_ids, cf_dim: int = CF_DIM, model: str = "bpr", seed
     check_cf_params(model, cf_dim)
     m, ids = playlist_matrix(playlists, song_ids)
     if m is None:
-        return ids, np.zeros((0, cf_dim), np.float32), {"playlists": 0, "nnz": 0}
+        return ids, np.zeros((0, cf_dim), np.float32), {"model": model, "iterations": 0, "threads": threads,
+                                                        "playlists": 0, "songs": 0, "nnz": 0}
     iterations = default_cf_iterations(model, m.nnz) if iterations is None else int(iterations)
     from threadpoolctl import threadpool_limits
 

@@ -58,6 +58,7 @@ class TrainConfig:
     synth_playlists: int | None = None
 
     def validate(self) -> None:
+        self._check_types()
         if self.mode not in MODES:
             raise ConfigError(f"--mode: unknown mode {self.mode!r}; choose one of {', '.join(MODES)}")
         if self.precision not in PRECISIONS:
@@ -78,6 +79,18 @@ class TrainConfig:
         if not 0 <= self.dropout < 1:
             raise ConfigError(f"--dropout: must be in [0, 1), got {self.dropout}")
 
+
+    def _check_types(self) -> None:
+        """Each value has its field's type (a config file can hold ``"three"`` or ``8.5``): ConfigError."""
+        for f in dataclasses.fields(self):
+            value, kinds = getattr(self, f.name), str(f.type).replace(" ", "").split("|")
+            if value is None and "None" in kinds:
+                continue
+            ok = {"int": type(value) is int, "float": type(value) in (int, float), "str": isinstance(value, (str, os.PathLike)),
+                  "bool": type(value) is bool}
+            if not any(ok.get(k, True) for k in kinds if k != "None"):
+                what = {"int": "an integer", "float": "a number", "str": "a string", "bool": "true or false"}
+                raise ConfigError(f"--{f.name.replace('_', '-')}: must be {what.get(kinds[0], kinds[0])}, got {value!r}")
 
     @classmethod
     def from_saved(cls, values: dict) -> "TrainConfig":

@@ -12,8 +12,12 @@ A write that fails for lack of space or permission raises :class:`~cmir_tf.error
 naming the destination (not the temporary name) and leaves no temporary file.
 
 Reading: :func:`read_json` and :func:`load_npy` turn every way a data file can be broken (missing,
-not JSON, nested too deeply, pickled, wrong shape or dtype) into a one-line
-:class:`~cmir_tf.errors.DataError` naming the file; ``.npy`` files are never unpickled.
+not JSON, nested too deeply, pickled, wrong shape or dtype, a FIFO or device instead of a file) into a
+one-line :class:`~cmir_tf.errors.DataError` naming the file; ``.npy`` files are never unpickled, and a
+FIFO is never opened in a way that could block (:func:`open_regular`).
+
+Paths from data: :func:`inside` is the one check that a name read from a data file (a shard listed in
+a manifest, a file named in a split list) stays inside the folder it belongs to.
 """
 from __future__ import annotations
 
@@ -24,6 +28,7 @@ import json
 import os
 import re
 import secrets
+import stat
 
 import numpy as np
 
@@ -163,12 +168,71 @@ def inside(folder, name, source, entry: str = "entry") -> str:
     return path
 
 
+def create_output_folder(path, own_names, marker: str, what: str) -> None:
+    """Create the output folder ``path`` of a command that owns it, refusing (``ConfigError``) a path
+    that is a file, or a folder holding names other than ``own_names`` (and temporary files) when
+    ``marker`` (a name inside it) is absent: a folder of someone else's files is never written into."""
+    from .errors import ConfigError
+
+    path = os.fspath(path)
+    if os.path.lexists(path) and not os.path.isdir(path):
+        raise ConfigError(f"{path}: exists and is not a folder")
+    names = os.listdir(path) if os.path.isdir(path) else []
+    foreign = sorted(n for n in set(names) - set(own_names) if not n.startswith(TMP_PREFIX))
+    if foreign and not os.path.exists(os.path.join(path, marker)):
+        shown = ", ".join(foreign[:3]) + (", …" if len(foreign) > 3 else "")
+        raise ConfigError(f"{path}: not {what} (it holds {shown}); choose a new or empty folder, or {what}")
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot create the folder ({e.strerror or e})") from None
+
+
+class NotAFile(OSError):
+    """The path exists but is not a regular file (a folder, FIFO, socket or device); ``kind`` says which."""
+
+    def __init__(self, path, kind: str):
+        super().__init__(errno.EINVAL, f"{kind}, not a regular file", os.fspath(path))
+        self.kind = kind
+
+
+def _kind(mode: int) -> str:
+    for test, kind in ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return kind
+    return "not a regular file"
+
+
+def open_regular(path):
+    """Open ``path`` for binary reading if it is a regular file (symbolic links followed); else raise
+    :class:`NotAFile`. A FIFO is opened non-blocking and closed at once, so it never hangs the reader."""
+    path = os.fspath(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise
+    except OSError:
+        st = os.stat(path)  # e.g. a socket (ENXIO): say what it is, if not a file
+        if not stat.S_ISREG(st.st_mode):
+            raise NotAFile(path, _kind(st.st_mode)) from None
+        raise
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise NotAFile(path, _kind(mode))
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
+
+
 def read_json(path, what: str = "JSON file"):
     """Parse a JSON file → its value; any fault → ``DataError("<path>: <reason>")``."""
     path = os.fspath(path)
     try:
-        with open(path, "rb") as f:
+        with open_regular(path) as f:
             return json.load(f)
+    except NotAFile as e:
+        raise DataError(f"{path}: {what} is {e.kind}, not a file") from None
     except FileNotFoundError:
         raise DataError(f"{path}: {what} not found") from None
     except IsADirectoryError:
@@ -190,13 +254,16 @@ def load_npy(path, what: str = "array", *, ndim: int | None = None, kind: str | 
     """
     path = os.fspath(path)
     try:
-        with open(path, "rb") as f:
+        with open_regular(path) as f:
             magic = f.read(6)
-        if magic != np.lib.format.MAGIC_PREFIX:
-            if magic[:1] == b"\x80":  # a bare pickle: refused without unpickling
-                raise DataError(f"{path}: {what} holds Python objects (pickled); refused")
-            raise DataError(f"{path}: {what} is not a .npy file")
-        arr = np.load(path, allow_pickle=False)
+            if magic != np.lib.format.MAGIC_PREFIX:
+                if magic[:1] == b"\x80":  # a bare pickle: refused without unpickling
+                    raise DataError(f"{path}: {what} holds Python objects (pickled); refused")
+                raise DataError(f"{path}: {what} is not a .npy file")
+            f.seek(0)
+            arr = np.load(f, allow_pickle=False)
+    except NotAFile as e:
+        raise DataError(f"{path}: {what} is {e.kind}, not a file") from None
     except FileNotFoundError:
         raise DataError(f"{path}: {what} not found") from None
     except ValueError as e:

@@ -19,6 +19,7 @@ reason           meaning
 ``wrong_bands``  first axis is not 48 mel bands
 ``too_short``    fewer frames than one 256-frame patch
 ``non_finite``   holds ``inf`` or ``NaN``
+``not_a_file``   the path is a folder, FIFO, socket or device — never opened in a way that could block
 ===============  ===========================================================================
 
 Non-finite values are REJECTED, not repaired. Melon's documented chain (Essentia ``lin2db`` clips the
@@ -30,6 +31,7 @@ clipping to −200 dB would silently train on a spectrogram of unknown provenanc
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -39,7 +41,9 @@ from .constants import N_BANDS, PATCH_FRAMES
 from .errors import DataError
 
 MEL_REASONS = ("missing", "unreadable", "pickled", "bad_dtype", "bad_shape", "wrong_bands", "too_short",
-               "non_finite")
+               "non_finite", "not_a_file")
+ID_MAX = 2**63 - 1  # ids are stored as int64
+_DIGITS = re.compile(r"0|[1-9][0-9]{0,18}")
 PLAYLIST_FILES = ("train", "val", "test")
 
 
@@ -120,19 +124,67 @@ def _read_json(path):
     return fileio.read_json(path, "Melon file")
 
 
-def _codes(value) -> list:
+def _int(value, where: str, *, minimum: int = 0) -> int:
+    """A JSON integer (or a string of its decimal digits, ``"12"``) in ``[minimum, 2^63 − 1]``; anything
+    else (``0.9``, ``true``, ``"abc"``, ``Infinity``, 10^30) → ``DataError`` naming ``where``. ``int()``
+    would silently turn 0.9 into 0 and true into 1."""
+    if isinstance(value, str) and _DIGITS.fullmatch(value):
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise DataError(f"{where} is {json_repr(value)}, not an integer")
+    if not minimum <= value <= ID_MAX:
+        raise DataError(f"{where} is {value}, outside {minimum}..2^63-1")
+    return value
+
+
+def _list(value, where: str) -> list:
+    """A JSON list (``None`` → ``[]``); anything else → ``DataError`` naming ``where``."""
     if value is None:
         return []
+    if not isinstance(value, list):
+        raise DataError(f"{where} is {json_repr(value)}, not a list")
+    return value
+
+
+def json_repr(value) -> str:
+    """A short display of a JSON value for an error message."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _codes(value, where: str) -> list:
     if isinstance(value, str):
         value = [value]
-    return [str(v) for v in value if v not in (None, "")]
+    codes = _list(value, where)
+    for code in codes:
+        if code is not None and not isinstance(code, str):
+            raise DataError(f"{where} holds {json_repr(code)}, not a genre code")
+    return [c for c in codes if c]
+
+
+def _song(e, where: str) -> Song:
+    """One ``song_meta.json`` entry, every field type checked (``where`` names the file and entry)."""
+    album = e.get("album_id")
+    return Song(
+        id=_int(e.get("id"), f"{where}: id"),
+        major=_codes(e.get("song_gn_gnr_basket"), f"{where}: song_gn_gnr_basket"),
+        detailed=_codes(e.get("song_gn_dtl_gnr_basket"), f"{where}: song_gn_dtl_gnr_basket"),
+        album_id=None if album is None else _int(album, f"{where}: album_id"),
+        artist_id_basket=[_int(a, f"{where}: artist_id_basket")
+                          for a in _list(e.get("artist_id_basket"), f"{where}: artist_id_basket")],
+        artist_name_basket=list(_list(e.get("artist_name_basket"), f"{where}: artist_name_basket")),
+        song_name=str(e.get("song_name") or ""),
+        issue_date=str(e.get("issue_date") or ""),
+    )
 
 
 def read_song_meta(path) -> tuple[dict, int]:
     """Read ``song_meta.json`` → ``({id: Song}, n_duplicates)``.
 
-    Entries without an integer ``id`` raise :class:`DataError`; a repeated id keeps the FIRST entry
-    and is counted. Missing optional fields default to empty.
+    Every entry must be an object whose ``id`` is an integer in 0..2^63−1 (a JSON integer or its
+    decimal digits as a string; ``0.9``, ``true``, ``"abc"``, ``Infinity`` are refused, not rounded); baskets must be lists, ``album_id`` and artist ids
+    integers. Each fault is a :class:`DataError` naming the file and the entry. A repeated id keeps the
+    FIRST entry and is counted. Missing optional fields default to empty.
     """
     data = _read_json(path)
     if not isinstance(data, list):
@@ -140,23 +192,13 @@ def read_song_meta(path) -> tuple[dict, int]:
     songs: dict[int, Song] = {}
     dup = 0
     for i, e in enumerate(data):
-        try:
-            sid = int(e["id"])
-        except (KeyError, TypeError, ValueError):
-            raise DataError(f"{path}: entry {i} has no integer 'id'") from None
-        if sid in songs:
+        if not isinstance(e, dict) or "id" not in e:
+            raise DataError(f"{path}: entry {i} has no integer 'id'")
+        song = _song(e, f"{path}: entry {i}")
+        if song.id in songs:
             dup += 1
             continue
-        songs[sid] = Song(
-            id=sid,
-            major=_codes(e.get("song_gn_gnr_basket")),
-            detailed=_codes(e.get("song_gn_dtl_gnr_basket")),
-            album_id=e.get("album_id"),
-            artist_id_basket=list(e.get("artist_id_basket") or []),
-            artist_name_basket=list(e.get("artist_name_basket") or []),
-            song_name=e.get("song_name") or "",
-            issue_date=str(e.get("issue_date") or ""),
-        )
+        songs[song.id] = song
     return songs, dup
 
 
@@ -168,11 +210,24 @@ def read_genres(path) -> dict:
     return {str(k): str(v) for k, v in data.items()}
 
 
+def _playlist(p, where: str) -> dict:
+    return {
+        "id": _int(p["id"], f"{where}: id"),
+        "plylst_title": str(p.get("plylst_title") or ""),
+        "tags": list(_list(p.get("tags"), f"{where}: tags")),
+        "songs": [_int(s, f"{where}: song") for s in _list(p.get("songs"), f"{where}: songs")],
+        "like_cnt": 0 if p.get("like_cnt") is None else _int(p["like_cnt"], f"{where}: like_cnt"),
+        "updt_date": str(p.get("updt_date") or ""),
+    }
+
+
 def read_playlists(path) -> list[dict]:
     """Read a playlist file → list of ``{"id", "plylst_title", "tags", "songs", "like_cnt", "updt_date"}``.
 
-    Missing fields default (``songs``/``tags`` to ``[]``); song ids are ints. Val/test files of the real
-    dataset mask some fields, which is why everything but ``id`` is optional.
+    Missing fields default (``songs``/``tags`` to ``[]``); ids, song ids and ``like_cnt`` must be JSON
+    integers (as in :func:`read_song_meta`), ``songs`` and ``tags`` lists; each fault is a
+    :class:`DataError` naming the file and the playlist's position. Val/test files of the real dataset
+    mask some fields, which is why everything but ``id`` is optional.
     """
     data = _read_json(path)
     if not isinstance(data, list):
@@ -181,18 +236,7 @@ def read_playlists(path) -> list[dict]:
     for i, p in enumerate(data):
         if not isinstance(p, dict) or "id" not in p:
             raise DataError(f"{path}: playlist {i} has no 'id'")
-        try:
-            songs = [int(s) for s in (p.get("songs") or [])]
-        except (TypeError, ValueError):
-            raise DataError(f"{path}: playlist {p['id']} has a non-integer song id") from None
-        out.append({
-            "id": int(p["id"]),
-            "plylst_title": p.get("plylst_title") or "",
-            "tags": list(p.get("tags") or []),
-            "songs": songs,
-            "like_cnt": int(p.get("like_cnt") or 0),
-            "updt_date": p.get("updt_date") or "",
-        })
+        out.append(_playlist(p, f"{path}: playlist {i}"))
     return out
 
 
@@ -235,6 +279,29 @@ def _check_layout(path, shape, dtype):
         raise MelError(path, "too_short", f"{shape[1]} frames, need at least {PATCH_FRAMES}")
 
 
+def _open_mel(path):
+    """Open a mel file for reading; a missing path, a non-file (never blocking on a FIFO) or an unreadable
+    one → :class:`MelError`."""
+    try:
+        return fileio.open_regular(path)
+    except FileNotFoundError:
+        raise MelError(path, "missing") from None
+    except fileio.NotAFile as e:
+        raise MelError(path, "not_a_file", e.kind) from None
+    except OSError as e:
+        raise MelError(path, "unreadable", e.strerror or str(e)) from None
+
+
+def _inspect_open(f, path) -> tuple[tuple, np.dtype]:
+    shape, dtype, offset = _read_header(f, path)
+    _check_layout(path, shape, dtype)
+    need = offset + int(np.prod(shape)) * dtype.itemsize
+    size = os.fstat(f.fileno()).st_size
+    if size < need:
+        raise MelError(path, "unreadable", f"truncated: {size} bytes, header says {need}")
+    return shape, dtype
+
+
 def inspect_mel(path) -> int:
     """Check a mel file's header and size without reading its values → ``n_frames``.
 
@@ -242,19 +309,8 @@ def inspect_mel(path) -> int:
     pre-scan (a few hundred bytes a file) to decide which songs enter the split.
     """
     path = os.fspath(path)
-    try:
-        f = open(path, "rb")
-    except FileNotFoundError:
-        raise MelError(path, "missing") from None
-    except (IsADirectoryError, PermissionError, OSError) as e:
-        raise MelError(path, "unreadable", str(e)) from None
-    with f:
-        shape, dtype, offset = _read_header(f, path)
-        _check_layout(path, shape, dtype)
-        need = offset + int(np.prod(shape)) * dtype.itemsize
-        size = os.fstat(f.fileno()).st_size
-    if size < need:
-        raise MelError(path, "unreadable", f"truncated: {size} bytes, header says {need}")
+    with _open_mel(path) as f:
+        shape, _ = _inspect_open(f, path)
     return int(shape[1])
 
 
@@ -263,18 +319,20 @@ def load_mel(path) -> np.ndarray:
 
     Raises :class:`MelError` (a :class:`~cmir_tf.errors.DataError`) with ``reason`` among
     :data:`MEL_REASONS`. Never unpickles: the header is checked first and ``np.load`` runs with
-    ``allow_pickle=False``.
+    ``allow_pickle=False``, on the same open file (so the checked file is the one read).
     """
     path = os.fspath(path)
-    inspect_mel(path)
-    try:
-        arr = np.load(path, allow_pickle=False, mmap_mode=None)
-    except ValueError as e:
-        if "pickle" in str(e).lower():
-            raise MelError(path, "pickled", str(e)) from None
-        raise MelError(path, "unreadable", str(e)) from None
-    except Exception as e:  # noqa: BLE001 — a damaged body can fail in many ways
-        raise MelError(path, "unreadable", f"{type(e).__name__}: {e}") from None
+    with _open_mel(path) as f:
+        _inspect_open(f, path)
+        f.seek(0)
+        try:
+            arr = np.load(f, allow_pickle=False, mmap_mode=None)
+        except ValueError as e:
+            if "pickle" in str(e).lower():
+                raise MelError(path, "pickled", str(e)) from None
+            raise MelError(path, "unreadable", str(e)) from None
+        except Exception as e:  # noqa: BLE001 — a damaged body can fail in many ways
+            raise MelError(path, "unreadable", f"{type(e).__name__}: {e}") from None
     if not isinstance(arr, np.ndarray):  # e.g. an .npz archive
         raise MelError(path, "unreadable", f"not a single array ({type(arr).__name__})")
     _check_layout(path, arr.shape, arr.dtype)

@@ -24,10 +24,11 @@ decides); the folder it writes is described, and owned, by :class:`cmir_tf.prepa
 8. **Finish** (:func:`_finish`): split lists (songs written), vocabulary, word2vec, the written songs'
    CF vectors, and the manifest last: its presence means the folder is complete.
 
-Resume: a shard is finished when its done-record exists and the file has the size it records (shards
-are written under a partial name, then renamed). Steps 2–6 run once: a rerun with the same fingerprint
-loads them from the state and writes only the unfinished shards; another fingerprint raises
+Resume: a shard is finished when its done-record exists, the file has the size it records and its
+records' checksums hold (read back by the workers); any other is rewritten. Steps 2–6 run once: a rerun
+with the same fingerprint loads them from the state; another fingerprint raises
 :class:`~cmir_tf.errors.ConfigError`. Everything is deterministic for a seed (same bytes on a fresh run).
+The output folder is checked, created and locked by :class:`~cmir_tf.prepared.PreparedData`.
 """
 from __future__ import annotations
 
@@ -47,11 +48,12 @@ import numpy as np
 from . import cli
 from .cf import BPR_LEARNING_RATE, CF_MODELS, check_cf_params, train_cf
 from .constants import CF_DIM, MAX_GENRES, SPLITS, W2V_DIM
-from .errors import ConfigError
+from .errors import ConfigError, DataError
 from .genre_vectors import build_vocab, train_word2vec
+from .lock import folder_lock
 from .melon import PLAYLIST_FILES, MelonLayout
 from .prepared import PreparedData
-from .shard_writer import write_shards
+from .shard_writer import finished_shards, write_shards
 from .song_split import RATIOS, load_metadata, scan_mels, select_songs, stratified_split
 from .tfrecords import GZIP_SUFFIX, SHARD_SUFFIX, shard_name
 
@@ -125,7 +127,7 @@ class Preparation:
                 "skipped": [[int(k), v] for k, v in sorted(self.skipped.items())]}
 
     def resume(self, plan: dict, cache: dict) -> None:
-        """Take steps 2–6's results from a cached plan and side inputs."""
+        """Take steps 2–6's results from a cached plan (checked by ``PreparedData.read_plan``) and side inputs."""
         self.splits, self.shards, self.cf_info, self.seconds = plan["splits"], plan["shards"], plan["cf"], plan["seconds"]
         self.skipped = {int(k): v for k, v in plan["skipped"]}
         self.vocab, self.word2vec, self.cf_ids, self.cf = cache["vocab"], cache["word2vec"], cache["cf_ids"], cache["cf"]
@@ -157,6 +159,10 @@ def _open(melon_dir, out_dir, params: PrepareParams, *, overwrite: bool, workers
 def _choose_songs(p: Preparation) -> None:
     """Step 2: candidate songs, skip reasons, genre vocabulary."""
     ids, skipped = select_songs(p.meta)
+    if not ids:
+        files = ", ".join(os.path.basename(p.melon.playlists(s)) for s in PLAYLIST_FILES)
+        raise DataError(f"{p.melon.root}: no song of {os.path.basename(p.melon.song_meta)} is in a playlist of "
+                        f"{files} and has a genre: nothing to prepare")
     if p.params.metadata_only:
         p.log(f"{len(ids)} songs in playlists with genres (metadata only)")
     else:
@@ -218,13 +224,10 @@ def _write_records(p: Preparation) -> dict:
     """Step 7: write every unfinished shard → ``{shard name: done-record}`` of all shards."""
     index, songs = p.genre_index(), p.meta["songs"]
     cf_row = {int(s): i for i, s in enumerate(p.cf_ids)}
-    done, tasks = {}, []
+    done, tasks = finished_shards(p.out, p.shards, p.workers, p.progress, p.log), []
     for s in SPLITS:
-        p.out.start_split(s)
         for sh in p.shards[s]:
-            record = p.out.finished(s, sh["name"])
-            if record is not None:
-                done[sh["name"]] = record
+            if sh["name"] in done:
                 continue
             tasks.append({"melon": p.melon.root, "out": p.out.root, "split": s, "name": sh["name"],
                           "compress": bool(p.params.compress),
@@ -326,11 +329,15 @@ def prepare(melon_dir, out_dir, *, workers: int = 1, seed: int = 0, cf_dim: int 
                            cf_threads=cf_threads, cf_learning_rate=cf_learning_rate, w2v_epochs=w2v_epochs,
                            shard_size=shard_size, compress=bool(compress), metadata_only=bool(metadata_only))
     params.check()
-    p = _open(melon_dir, out_dir, params, overwrite=overwrite, workers=workers, progress=progress, verbose=verbose)
-    if not p.resumed:
-        for step in PLAN_STEPS:
-            step(p)
-    manifest = _finish(p, {} if params.metadata_only else _write_records(p), t0)
+    out = PreparedData(out_dir)
+    out.create()
+    with folder_lock(out.root):
+        p = _open(melon_dir, out_dir, params, overwrite=overwrite, workers=workers, progress=progress,
+                  verbose=verbose)
+        if not p.resumed:
+            for step in PLAN_STEPS:
+                step(p)
+        manifest = _finish(p, {} if params.metadata_only else _write_records(p), t0)
     if verbose:
         print(summary(manifest))
     return manifest

@@ -17,27 +17,36 @@ export and evaluation read it (through :class:`PreparedData` too)::
                              skipped [[song_id, reason]]
         vocab.json  word2vec.npy  cf_song_ids.npy  cf_factors.npy   the side inputs, computed once
         done/<shard>.json    a finished shard: {shard, split, written, skipped, bytes}
+    OUT/.cmir-lock         held by the prepare writing here (:mod:`cmir_tf.lock`)
 
 Writing order is the folder's completeness rule: ``manifest.json`` is written last (its presence means
 the folder is complete), ``.prepare/plan.json`` last of the state (its presence means the cached side
-inputs are complete), and a shard is written as ``<shard>.tmp`` then renamed, its done-record after it.
-Every other file is written atomically (:mod:`cmir_tf.fileio`).
+inputs are complete), and a shard is written under a temporary name (:mod:`cmir_tf.fileio`) then
+renamed, its done-record after it. Every other file is written atomically too.
+
+Ownership: prepare writes only into an empty folder, a new one, or one it prepared before
+(:meth:`PreparedData.create`), and deletes only names it recorded (the shards of its plan and
+manifest, its side inputs, its state, the temporary files of its dead writers): other files in the
+folder, even in ``{split}/``, are left alone.
 
 Reading never trusts the folder: each fault is one :class:`~cmir_tf.errors.DataError` naming the file
-and the reason, and ``.npy`` files are never unpickled.
+and the reason; a shard name read from ``manifest.json`` or ``plan.json`` must stay inside its split
+folder (:func:`cmir_tf.fileio.inside`); ``manifest.json``'s counts must match the records of the
+shards; ``.npy`` files are never unpickled.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
-import shutil
 from pathlib import Path
 
 import numpy as np
 
 from . import fileio
 from .constants import CF_DIM, SPLITS
-from .errors import DataError
+from .errors import ConfigError, DataError
+from .lock import LOCK_NAME
 from .tfrecords import is_compressed, is_shard_name
 
 MANIFEST = "manifest.json"
@@ -50,7 +59,8 @@ OUTPUT_FILES = (MANIFEST, SPLITS_FILE, VOCAB, WORD2VEC, CF_SONG_IDS, CF_FACTORS)
 STATE_DIR = ".prepare"
 PLAN = "plan.json"
 DONE_DIR = "done"
-PARTIAL_SUFFIX = ".tmp"  # a shard being written (renamed when whole)
+OWN_NAMES = (*OUTPUT_FILES, STATE_DIR, *SPLITS, LOCK_NAME)
+STATE_FILES = (PLAN, VOCAB, WORD2VEC, CF_SONG_IDS, CF_FACTORS)
 MAKE = "python -m cmir_tf.prepare"
 
 
@@ -147,12 +157,28 @@ class PreparedData:
             raise DataError(f"{self.split_dir(split)}: mixes GZIP (.gz) and uncompressed shards")
         return files
 
-    def _listed_shard(self, split: str, name: str) -> str:
+    def _listed_shard(self, split: str, name) -> str:
         # Names are relative to the split folder (prepare's layout); the folder-relative form is accepted too.
-        for path in (self.shard_path(split, name), self.path(name)):
+        for path in self._shard_candidates(split, name, self.manifest_path):
             if os.path.isfile(path):
                 return path
         raise DataError(f"{self.manifest_path}: shard {name!r} of split {split!r} is listed but missing")
+
+    def _shard_candidates(self, split: str, name, source) -> tuple[str, ...]:
+        entry = f"shard of split {split!r}"
+        if not isinstance(name, str) or not is_shard_name(os.path.basename(name)):
+            raise DataError(f"{source}: {entry} {name!r} is not a shard file name (*.tfrecord, *.tfrecord.gz)")
+        if os.path.dirname(name) not in ("", split):
+            fileio.inside(self.split_dir(split), name, source, entry)  # refuses '..' and absolute names
+            return (self.shard_path(split, name),)
+        return (fileio.inside(self.split_dir(split), name, source, entry),
+                fileio.inside(self.root, name, source, entry))
+
+    def planned_shard(self, split: str, name) -> str:
+        """The path of a shard named in ``plan.json``: a plain shard name inside ``{split}/``."""
+        if isinstance(name, str) and os.path.basename(name) != name:
+            fileio.inside(self.split_dir(split), name, self.plan_path, f"shard of split {split!r}")
+        return self._shard_candidates(split, name, self.plan_path)[0]
 
     def read_vocab(self) -> list[dict]:
         """``vocab.json``: ``[{"index": i, "code", "name"}]`` with entry i holding index i."""
@@ -185,49 +211,87 @@ class PreparedData:
         splits = fileio.read_json(path, "split file")
         if not isinstance(splits, dict) or not all(isinstance(splits.get(s), list) for s in SPLITS):
             raise DataError(f"{path}: expected {{\"train\": [...], \"val\": [...], \"test\": [...]}}")
-        try:
-            return {s: [int(v) for v in splits[s]] for s in SPLITS}
-        except (TypeError, ValueError):
-            raise DataError(f"{path}: song ids must be integers") from None
+        for s in SPLITS:
+            bad = [v for v in splits[s] if type(v) is not int]  # 0.9 or true: not song 0 or 1
+            if bad:
+                raise DataError(f"{path}: song ids must be integers, {s} holds {bad[0]!r}")
+        return {s: list(splits[s]) for s in SPLITS}
 
     def check_trainable(self, splits=("train", "val")) -> dict:
         """Check that training can start here and return the manifest.
 
-        Raises ``DataError`` naming the folder and what is missing (and how to make it): no folder; no
-        ``manifest.json`` / ``word2vec.npy`` / ``vocab.json``; a split of ``splits`` the manifest counts no
-        record of; a split folder without shard files.
+        Raises ``DataError`` naming the folder or file and what is wrong (and how to make it): no
+        folder; no ``manifest.json`` / ``word2vec.npy`` / ``vocab.json``; counts that are not
+        non-negative integers; a split of ``splits`` the manifest counts no record of, or whose shards
+        hold another number of records than it counts (the framing is walked: a seek per record); a
+        ``word2vec.npy`` whose rows are not the vocabulary's genres; a first record of a shard whose CF
+        vector length is not ``cf_dim`` or whose genre index is outside the vocabulary.
         """
         if not os.path.isdir(self.root):
             raise DataError(f"{self.root}: no such folder (make one with `{MAKE} --melon DIR --out {self.root}`)")
         missing = [n for n in (MANIFEST, WORD2VEC, VOCAB) if not os.path.exists(self.path(n))]
         if missing:
             raise DataError(f"{self.root}: not a prepared folder, missing {', '.join(missing)} (run `{MAKE}`)")
+        from .prepared_check import check_contents, read_counts
+
         manifest = self.read_manifest()
-        counts = manifest.get("counts") if isinstance(manifest.get("counts"), dict) else {}
+        counts = read_counts(self, manifest)
         for split in splits:
             if not counts.get(split):
                 raise DataError(f"{self.root}: {MANIFEST} counts no {split} records")
             if not self.shards_on_disk(split):
                 raise DataError(f"{self.root}: missing {split}/ shards (*.tfrecord)")
+        check_contents(self, manifest, splits)
         return manifest
 
     # ------------------------------------------------------------------------------- writing (prepare)
+    def create(self) -> None:
+        """Create the folder for prepare: refused (``ConfigError``) if it is a file, or holds other files
+        and no ``.prepare/`` state (not a folder prepare made: it would write, and on overwrite delete, there)."""
+        fileio.create_output_folder(self.root, OWN_NAMES, STATE_DIR, "a prepared folder")
+
     def clear(self) -> None:
-        """Remove everything prepare writes here (state, shards, outputs); other files are left alone."""
-        for name in (STATE_DIR, *SPLITS):
-            shutil.rmtree(self.path(name), ignore_errors=True)
-        for name in OUTPUT_FILES:
-            if os.path.exists(self.path(name)):
-                os.unlink(self.path(name))
+        """Remove what prepare wrote here: the shards its plan and manifest name, its outputs, its state and
+        the temporary files of dead writers. Other files, even in ``{split}/``, are left alone."""
+        for split, names in self.recorded_shards().items():
+            for name in names:
+                _unlink(self.shard_path(split, name))
+                _unlink(self.done_path(name))
+        for path in [*(self.path(n) for n in OUTPUT_FILES), *(self.state.path(n) for n in STATE_FILES)]:
+            _unlink(path)
+        for folder in (*(self.split_dir(s) for s in SPLITS), self.done_dir, self.state.root):
+            fileio.remove_stale_temps(folder)
+            with contextlib.suppress(OSError):
+                os.rmdir(folder)  # only when empty
+        fileio.remove_stale_temps(self.root)
+
+    def recorded_shards(self) -> dict[str, set]:
+        """``{split: {shard names}}`` that ``plan.json`` and ``manifest.json`` record, each name checked to be
+        a plain shard name; an unreadable record names nothing."""
+        found = {s: set() for s in SPLITS}
+        sources = []
+        with contextlib.suppress(DataError):
+            plan = (self.read_plan() or {}).get("shards")
+            sources.append({s: [sh.get("name") for sh in v if isinstance(sh, dict)]
+                            for s, v in (plan if isinstance(plan, dict) else {}).items() if isinstance(v, list)})
+        with contextlib.suppress(DataError):
+            sources.append(self.read_manifest().get("shards"))
+        for shards in sources:
+            for split in SPLITS:
+                names = shards.get(split) if isinstance(shards, dict) else None
+                for name in names if isinstance(names, list) else []:
+                    with contextlib.suppress(DataError):
+                        self.planned_shard(split, name)
+                        found[split].add(name)
+        return found
 
     def read_plan(self) -> dict | None:
         """``.prepare/plan.json`` of an earlier run here; None when no run got as far as writing it."""
         if not os.path.exists(self.plan_path):
             return None
-        plan = fileio.read_json(self.plan_path, "prepare plan")
-        if not isinstance(plan, dict):
-            raise DataError(f"{self.plan_path}: the prepare plan must be a JSON object")
-        return plan
+        from .prepared_check import check_plan
+
+        return check_plan(self, fileio.read_json(self.plan_path, "prepare plan"))
 
     def read_cache(self) -> dict:
         """The side inputs cached beside the plan: ``{"vocab", "word2vec", "cf_ids", "cf"}``."""
@@ -241,33 +305,28 @@ class PreparedData:
 
     def start(self) -> None:
         """Create the state folder; delete the temporary files a killed writer left (fileio's, only
-        those whose process is gone) in the folder and its state."""
+        those whose process is gone) in the folder, its state and its split folders (partial shards)."""
         os.makedirs(self.done_dir, exist_ok=True)
-        for folder in (self.root, self.state.root, self.done_dir):
+        for folder in (self.root, self.state.root, self.done_dir, *(self.split_dir(s) for s in SPLITS)):
             fileio.remove_stale_temps(folder)
 
     def start_split(self, split: str) -> None:
-        """Create ``{split}/`` and delete the partial shards (``*.tmp``) an interrupted run left there."""
-        folder = self.split_dir(split)
-        os.makedirs(folder, exist_ok=True)
-        for name in os.listdir(folder):
-            if name.endswith(PARTIAL_SUFFIX):
-                os.unlink(os.path.join(folder, name))
-
-    def partial_path(self, split: str, name: str) -> str:
-        """Where a shard is written before it is renamed to :meth:`shard_path`."""
-        return self.shard_path(split, name) + PARTIAL_SUFFIX
+        """Create ``{split}/``."""
+        os.makedirs(self.split_dir(split), exist_ok=True)
 
     def write_done(self, record: dict) -> None:
         """Record a finished shard (``{"shard", "split", "written", "skipped", "bytes"}``)."""
         fileio.write_json(self.done_path(record["shard"]), record)
 
     def finished(self, split: str, name: str) -> dict | None:
-        """The done-record of a shard if it is finished: record present, shard present, same size."""
+        """The done-record of a shard that looks finished: record well-formed, shard present, same size.
+        (Its records' checksums are checked by prepare's workers before it is trusted.)"""
         try:
             done = fileio.read_json(self.done_path(name), "done-record")
-            return done if os.path.getsize(self.shard_path(split, name)) == done["bytes"] else None
-        except (OSError, DataError, KeyError, TypeError):
+            ok = (done["shard"] == name and all(type(v) is int for v in done["written"])
+                  and all(type(k) is int and isinstance(r, str) for k, r in done["skipped"]))
+            return done if ok and os.path.getsize(self.shard_path(split, name)) == done["bytes"] else None
+        except (OSError, DataError, KeyError, TypeError, ValueError):
             return None
 
     def write_outputs(self, *, splits: dict, vocab: list, word2vec, cf_ids, cf, manifest: dict) -> None:
@@ -281,6 +340,11 @@ class PreparedData:
         fileio.save_npy(self.cf_factors_path, cf)
         fileio.save_npy(self.word2vec_path, word2vec)
         fileio.write_json(self.vocab_path, vocab, indent=vocab_indent)
+
+
+def _unlink(path) -> None:
+    with contextlib.suppress(FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        os.unlink(path)
 
 
 class PreparedFacts:

@@ -18,9 +18,16 @@
                                     RUN/eval``): report.json, gtzan.json, jamendo.json, playlists.json;
                                     export puts their figures in the model's published metadata
 
+    RUN/.cmir-lock                  held by the training process writing here (``cmir_tf.lock``)
+
 Every file written here goes through ``cmir_tf.fileio`` (temporary name, then rename), so a killed run
 leaves the previous version of each file; :meth:`RunDir.open_for_training` deletes the temporary files
-a killed run left. Reads raise :class:`~cmir_tf.errors.DataError` naming the file and what is wrong.
+a killed run left. Reads raise :class:`~cmir_tf.errors.DataError` naming the file and what is wrong; a
+damaged backup file is named with the reason.
+
+Ownership: training writes only into a new or empty folder, or a run folder (one with ``config.json``,
+or holding nothing but the names above) — :meth:`RunDir.create`; discarding a backup (restart)
+deletes the backup's three files, nothing else in ``backup/``.
 
 Runs written before ``model.json`` existed still export: :meth:`RunDir.model_config` then derives the
 model's configuration from ``config.json`` and its prepared folder through the same mapping training
@@ -28,6 +35,7 @@ uses (``config.model_config``).
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -35,10 +43,24 @@ import time
 from pathlib import Path
 
 from .errors import ConfigError, DataError
-from .fileio import atomic_path, atomic_write_text, read_json, remove_stale_temps, write_json
+from .fileio import atomic_path, atomic_write_text, create_output_folder, read_json, remove_stale_temps, write_json
+from .lock import LOCK_NAME
 
 # config.json keys that must not change when a run is continued from its backup
 RESUME_KEYS = ("mode", "batch_size", "embed_dim", "num_heads", "data")
+
+
+@contextlib.contextmanager
+def _damaged(path: Path):
+    """A backup file that cannot be read → ``DataError`` naming it (a truncated or damaged copy)."""
+    import zipfile
+
+    try:
+        yield
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as e:
+        reason = " ".join(str(e).split())[:200] or type(e).__name__
+        raise DataError(f"{path}: damaged backup file ({reason}); restore it, or discard the backup "
+                        "(restart the run) to start over") from None
 
 
 class RunDir:
@@ -99,17 +121,32 @@ class RunDir:
         return [p for p in (self.checkpoint(self.BEST), self.checkpoint(self.LAST)) if p.exists()]
 
     # ------------------------------------------------------------------------------------ training
+    def own_names(self) -> tuple[str, ...]:
+        return (self.CONFIG, self.MODEL, self.HISTORY, self.CURVES, self.LOGS, self.CHECKPOINTS, self.BACKUP,
+                self.WORKERS, LOCK_NAME)
+
+    def create(self) -> None:
+        """Create the run folder: refused (``ConfigError``) if it is a file, or holds other files and no
+        ``config.json`` (not a run folder: training must not write, or later delete, there)."""
+        create_output_folder(self.path, self.own_names(), self.CONFIG, "a run folder")
+
+    def discard_backup(self) -> None:
+        """Delete the backup's own files (and dead writers' temporary files); anything else stays."""
+        for name in (self.BACKUP_STATE, self.BACKUP_WEIGHTS, self.BACKUP_OPTIMIZER):  # state first: it vouches
+            (self.backup_dir / name).unlink(missing_ok=True)
+        remove_stale_temps(self.backup_dir)
+        with contextlib.suppress(OSError):
+            self.backup_dir.rmdir()  # only when nothing else is in it
+
     def open_for_training(self, effective: dict, restart: bool = False) -> None:
         """Create the folder for a run of ``effective`` (a TrainConfig as a dict) and write ``config.json``.
 
         ``restart`` discards the backup. Continuing a backed-up run with another model, batch size or
         prepared folder (:data:`RESUME_KEYS`) is refused with a ``ConfigError``.
         """
-        if restart and self.backup_dir.exists():
-            import shutil
-
-            shutil.rmtree(self.backup_dir)
-        self.path.mkdir(parents=True, exist_ok=True)
+        self.create()
+        if restart:
+            self.discard_backup()
         for folder in (self.path, self.path / self.CHECKPOINTS, self.backup_dir):
             remove_stale_temps(folder)
         if self.config_path.exists() and self.has_backup():
@@ -150,10 +187,13 @@ class RunDir:
         import numpy as np
 
         state = read_json(self.backup_dir / self.BACKUP_STATE, "backup state")
-        model.load_weights(self.backup_dir / self.BACKUP_WEIGHTS)
+        if not isinstance(state, dict) or not all(type(state.get(k)) is int and state[k] >= 0 for k in ("epoch", "step")):
+            raise DataError(f"{self.backup_dir / self.BACKUP_STATE}: damaged backup state (needs integer epoch, step)")
+        weights_path, optimizer_path = self.backup_dir / self.BACKUP_WEIGHTS, self.backup_dir / self.BACKUP_OPTIMIZER
+        with _damaged(weights_path):
+            model.load_weights(weights_path)
         model.optimizer.build(model.trainable_variables)
-        optimizer_path = self.backup_dir / self.BACKUP_OPTIMIZER
-        with np.load(optimizer_path, allow_pickle=False) as saved:
+        with _damaged(optimizer_path), np.load(optimizer_path, allow_pickle=False) as saved:
             values = [saved[k] for k in sorted(saved.files)]
         variables = model.optimizer.variables
         if len(values) != len(variables):

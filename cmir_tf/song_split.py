@@ -6,7 +6,8 @@
 * **Candidates** (:func:`select_songs`, :func:`scan_mels`): a song is used when it appears in a
   playlist (else skipped as ``no_playlist``), has at least one genre (else ``no_genres``) and its mel
   passes the header check of :func:`cmir_tf.melon.inspect_mel` (else its reason: ``missing``,
-  ``unreadable``, ``pickled``, ``bad_dtype``, ``bad_shape``, ``wrong_bands``, ``too_short``). Mels are
+  ``unreadable``, ``pickled``, ``bad_dtype``, ``bad_shape``, ``wrong_bands``, ``too_short``,
+  ``not_a_file`` — a FIFO or device is never opened in a way that could block). Mels are
   opened by their song's path only: stray files in ``arena_mel`` are never looked at.
 * **Split** (:func:`stratified_split`): iterative multi-label stratification (Sechidis et al. 2011, the
   ``iterative-stratification`` package's ``IterativeStratification`` called once with ratios

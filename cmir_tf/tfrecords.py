@@ -16,12 +16,25 @@ cf          float list     the song's CF vector (F_cf values); empty for test so
 Shards are named ``{split}-{index:05d}-of-{count:05d}.tfrecord`` (uncompressed: reading is the hot path
 and a mel does not compress well) or ``….tfrecord.gz`` (GZIP) when asked for. This module is the one
 place that spells those names (:func:`shard_name`, :func:`is_shard_name`, :func:`is_compressed`).
+
+A shard's framing (TFRecord): per record a little-endian uint64 length, the masked CRC32C of those 8
+bytes, the data, the masked CRC32C of the data. :func:`count_records` and :func:`first_record` walk it
+in plain Python (no checksum: a seek per record); :func:`check_shard` reads every record through
+TensorFlow, which verifies both checksums (about 1 GB/s on one core here: 0.2 s per 200-song shard).
 """
 from __future__ import annotations
 
+import contextlib
+import gzip
+import os
+import re
+import struct
+
 import numpy as np
 
+from . import fileio
 from .constants import N_BANDS
+from .errors import DataError
 
 BYTES_PER_FRAME = N_BANDS * 2  # float16
 MEL_DTYPE = np.dtype("<f2")
@@ -36,7 +49,8 @@ def shard_name(split: str, index: int, count: int, compressed: bool = False) -> 
 
 def is_shard_name(name: str) -> bool:
     """Whether a file name is a shard's: ``*.tfrecord`` or ``*.tfrecord.gz``, not hidden (``.…``), so a
-    partial ``….tfrecord.tmp`` or another tool's temporary file never counts."""
+    temporary shard (``.cmir-tmp-…``), a legacy partial ``….tfrecord.tmp`` or another tool's temporary
+    file never counts."""
     return not name.startswith(".") and name.endswith((SHARD_SUFFIX, SHARD_SUFFIX + GZIP_SUFFIX))
 
 
@@ -99,3 +113,88 @@ def parse_example_numpy(record: bytes) -> dict:
         "genres": np.asarray(f["genres"].int64_list.value, dtype=np.int64),
         "cf": np.asarray(f["cf"].float_list.value, dtype=np.float32),
     }
+
+
+# ------------------------------------------------------------------------------------------- framing
+_HEADER, _FOOTER = 12, 4  # uint64 length + masked CRC32C of it; masked CRC32C of the data
+
+
+@contextlib.contextmanager
+def _open_shard(path):
+    try:
+        raw = fileio.open_regular(path)
+    except OSError as e:
+        raise DataError(f"{os.fspath(path)}: cannot read shard ({e.strerror or e})") from None
+    with raw, (gzip.GzipFile(fileobj=raw) if is_compressed(os.fspath(path)) else contextlib.nullcontext(raw)) as f:
+        try:
+            yield f
+        except (OSError, EOFError, gzip.BadGzipFile) as e:
+            raise DataError(f"{os.fspath(path)}: damaged shard ({e})") from None
+
+
+def _records_framing(f, path):
+    """Yield ``(index, length)`` per record of open shard ``f``, leaving ``f`` at the record's data."""
+    n = 0
+    while True:
+        head = f.read(_HEADER)
+        if not head:
+            return
+        if len(head) < _HEADER:
+            raise DataError(f"{os.fspath(path)}: truncated shard (record {n} cut in its header)")
+        yield n, struct.unpack("<Q", head[:8])[0]
+        n += 1
+
+
+def _skip(f, n: int, size: int | None) -> bool:
+    """Move ``f`` ``n`` bytes forward; False when the shard ends first."""
+    if size is not None:  # a plain file: one seek
+        if f.tell() + n > size:
+            return False
+        f.seek(n, os.SEEK_CUR)
+        return True
+    while n:  # GZIP: decompress and drop, a bounded chunk at a time
+        got = len(f.read(min(n, 1 << 24)))
+        if not got:
+            return False
+        n -= got
+    return True
+
+
+def count_records(path) -> int:
+    """Number of records in a shard, from its framing (a seek per record; GZIP shards are decompressed).
+    A shard cut short → ``DataError`` naming it. Checksums are not verified (:func:`check_shard` does)."""
+    with _open_shard(path) as f:
+        size = None if is_compressed(os.fspath(path)) else os.fstat(f.fileno()).st_size
+        n = 0
+        for n, length in _records_framing(f, path):
+            if not _skip(f, length + _FOOTER, size):
+                raise DataError(f"{os.fspath(path)}: truncated or damaged shard (record {n} runs past its end)")
+            n += 1
+        return n
+
+
+def first_record(path) -> bytes | None:
+    """The data of a shard's first record (None for an empty shard); a cut record → ``DataError``."""
+    with _open_shard(path) as f:
+        for _, length in _records_framing(f, path):
+            data = f.read(length) if length <= (1 << 31) else b""
+            if len(data) < length:
+                raise DataError(f"{os.fspath(path)}: truncated shard (record 0 cut short)")
+            return data
+    return None
+
+
+def check_shard(path) -> tuple[int, str | None]:
+    """Read every record of a shard through TensorFlow, which verifies both checksums of each →
+    ``(records read, None)`` or ``(good records before the fault, "corrupted record at byte N")``."""
+    import tensorflow as tf
+
+    n = 0
+    try:
+        for _ in tf.data.TFRecordDataset(os.fspath(path), compression_type="GZIP" if is_compressed(os.fspath(path))
+                                         else None):
+            n += 1
+    except tf.errors.DataLossError as e:
+        found = re.search(r"(corrupted|truncated) record at (\d+)", str(e))
+        return n, (f"{found.group(1)} record at byte {found.group(2)}" if found else "damaged data")
+    return n, None

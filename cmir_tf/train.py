@@ -19,13 +19,15 @@ resumption so no crop is replayed. ``--restart`` discards the backup. A non-fini
 from __future__ import annotations
 
 import dataclasses
+import re
 import sys
 from pathlib import Path
 
 from . import cli
 from .config import TrainConfig, config_from_args, model_config
 from .embedded import default_export_dir, default_run_dir, ensure_embedded_data
-from .errors import ConfigError, NonFiniteLossError
+from .errors import ConfigError, DataError, NonFiniteLossError
+from .lock import folder_lock
 from .prepared import PreparedFacts
 from .rundir import RunDir
 
@@ -42,25 +44,55 @@ class Schedule:
 
     @classmethod
     def plan(cls, cfg: TrainConfig, counts: dict, replicas: int) -> "Schedule":
+        """A contrastive loss needs at least 2 examples per replica (1 has no negative: the loss is 0)."""
         batch, n_train, n_val = cfg.batch_size, counts["train"], counts["val"]
         if batch % replicas:
             raise ConfigError(f"batch size {batch}: must be a multiple of the {replicas} replicas")
         val_batch = min(batch, max(replicas, (n_val // replicas) * replicas))
+        if _contrastive(cfg.mode):
+            for what, size in (("batch size", batch), ("validation batch", val_batch)):
+                if size // replicas < 2:
+                    raise ConfigError(
+                        f"{what} {size} gives {size // replicas} example(s) per replica on {replicas} replica(s): "
+                        f"mode {cfg.mode} needs at least 2 per replica (a contrastive loss of one example is 0)"
+                        + (f"; the val split holds {n_val} records" if what == "validation batch" else ""))
         return cls(batch, cfg.steps_per_epoch or max(1, n_train // batch), val_batch,
                    cfg.validation_steps or max(1, n_val // val_batch), replicas)
 
 
-def _open_run(cfg: TrainConfig, facts: PreparedFacts, strategy, restart: bool) -> tuple[RunDir, bool]:
-    """The run folder of this process (non-chief workers write under ``workers/<i>``), with config.json."""
+def _contrastive(mode: str) -> bool:
+    from .model import LOSS_PARTS, MODES
+
+    return any(LOSS_PARTS[part].aligns for part in MODES[mode])
+
+
+def _run_dir(cfg: TrainConfig, strategy) -> tuple[RunDir, bool]:
+    """The run folder of this process (non-chief workers write under ``workers/<i>``), created, and
+    whether this process is the chief."""
     from .distribute import is_chief, task_id
 
     run = RunDir(cfg.out or default_run_dir(cfg.mode))
     chief = is_chief(strategy)
     if not chief:
         run = run.worker(task_id(strategy))
-    effective = dataclasses.asdict(cfg) | {"data": str(facts.path.resolve()), "out": str(run)}
-    run.open_for_training(effective, restart)
+    run.create()
     return run, chief
+
+
+def _damaged_shard(data: Path, exc: Exception) -> DataError:
+    """A ``DataLossError`` from the input pipeline (which does not say which file) → ``DataError`` naming
+    the damaged shard, found by reading the splits' shards back with their checksums."""
+    from .prepared import PreparedData
+    from .tfrecords import check_shard
+
+    prepared = PreparedData(data)
+    for split in ("train", "val"):
+        for path in prepared.shard_files(split):
+            n, problem = check_shard(path)
+            if problem:
+                return DataError(f"{path}: damaged shard ({problem}, after {n} good records); rerun prepare into "
+                                 f"{data} to rewrite it")
+    return DataError(f"{data}: a shard could not be read ({str(exc).strip().splitlines()[0][:200]})")
 
 
 def _build_model(cfg: TrainConfig, facts: PreparedFacts, strategy, run: RunDir):
@@ -98,6 +130,7 @@ def _datasets(cfg: TrainConfig, facts: PreparedFacts, strategy, schedule: Schedu
 def _fit(model, cfg: TrainConfig, run: RunDir, schedule: Schedule, datasets, state: dict | None) -> None:
     """Train the epochs left: first the rest of an interrupted epoch, then the others."""
     import keras
+    import tensorflow as tf
 
     from .callbacks import BestAndLast, ResumableBackup, StopOnNonFiniteLoss
 
@@ -114,29 +147,54 @@ def _fit(model, cfg: TrainConfig, run: RunDir, schedule: Schedule, datasets, sta
     train_ds, val_ds = datasets
     fit_args = dict(shuffle=False, validation_data=val_ds, validation_steps=schedule.val_steps, callbacks=callbacks,
                     verbose=2 if not sys.stdout.isatty() else 1)
-    if step:  # finish the interrupted epoch first: only its remaining steps
-        model.fit(train_ds, epochs=epoch + 1, initial_epoch=epoch, steps_per_epoch=schedule.steps - step, **fit_args)
-        epoch += 1
-    if not stopper.failed and epoch < cfg.epochs:
-        model.fit(train_ds, epochs=cfg.epochs, initial_epoch=epoch, steps_per_epoch=schedule.steps, **fit_args)
+    try:
+        if step:  # finish the interrupted epoch first: only its remaining steps
+            model.fit(train_ds, epochs=epoch + 1, initial_epoch=epoch, steps_per_epoch=schedule.steps - step,
+                      **fit_args)
+            epoch += 1
+        if not stopper.failed and epoch < cfg.epochs:
+            model.fit(train_ds, epochs=cfg.epochs, initial_epoch=epoch, steps_per_epoch=schedule.steps, **fit_args)
+    except tf.errors.DataLossError as exc:
+        raise _damaged_shard(Path(cfg.data), exc) from None
+    except tf.errors.InvalidArgumentError as exc:  # the pipeline's record checks (CF length, frames)
+        found = re.search(r"(cf vector length differs from cf_dim|record with n_frames < 256[^;]*)", str(exc))
+        if not found:
+            raise
+        raise DataError(f"{cfg.data}: a record disagrees with the manifest ({found.group(1)}); "
+                        f"prepare the folder again") from None
     if stopper.failed:
         raise NonFiniteLossError(f"{run}: training stopped: {stopper.failed}")
 
 
 def train(cfg: TrainConfig, *, restart: bool = False) -> Path:
-    """Train according to ``cfg``; return the run directory. Resumes from the run's backup if present."""
+    """Train according to ``cfg``; return the run directory. Resumes from the run's backup if present.
+
+    The run folder is locked while training (``cmir_tf.lock``): a second run into it raises BusyError."""
     cfg.validate()
     from .distribute import configure_devices, make_strategy
 
     configure_devices(cfg.devices)
-    import keras
-
     data = Path(cfg.data) if cfg.data else ensure_embedded_data(cfg.seed, cfg.synth_songs, cfg.synth_playlists)
     facts = PreparedFacts.for_training(data)
     strategy = make_strategy(cfg.strategy)
-    run, chief = _open_run(cfg, facts, strategy, restart)
-    keras.utils.set_random_seed(cfg.seed)
     schedule = Schedule.plan(cfg, facts.counts, strategy.num_replicas_in_sync)
+    run, chief = _run_dir(cfg, strategy)
+    with folder_lock(run.path):
+        effective = dataclasses.asdict(cfg) | {"data": str(Path(facts.path).resolve()), "out": str(run)}
+        run.open_for_training(effective, restart)
+        _train_in(run, dataclasses.replace(cfg, data=str(data)), facts, strategy, schedule)
+    if chief and run.history_path.exists():
+        from .callbacks import plot_curves
+
+        plot_curves(run.history_path, run.curves_path)
+    return run.path
+
+
+def _train_in(run: RunDir, cfg: TrainConfig, facts: PreparedFacts, strategy, schedule: Schedule) -> None:
+    """Build the model, restore the backup, make the datasets and fit: the locked part of :func:`train`."""
+    import keras
+
+    keras.utils.set_random_seed(cfg.seed)
     model = _build_model(cfg, facts, strategy, run)
     with strategy.scope():
         state = run.restore_backup(model)
@@ -146,17 +204,12 @@ def train(cfg: TrainConfig, *, restart: bool = False) -> Path:
     first_epoch = int(state["epoch"]) if state else 0
     if first_epoch >= cfg.epochs:
         print(f"[cmir_tf] {run}: already trained {cfg.epochs} epochs (use --restart or more --epochs)")
-    else:
-        counts = facts.counts
-        print(f"[cmir_tf] training {cfg.mode} on {data} ({counts['train']} train / {counts['val']} val songs), "
-              f"{schedule.replicas} replica(s), batch {schedule.batch}, {schedule.steps} steps/epoch, "
-              f"epochs {first_epoch + 1}–{cfg.epochs} → {run}", flush=True)
-        _fit(model, cfg, run, schedule, datasets, state)
-    if chief and run.history_path.exists():
-        from .callbacks import plot_curves
-
-        plot_curves(run.history_path, run.curves_path)
-    return run.path
+        return
+    counts = facts.counts
+    print(f"[cmir_tf] training {cfg.mode} on {cfg.data} ({counts['train']} train / {counts['val']} val songs), "
+          f"{schedule.replicas} replica(s), batch {schedule.batch}, {schedule.steps} steps/epoch, "
+          f"epochs {first_epoch + 1}–{cfg.epochs} → {run}", flush=True)
+    _fit(model, cfg, run, schedule, datasets, state)
 
 
 def export_after_training(cfg: TrainConfig, run_dir) -> object | None:

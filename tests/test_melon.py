@@ -99,7 +99,7 @@ def test_every_fault_has_its_reason(tmp_path):
     for name, bad in (("inf", np.inf), ("ninf", -np.inf), ("nan", np.nan)):
         m = good.copy(); m[3, 7] = bad; np.save(tmp_path / f"{name}.npy", m); cases[name] = tmp_path / f"{name}.npy"
     expected = {"missing": "missing", "trunc": "unreadable", "empty": "unreadable", "garbage": "unreadable",
-                "head": "unreadable", "dir": "unreadable", "int": "bad_dtype", "cplx": "bad_dtype",
+                "head": "unreadable", "dir": "not_a_file", "int": "bad_dtype", "cplx": "bad_dtype",
                 "flat": "bad_shape", "cube": "bad_shape", "bands": "wrong_bands", "transposed": "wrong_bands",
                 "npz": "unreadable", "inf": "non_finite", "ninf": "non_finite", "nan": "non_finite"}
     got = {k: _reason(p) for k, p in cases.items()}

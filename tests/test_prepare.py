@@ -1,6 +1,8 @@
 """prepare.py: split, CF, word2vec, records, hostile input, resume, determinism."""
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -266,10 +268,12 @@ def test_resume_after_interruption_writes_nothing_twice_and_loses_nothing(prepar
     out = tmp_path / "p"
     real = shard_writer.write_shard
     calls = []
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    partial = f".cmir-tmp-{int(dead.stdout)}-0123abcd-"  # what a writer killed mid-shard leaves
 
     def dying(task):
         if len(calls) == 2:
-            open(os.path.join(task["out"], task["split"], task["name"] + ".tmp"), "wb").write(b"partial")
+            open(os.path.join(task["out"], task["split"], partial + task["name"]), "wb").write(b"partial")
             raise KeyboardInterrupt("killed mid-shard")
         calls.append(task["name"])
         return real(task)
@@ -279,8 +283,8 @@ def test_resume_after_interruption_writes_nothing_twice_and_loses_nothing(prepar
         prepare(synth_melon, out, workers=1, seed=0, shard_size=64, progress=False, verbose=False)
     assert not (out / "manifest.json").exists()
     before = _stat(out)
-    finished = {k: v for k, v in before.items() if not k[1].endswith(".tmp")}
-    assert len(finished) == 2 and any(k[1].endswith(".tmp") for k in before)
+    finished = {k: v for k, v in before.items() if not k[1].startswith(partial)}
+    assert len(finished) == 2 and any(k[1].startswith(partial) for k in before)
 
     rewritten = []
     monkeypatch.setattr(shard_writer, "write_shard", lambda t: rewritten.append(t["name"]) or real(t))
@@ -289,7 +293,7 @@ def test_resume_after_interruption_writes_nothing_twice_and_loses_nothing(prepar
     for k, v in finished.items():
         assert after[k] == v  # same inode and mtime: not rewritten
     assert not set(rewritten) & {k[1] for k in finished}
-    assert not [k for k in after if k[1].endswith(".tmp")]
+    assert not [k for k in after if k[1].startswith(".")]  # the partial shard is gone
     ref = json.load(open(prepared_data / "manifest.json"))
     assert m["shards"] == ref["shards"] and m["counts"] == ref["counts"]
     for s in SPLITS:  # identical to an uninterrupted run

@@ -125,7 +125,7 @@ def test_clear_removes_only_what_prepare_writes(prepared_data, tmp_path):
     data = _copy(prepared_data, tmp_path)
     (tmp_path / "p" / "notes.txt").write_text("mine")
     data.clear()
-    assert sorted(os.listdir(data.root)) == ["notes.txt"]
+    assert sorted(os.listdir(data.root)) == [".cmir-lock", "notes.txt"]  # the lock file is never deleted
     assert data.read_plan() is None
 
 

@@ -1,0 +1,227 @@
+"""python -m cmir_tf.train on hostile folders and settings: every fault a user met is one line with its
+exit code, never a traceback, a silently wrong loss, a deleted user file or two runs in one folder."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cmir_tf.config import TrainConfig, config_from_args
+from cmir_tf.errors import ConfigError, DataError
+from cmir_tf.prepared import PreparedData
+from cmir_tf.rundir import RunDir
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = ["--epochs", "1", "--steps-per-epoch", "2", "--batch-size", "8", "--validation-steps", "1", "--no-export"]
+
+
+def run_train(args, cwd, timeout=600):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(REPO))
+    return subprocess.run([sys.executable, "-m", "cmir_tf.train", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def _one_error_line(err: str) -> str:
+    lines = [ln for ln in err.strip().splitlines() if ln.startswith("error: ")]
+    assert len(lines) == 1 and "Traceback" not in err, err[-3000:]
+    return lines[0]
+
+
+def _copy(prepared_data, tmp_path) -> PreparedData:
+    return PreparedData(shutil.copytree(prepared_data, tmp_path / "p"))
+
+
+def _edit_manifest(data: PreparedData, **changes):
+    manifest = json.loads(Path(data.manifest_path).read_text())
+    manifest.update(changes)
+    Path(data.manifest_path).write_text(json.dumps(manifest))
+    return manifest
+
+
+# ------------------------------------------------------------------------------ configuration values
+@pytest.mark.parametrize("values, message", [
+    ({"epochs": "three"}, "--epochs: must be an integer, got 'three'"),
+    ({"batch_size": 8.5}, "--batch-size: must be an integer, got 8.5"),
+    ({"lr": "fast"}, "--lr: must be a number, got 'fast'"),
+    ({"mode": 3}, "--mode: must be a string, got 3"),
+    ({"steps_per_epoch": True}, "--steps-per-epoch: must be an integer, got True"),
+])
+def test_config_file_values_of_the_wrong_type_are_named(tmp_path, values, message):
+    config = tmp_path / "c.json"
+    config.write_text(json.dumps({"data": "d", **values}))
+    with pytest.raises(ConfigError) as info:
+        config_from_args(["--config", str(config)])
+    assert str(info.value) == message
+
+
+@pytest.mark.parametrize("batch, replicas, n_val, message", [
+    (1, 1, 30, "batch size 1 gives 1 example(s) per replica on 1 replica(s): mode contr_cf_g needs at least 2"),
+    (2, 2, 30, "batch size 2 gives 1 example(s) per replica on 2 replica(s): mode contr_cf_g needs at least 2"),
+    (8, 1, 1, "validation batch 1 gives 1 example(s) per replica on 1 replica(s)"),
+])
+def test_contrastive_batch_of_one_per_replica_is_refused(batch, replicas, n_val, message):
+    from cmir_tf.train import Schedule
+
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        Schedule.plan(TrainConfig(batch_size=batch), {"train": 240, "val": n_val}, replicas)
+    assert Schedule.plan(TrainConfig(mode="bline_g", batch_size=batch), {"train": 240, "val": n_val}, replicas)
+    assert Schedule.plan(TrainConfig(batch_size=2 * replicas), {"train": 240, "val": 30}, replicas).batch == 2 * replicas
+
+
+# ------------------------------------------------------------------------------- the prepared folder
+@pytest.mark.parametrize("counts, message", [
+    ({"train": -5, "val": 30, "test": 30}, "counts of 'train' must be a non-negative integer, got -5"),
+    ({"train": 240, "val": "30", "test": 30}, "counts of 'val' must be a non-negative integer, got '30'"),
+    ([240, 30, 30], "counts must be an object"),
+    ("BIG", r"counts 1000000000 train records, but the \d+ shard\(s\) of train/ hold \d+"),
+    ("SMALL", r"counts 1 val records, but the \d+ shard\(s\) of val/ hold \d+"),
+])
+def test_manifest_counts_are_checked_against_the_shards(prepared_data, tmp_path, counts, message):
+    data = _copy(prepared_data, tmp_path)
+    real = data.read_manifest()["counts"]
+    if counts == "BIG":
+        counts = dict(real, train=10**9)
+    elif counts == "SMALL":
+        counts = dict(real, val=1)
+    _edit_manifest(data, counts=counts)
+    with pytest.raises(DataError, match=rf"^{data.manifest_path}: {message}"):
+        data.check_trainable()
+
+
+@pytest.mark.parametrize("content, message", [
+    ("not json", "manifest is not valid JSON"), ("[1, 2]", "the manifest must be a JSON object")])
+def test_manifest_that_is_not_an_object_is_named(prepared_data, tmp_path, content, message):
+    data = _copy(prepared_data, tmp_path)
+    Path(data.manifest_path).write_text(content)
+    with pytest.raises(DataError, match=rf"^{data.manifest_path}: {message}"):
+        data.check_trainable()
+
+
+@pytest.mark.parametrize("fault", ["rows", "pickled", "columns"])
+def test_word2vec_of_the_wrong_size_or_pickled_is_named(prepared_data, tmp_path, fault):
+    data = _copy(prepared_data, tmp_path)
+    w2v = np.load(data.word2vec_path)
+    if fault == "rows":
+        np.save(data.word2vec_path, w2v[:-3])
+        message = rf"{len(w2v) - 3} rows, but vocab.json has {len(w2v)} genres"
+    elif fault == "columns":
+        np.save(data.word2vec_path, w2v[:, :20])
+        message = r"20 columns, manifest.json says w2v_dim 200"
+    else:
+        np.save(data.word2vec_path, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+        message = "word2vec matrix holds Python objects"
+    with pytest.raises(DataError, match=rf"^{data.word2vec_path}: {message}"):
+        data.check_trainable()
+
+
+def test_cf_dim_that_disagrees_with_the_records_is_named(prepared_data, tmp_path):
+    data = _copy(prepared_data, tmp_path)
+    _edit_manifest(data, cf_dim=8)
+    with pytest.raises(DataError, match=r"train-00000-of-\d+\.tfrecord: records hold CF vectors of 300 values, but "
+                                        r".*manifest\.json says cf_dim 8"):
+        data.check_trainable()
+
+
+def test_cli_reports_a_bad_manifest_in_one_line(prepared_data, tmp_path):
+    data = _copy(prepared_data, tmp_path)
+    _edit_manifest(data, counts=dict(data.read_manifest()["counts"], train=-5))
+    result = run_train(["--data", data.root, "--out", str(tmp_path / "run"), *TINY], cwd=tmp_path)
+    assert result.returncode == 2
+    assert _one_error_line(result.stderr) == (f"error: {data.manifest_path}: counts of 'train' must be a "
+                                              "non-negative integer, got -5")
+
+
+# ------------------------------------------------------------------------------------- the run folder
+def test_out_that_is_a_file_or_a_folder_of_other_files_is_refused(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ConfigError, match=r"file: exists and is not a folder"):
+        RunDir(tmp_path / "file").open_for_training({"mode": "contr_g"})
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "paper.tex").write_text("mine")
+    with pytest.raises(ConfigError, match=r"mine: not a run folder \(it holds paper\.tex\)"):
+        RunDir(mine).open_for_training({"mode": "contr_g"}, restart=True)
+    assert os.listdir(mine) == ["paper.tex"]
+    # a folder holding only a run's own names is a run folder (e.g. another worker made workers/ first)
+    (tmp_path / "mw" / "workers" / "1").mkdir(parents=True)
+    RunDir(tmp_path / "mw").open_for_training({"mode": "contr_g"})
+
+
+def test_restart_deletes_only_the_backups_own_files(tmp_path):
+    run = RunDir(tmp_path / "run")
+    run.open_for_training({"mode": "contr_g"})
+    run.backup_dir.mkdir()
+    for name in (RunDir.BACKUP_STATE, RunDir.BACKUP_WEIGHTS, RunDir.BACKUP_OPTIMIZER, "my_notes.txt"):
+        (run.backup_dir / name).write_text("{}")
+    (run.backup_dir / "keep").mkdir()
+    run.open_for_training({"mode": "contr_g"}, restart=True)
+    assert sorted(os.listdir(run.backup_dir)) == ["keep", "my_notes.txt"] and not run.has_backup()
+
+
+@pytest.mark.parametrize("victim", [RunDir.BACKUP_WEIGHTS, RunDir.BACKUP_OPTIMIZER, RunDir.BACKUP_STATE])
+def test_a_truncated_backup_file_is_named(tmp_path, victim):
+    import keras
+
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    model.compile(optimizer="adam", loss="mse")
+    model.fit(np.ones((4, 3)), np.zeros((4, 2)), verbose=0)
+    run = RunDir(tmp_path / "run")
+    run.open_for_training({"mode": "contr_g"})
+    run.save_backup(model, 1, 0, 0.5)
+    assert run.restore_backup(model)["epoch"] == 1
+    path = run.backup_dir / victim
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(DataError, match=rf"^{path}: (damaged backup|backup state is not valid JSON)"):
+        run.restore_backup(model)
+
+
+# ------------------------------------------------------------------------------ real training runs
+@pytest.mark.slow
+@pytest.mark.parametrize("damage", ["flip", "truncate"])
+def test_a_damaged_shard_during_training_is_named(prepared_data, tmp_path, damage):
+    data = _copy(prepared_data, tmp_path)
+    victim = Path(data.shard_files("train")[1])
+    raw = bytearray(victim.read_bytes())
+    if damage == "flip":
+        raw[len(raw) // 3] ^= 0x01  # inside a record's data: its checksum no longer matches
+        victim.write_bytes(bytes(raw))
+    else:
+        victim.write_bytes(bytes(raw[:-5000]))  # cut inside the last record: the count check cannot see it
+        _edit_manifest(data)
+    result = run_train(["--data", data.root, "--out", str(tmp_path / "run"), *TINY], cwd=tmp_path)
+    line = _one_error_line(result.stderr)
+    if damage == "truncate" and "truncated or damaged shard" in line:  # found before training started
+        assert result.returncode == 2 and f"{victim}: truncated or damaged shard" in line
+        return
+    assert result.returncode == 2
+    assert line.startswith(f"error: {victim}: damaged shard (") and "rerun prepare" in line
+
+
+@pytest.mark.slow
+def test_a_second_training_run_into_the_same_folder_is_refused(prepared_data, tmp_path):
+    out = tmp_path / "run"
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(REPO))
+    args = ["--data", str(prepared_data), "--out", str(out), "--epochs", "50", "--steps-per-epoch", "4",
+            "--batch-size", "8", "--validation-steps", "1", "--backup-every", "2", "--no-export"]
+    first = subprocess.Popen([sys.executable, "-m", "cmir_tf.train", *args], cwd=tmp_path, env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 300
+        while not (out / "backup" / "state.json").exists():  # the first run is training
+            assert first.poll() is None and time.time() < deadline, "the first run ended before the test"
+            time.sleep(0.2)
+        second = run_train(args, cwd=tmp_path)
+        assert second.returncode == 4
+        line = _one_error_line(second.stderr)
+        assert line.startswith(f"error: {out}: in use by process {first.pid} on ") and "cmir_tf.train" in line
+        assert first.poll() is None  # the first run goes on
+    finally:
+        first.kill()
+        first.wait()
+    with open(out / "backup" / "state.json") as f:
+        assert json.load(f)["epoch"] >= 0  # the first run's files are whole
