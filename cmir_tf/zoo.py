@@ -274,6 +274,55 @@ def _write_json(path, meta):
         f.write("\n")
 
 
+class _Stager:
+    """Writes one export's top-level files into its staging folder, by kind (``exportdir.FILE_KINDS``)."""
+
+    def __init__(self, staging, name, version, options):
+        self.staging, self.name, self.version, self.options = staging, name, version, options
+        self.names = file_names(name)
+        self.files, self.notes, self.parity = {}, [], {}
+
+    def onnx_wanted(self) -> bool:
+        """Whether to write ONNX files: asked for (fail if the extra is missing), refused, or when installed."""
+        want = self.options.onnx
+        missing = onnx_missing() if want is not False else None
+        if want and missing:
+            raise ExportError(f"{self.name}.onnx requested but {missing}: {ONNX_EXTRA_HINT}")
+        if want is None and missing:
+            self.notes.append(f"ONNX skipped ({missing}): {ONNX_EXTRA_HINT}")
+        return want is not False and not missing
+
+    def write(self, kind, content) -> None:
+        """Stage ``content`` (bytes, or a dict written as indented UTF-8 JSON) as the file of ``kind``."""
+        path = self.files[kind] = os.path.join(self.staging, self.names[kind])
+        if isinstance(content, dict):
+            _write_json(path, content)
+        else:
+            _write_bytes(path, content)
+
+    def onnx(self, kind, graph_def, feeds: dict, want: dict, name: str, doc: str) -> None:
+        """Convert ``graph_def`` to ONNX, check its outputs against ``want`` on ``feeds``, stage it."""
+        model = convert_onnx(graph_def, list(feeds), list(want), opset=self.options.opset, name=name, doc=doc,
+                             version=self.version)
+        data = model.SerializeToString()
+        got = onnx_outputs(data, feeds)
+        if got is not None:
+            self.parity[kind] = max(check_parity(self.names[kind], got[k], v) for k, v in want.items())
+        self.write(kind, data)
+
+    def keras(self, audio_encoder, probe, want: dict) -> None:
+        """The encoder as a ``.keras`` file of built-in layers, checked against ``want`` on ``probe``."""
+        try:
+            kmodel = keras_model(audio_encoder)
+        except ExportError as e:
+            self.notes.append(f"Keras file skipped ({e})")
+            return
+        got = kmodel(probe, training=False)
+        self.parity["keras"] = max(check_parity(self.names["keras"], got[k], v) for k, v in want.items())
+        self.files["keras"] = os.path.join(self.staging, self.names["keras"])
+        kmodel.save(self.files["keras"])
+
+
 def stage_files(staging, *, name, version, audio_encoder, graph_def, genre_table=None, genre_names=None,
                 embed_dim, feature_dim, description=None, dataset=None, extra=None, options=None, log=None):
     """Write the zoo files of one export into STAGING; returns a :class:`Staged`.
@@ -286,86 +335,44 @@ def stage_files(staging, *, name, version, audio_encoder, graph_def, genre_table
 
     options = options or ZooOptions()
     log = log or (lambda line: print(line, file=sys.stderr))
-    names = file_names(name)
-    files, notes = {}, []
-
-    want_onnx = options.onnx
-    missing = onnx_missing() if want_onnx is not False else None
-    if want_onnx and missing:
-        raise ExportError(f"{name}.onnx requested but {missing}: {ONNX_EXTRA_HINT}")
-    do_onnx = want_onnx is not False and not missing
-    if want_onnx is None and missing:
-        notes.append(f"ONNX skipped ({missing}): {ONNX_EXTRA_HINT}")
-
-    files["graph"] = os.path.join(staging, names["graph"])
-    _write_bytes(files["graph"], graph_def.SerializeToString())
-
+    st = _Stager(staging, name, version, options)
+    with_onnx = st.onnx_wanted()
+    st.write("graph", graph_def.SerializeToString())
     probe = np.random.default_rng(0).normal(-40, 15, (2, C.PATCH_FRAMES, C.N_BANDS)).astype(np.float32)
     emb, feat = (np.asarray(t) for t in audio_encoder(tf.constant(probe), training=False))
-    parity = {}
-    if do_onnx:
-        model = convert_onnx(graph_def, ["melspectrogram"], ["embeddings", "features"], opset=options.opset,
-                             name=name, doc=description or ENCODER_DESCRIPTION, version=version)
-        data = model.SerializeToString()
-        got = onnx_outputs(data, {"melspectrogram": probe})
-        if got is not None:
-            parity["onnx"] = max(check_parity(names["onnx"], got["embeddings"], emb),
-                                 check_parity(names["onnx"], got["features"], feat))
-        files["onnx"] = os.path.join(staging, names["onnx"])
-        _write_bytes(files["onnx"], data)
-
-    try:
-        kmodel = keras_model(audio_encoder)
-    except ExportError as e:
-        notes.append(f"Keras file skipped ({e})")
-    else:
-        got = kmodel(probe, training=False)
-        parity["keras"] = max(check_parity(names["keras"], got["embeddings"], emb),
-                              check_parity(names["keras"], got["features"], feat))
-        files["keras"] = os.path.join(staging, names["keras"])
-        kmodel.save(files["keras"])
-
-    rel = {"frozen_model": names["graph"], "SavedModel": f"saved_model/{int(version)}"}
-    types = ["frozen_model", "SavedModel"] + (["onnx"] if "onnx" in files else []) \
-        + (["keras"] if "keras" in files else [])
-    if "onnx" in files:
-        rel["onnx"] = names["onnx"]
-    if "keras" in files:
-        rel["keras"] = names["keras"]
+    want = {"embeddings": emb, "features": feat}
+    if with_onnx:
+        st.onnx("onnx", graph_def, {"melspectrogram": probe}, want, name, description or ENCODER_DESCRIPTION)
+    st.keras(audio_encoder, probe, want)
+    rel = {"frozen_model": st.names["graph"], "SavedModel": f"saved_model/{int(version)}"}
+    rel.update({k: st.names[k] for k in ("onnx", "keras") if k in st.files})
+    types = ["frozen_model", "SavedModel"] + [k for k in ("onnx", "keras") if k in st.files]
     dataset = _normalise_dataset(dataset)
-
     if genre_table is not None:
-        head_def = freeze_genre_head(genre_table)
-        files["genres_graph"] = os.path.join(staging, names["genres_graph"])
-        _write_bytes(files["genres_graph"], head_def.SerializeToString())
-        head_types, head_rel = ["frozen_model"], {"frozen_model": names["genres_graph"]}
-        if do_onnx:
-            head = convert_onnx(head_def, [HEAD_INPUT], [HEAD_OUTPUT], opset=options.opset,
-                                name=f"{name}{GENRES_SUFFIX}", version=version,
-                                doc=f"zero-shot genre tagger on the embeddings of {name}")
-            data = head.SerializeToString()
-            got = onnx_outputs(data, {HEAD_INPUT: emb})
-            if got is not None:
-                want = unit_rows(emb) @ unit_rows(genre_table).T
-                parity["genres_onnx"] = check_parity(names["genres_onnx"], got[HEAD_OUTPUT], want)
-            files["genres_onnx"] = os.path.join(staging, names["genres_onnx"])
-            _write_bytes(files["genres_onnx"], data)
-            head_types.append("onnx")
-            head_rel["onnx"] = names["genres_onnx"]
-        head_meta = genre_head_metadata(name, version, list(genre_names), embed_dim=embed_dim, options=options,
-                                        dataset=dataset, model_types=head_types, files=head_rel, extra=extra)
-        files["genres_metadata"] = os.path.join(staging, names["genres_metadata"])
-        _write_json(files["genres_metadata"], head_meta)
-        rel["genres_head"] = names["genres_graph"]
-
-    meta = encoder_metadata(name, version, embed_dim=embed_dim, feature_dim=feature_dim, options=options,
-                            description=description, dataset=dataset, model_types=types, files=rel,
-                            extra=extra)
-    files["metadata"] = os.path.join(staging, names["metadata"])
-    _write_json(files["metadata"], meta)
-    for line in notes:
+        _stage_genre_head(st, genre_table, genre_names, emb, with_onnx, embed_dim, dataset, extra)
+        rel["genres_head"] = st.names["genres_graph"]
+    st.write("metadata", encoder_metadata(name, version, embed_dim=embed_dim, feature_dim=feature_dim,
+                                          options=options, description=description, dataset=dataset,
+                                          model_types=types, files=rel, extra=extra))
+    for line in st.notes:
         log(f"[cmir_tf] export: {line}")
-    return Staged(files, notes, parity)
+    return Staged(st.files, st.notes, st.parity)
+
+
+def _stage_genre_head(st, genre_table, genre_names, emb, with_onnx, embed_dim, dataset, extra) -> None:
+    """The zero-shot genre tagger as a zoo classification head: graph (+ ONNX) and its metadata."""
+    head_def = freeze_genre_head(genre_table)
+    st.write("genres_graph", head_def.SerializeToString())
+    types, rel = ["frozen_model"], {"frozen_model": st.names["genres_graph"]}
+    if with_onnx:
+        want = {HEAD_OUTPUT: unit_rows(emb) @ unit_rows(genre_table).T}
+        st.onnx("genres_onnx", head_def, {HEAD_INPUT: emb}, want, f"{st.name}{GENRES_SUFFIX}",
+                f"zero-shot genre tagger on the embeddings of {st.name}")
+        types.append("onnx")
+        rel["onnx"] = st.names["genres_onnx"]
+    st.write("genres_metadata", genre_head_metadata(st.name, st.version, list(genre_names), embed_dim=embed_dim,
+                                                    options=st.options, dataset=dataset, model_types=types,
+                                                    files=rel, extra=extra))
 
 
 # -------------------------------------------------------------------------------------------- CLI
