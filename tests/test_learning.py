@@ -75,7 +75,9 @@ def test_contrastive_training_beats_random_init_on_a_genre_probe(exports):
 
 
 def test_contrastive_training_beats_random_init_on_playlist_continuation(exports):
-    from cmir_tf.evaluate import Params, evaluate_playlists, load_model
+    from cmir_tf.cache import load_model
+    from cmir_tf.downstream import Params
+    from cmir_tf.playlists import evaluate_playlists
 
     root, dirs = exports
     params = Params(progress=False)
