@@ -1,6 +1,6 @@
 """Audio front end: Melon's Essentia mel spectrogram in core TensorFlow ops.
 
-The mel chain reproduces the one the Melon dataset was computed with (reference.md §2, Essentia 2.1b6):
+The mel chain reproduces the one the Melon dataset was computed with (docs/DATASETS.md; Essentia 2.1b6):
 
     FrameGenerator(frameSize=512, hopSize=256, startFromZero=False)   centred frames
     Windowing(type='hann', normalized=False)                           symmetric Hann (weights sum 255.5)

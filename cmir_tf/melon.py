@@ -1,4 +1,4 @@
-"""The Melon Playlist Dataset layout (reference.md §2): paths, JSON readers and safe mel loading.
+"""The Melon Playlist Dataset layout (docs/DATASETS.md): paths, JSON readers and safe mel loading.
 
 A Melon folder holds ``song_meta.json``, ``genre_gn_all.json``, ``train.json``, ``val.json``,
 ``test.json`` and ``arena_mel/{id // 1000}/{id}.npy`` — one ``(48, n_frames)`` float32 dB array per

@@ -10,7 +10,7 @@ Command line (child side; every array is read with ``allow_pickle=False``):
         each IN.npy: 1-D float32 16 kHz mono signal → DIR/<same name>.npy, (frames, 48) float32 dB from
         FrameGenerator(512, 256, startFromZero=False) → Windowing(hann, normalized=False) → Spectrum
         → MelBands(48, 16 kHz, 0–8000 Hz, inputSize 257, weighting linear, unit_tri, slaneyMel, power)
-        → UnaryOperator(lin2db, scale=2)   (Melon's chain, reference.md §2)
+        → UnaryOperator(lin2db, scale=2)   (Melon's chain, docs/DATASETS.md)
     python tests/essentia_ref.py melbank --out FILE.npy
         the (257, 48) weights of that MelBands, read off by feeding it one unit bin at a time
     python tests/essentia_ref.py predict2d --graph G.pb --input NODE --output NODE [--output NODE ...]
@@ -35,7 +35,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve()
 
-# Melon's chain (reference.md §2)
+# Melon's chain (docs/DATASETS.md)
 SAMPLE_RATE = 16000
 FRAME_SIZE = 512
 HOP_SIZE = 256

@@ -68,14 +68,14 @@ def test_filterbank_equals_essentia_melbands_weights(tmp_path):
     np.testing.assert_array_equal(ours != 0, ref != 0)  # same bins in every band
     # single-precision agreement: weights are ≤ 0.013; measured max difference 2.2e-8
     np.testing.assert_allclose(ours, ref, rtol=0, atol=5e-8)
-    # unit_tri: equal areas — each band's weights sum to about 1/Δf = 1/31.25 Hz (reference.md §2:
+    # unit_tri: equal areas — each band's weights sum to about 1/Δf = 1/31.25 Hz (docs/DATASETS.md:
     # 0.0320), not unit height; sampling the narrowest triangles on the bin grid moves this by ≤ 1.8 %
     np.testing.assert_allclose(ours.sum(axis=0), 1 / 31.25, rtol=0.02)
     assert ours.max() < 0.02
 
 
 def test_frame_count_formula():
-    # reference.md §2: 3 s → 189 frames, 30 s → 1876 (Melon); first frame centred on sample 0
+    # docs/DATASETS.md: 3 s → 189 frames, 30 s → 1876 (Melon); first frame centred on sample 0
     assert F.num_frames(3 * SR) == 189
     assert F.num_frames(30 * SR) == C.MELON_FRAMES == 1876
     assert [F.num_frames(n) for n in EDGE_LENGTHS] == [0, 2, 2, 2, 3, 3, 3, 4]
