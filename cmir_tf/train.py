@@ -58,18 +58,18 @@ def _open_run(cfg: TrainConfig, facts: PreparedFacts, strategy, restart: bool) -
     chief = is_chief(strategy)
     if not chief:
         run = run.worker(task_id(strategy))
-    effective = dataclasses.asdict(cfg) | {"data": str(facts.path.resolve()), "out": str(run)}
+    effective = dataclasses.asdict(cfg) | {"data": str(Path(facts.path).resolve()), "out": str(run)}
     run.open_for_training(effective, restart)
     return run, chief
 
 
-def _build_model(cfg: TrainConfig, facts: PreparedFacts, strategy, run: RunDir):
+def _build_model(cfg: TrainConfig, facts: PreparedFacts, strategy, run: RunDir, jit: bool):
     """The compiled model with every variable created in the strategy's scope; writes model.json."""
     from .model import build_model, dummy_batch
 
     with strategy.scope():
         model = build_model(word2vec=facts.word2vec, learning_rate=cfg.lr, weight_decay=cfg.weight_decay,
-                            **model_config(cfg, facts))
+                            jit_compile=jit, **model_config(cfg, facts))
         model(dummy_batch(facts.cf_dim), training=False)  # a restore needs the variables
     run.write_model_config(model.get_config())
     return model
@@ -85,14 +85,34 @@ def _datasets(cfg: TrainConfig, facts: PreparedFacts, strategy, schedule: Schedu
         seed = (cfg.seed * 1_000_003 + int(state["epoch"]) * 10_007 + int(state["step"])) % (2**31 - 1)
     pipeline.tune_malloc()  # glibc: keep ~180 KB record buffers off mmap (≈ −15 % pipeline CPU, measured)
 
+    from .distribute import input_options
+
+    host = dict(cycle_length=cfg.read_parallelism, parse_parallelism=cfg.parse_parallelism,
+                threadpool_size=cfg.input_threads)
+
     def train_fn(ctx):
-        return pipeline.make_dataset(facts.path, "train", schedule.batch, training=True, seed=seed, input_context=ctx)
+        return pipeline.make_dataset(facts.path, "train", schedule.batch, training=True, seed=seed, input_context=ctx,
+                                     **host)
 
     def val_fn(ctx):
         return pipeline.make_dataset(facts.path, "val", schedule.val_batch, training=False, input_context=ctx,
-                                     drop_remainder=True).repeat()
+                                     drop_remainder=True, **host).repeat()
 
-    return strategy.distribute_datasets_from_function(train_fn), strategy.distribute_datasets_from_function(val_fn)
+    options = input_options(cfg.device_prefetch)
+    return (strategy.distribute_datasets_from_function(train_fn, options),
+            strategy.distribute_datasets_from_function(val_fn, options))
+
+
+def _with_host_defaults(cfg: TrainConfig) -> TrainConfig:
+    """``cfg`` with the input pipeline's parallelism this host gives by default (``pipeline.host_defaults``)
+    where the configuration leaves it open, so config.json records what the run used."""
+    from .pipeline import host_defaults
+
+    derived = host_defaults()
+    return dataclasses.replace(
+        cfg, read_parallelism=cfg.read_parallelism or derived["cycle_length"],
+        parse_parallelism=cfg.parse_parallelism or derived["parse_parallelism"],
+        input_threads=cfg.input_threads or derived["threadpool_size"])
 
 
 def _fit(model, cfg: TrainConfig, run: RunDir, schedule: Schedule, datasets, state: dict | None) -> None:
@@ -126,7 +146,8 @@ def _fit(model, cfg: TrainConfig, run: RunDir, schedule: Schedule, datasets, sta
 def train(cfg: TrainConfig, *, restart: bool = False) -> Path:
     """Train according to ``cfg``; return the run directory. Resumes from the run's backup if present."""
     cfg.validate()
-    from .distribute import configure_devices, make_strategy
+    from .distribute import configure_devices, make_strategy, resolve_jit_compile
+    from .precision import cnn_dtype
 
     configure_devices(cfg.devices)
     import keras
@@ -134,10 +155,12 @@ def train(cfg: TrainConfig, *, restart: bool = False) -> Path:
     data = Path(cfg.data) if cfg.data else ensure_embedded_data(cfg.seed, cfg.synth_songs, cfg.synth_playlists)
     facts = PreparedFacts.for_training(data)
     strategy = make_strategy(cfg.strategy)
+    jit = resolve_jit_compile(cfg.jit_compile, strategy, cnn_dtype=cnn_dtype(cfg.precision))
+    cfg = _with_host_defaults(cfg)
     run, chief = _open_run(cfg, facts, strategy, restart)
     keras.utils.set_random_seed(cfg.seed)
     schedule = Schedule.plan(cfg, facts.counts, strategy.num_replicas_in_sync)
-    model = _build_model(cfg, facts, strategy, run)
+    model = _build_model(cfg, facts, strategy, run, jit)
     with strategy.scope():
         state = run.restore_backup(model)
     if state:
@@ -151,6 +174,9 @@ def train(cfg: TrainConfig, *, restart: bool = False) -> Path:
         print(f"[cmir_tf] training {cfg.mode} on {data} ({counts['train']} train / {counts['val']} val songs), "
               f"{schedule.replicas} replica(s), batch {schedule.batch}, {schedule.steps} steps/epoch, "
               f"epochs {first_epoch + 1}–{cfg.epochs} → {run}", flush=True)
+        print(f"[cmir_tf] {cfg.precision}, XLA {'on' if jit else 'off'}; input: {cfg.read_parallelism} shard reads, "
+              f"{cfg.parse_parallelism} parse calls, {cfg.input_threads} threads, {cfg.device_prefetch} batch(es) "
+              "prefetched per device", flush=True)
         _fit(model, cfg, run, schedule, datasets, state)
     if chief and run.history_path.exists():
         from .callbacks import plot_curves
