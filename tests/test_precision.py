@@ -19,14 +19,7 @@ from cmir_tf.precision import PRECISIONS, cnn_dtype, loss_scale_state, needs_los
 from cmir_tf.rundir import RunDir  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-V = 11
-
-
-def make_batch(rng, batch=4, vocab=V):
-    mask = np.arange(10)[None] < rng.integers(1, 11, size=(batch, 1))
-    genres = np.where(mask, rng.integers(0, vocab, size=(batch, 10)), 0).astype("int32")
-    return {"mel": rng.normal(size=(batch, 256, 48)).astype("float32"), "genres": genres, "genre_mask": mask,
-            "cf": rng.random(size=(batch, 300)).astype("float32"), "song_id": np.arange(batch, dtype="int64")}
+from batches import V, make_batch  # noqa: E402  (tests/batches.py)
 
 
 @pytest.fixture(scope="module")
