@@ -65,20 +65,13 @@ def peer_label(variant: str) -> str:
     return "peer " + (" ".join(flags) if flags else "default")
 
 
-def _child(args) -> None:
-    """Run in a fresh process: time our training step (and optionally its parts); print one JSON line."""
+def _random_batch(b: int, vocab: int):
+    """A fixed random batch like the peer's (mel (B,256,48), genres + mask, CF vector) and a word2vec table."""
     import numpy as np
     import tensorflow as tf
 
-    if args.intra:
-        tf.config.threading.set_intra_op_parallelism_threads(args.intra)
-    if args.inter:
-        tf.config.threading.set_inter_op_parallelism_threads(args.inter)
-    sys.path.insert(0, str(REPO))
     from cmir_tf import constants as C
-    from cmir_tf.model import build_model
 
-    b, vocab = args.batch, 200
     rng = np.random.default_rng(0)
     mask = rng.random((b, C.MAX_GENRES)) > 0.3
     mask[:, 0] = True
@@ -90,7 +83,32 @@ def _child(args) -> None:
         "cf": tf.constant(rng.random((b, C.CF_DIM)).astype("float32")),
         "song_id": tf.constant(np.arange(b, dtype="int64")),
     }
-    w2v = rng.normal(size=(vocab, C.W2V_DIM)).astype("float32")
+    return data, rng.normal(size=(vocab, C.W2V_DIM)).astype("float32")
+
+
+def _device_name() -> str:
+    """The device the step runs on: the first GPU's model name, else the CPU and its cores."""
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        return tf.config.experimental.get_device_details(gpus[0]).get("device_name", "GPU")
+    return f"CPU ({os.cpu_count()} cores)"
+
+
+def _child(args) -> None:
+    """Run in a fresh process: time our training step (and optionally its parts); print one JSON line."""
+    import tensorflow as tf
+
+    if args.intra:
+        tf.config.threading.set_intra_op_parallelism_threads(args.intra)
+    if args.inter:
+        tf.config.threading.set_inter_op_parallelism_threads(args.inter)
+    sys.path.insert(0, str(REPO))
+    from cmir_tf.model import build_model
+
+    b = args.batch
+    data, w2v = _random_batch(b, vocab=200)
     cnn_dtype = None if args.child == "float32" else args.child
     model = build_model("contr_cf_g", w2v, cnn_dtype=cnn_dtype, jit_compile=args.jit_compile)
 
@@ -102,10 +120,7 @@ def _child(args) -> None:
         float(tf.reduce_sum(tf.cast(tf.nest.flatten(out)[0], tf.float32)))
         return (time.perf_counter() - start) / args.steps
 
-    gpus = tf.config.list_physical_devices("GPU")
-    device = (tf.config.experimental.get_device_details(gpus[0]).get("device_name", "GPU") if gpus
-              else f"CPU ({os.cpu_count()} cores)")
-    result = {"precision": args.child, "batch": b, "steps": args.steps, "device": device,
+    result = {"precision": args.child, "batch": b, "steps": args.steps, "device": _device_name(),
               "xla": bool(model.jit_replica_step)}
     if args.profile:
         forward = tf.function(lambda: model._loss_shares(data, training=True)[0])
@@ -195,7 +210,7 @@ def _ratio_line(name: str, ours: list[float], peer: list[float]) -> str:
             + ", ".join(f"{x:.2f}" for x in ratios) + ")")
 
 
-def main(argv=None) -> None:
+def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--batch", type=int, default=128, help="global batch size (paper: 128)")
     p.add_argument("--steps", type=int, default=3, help="timed training steps per process, after one warm-up step")
@@ -218,6 +233,11 @@ def main(argv=None) -> None:
     p.add_argument("--profile", action="store_true",
                    help="also time forward, forward+backward and the audio encoder alone in our process")
     p.add_argument("--child", choices=PRECISIONS, help=argparse.SUPPRESS)
+    return p
+
+
+def main(argv=None) -> None:
+    p = _parser()
     args = p.parse_args(argv)
     if args.child:
         _child(args)

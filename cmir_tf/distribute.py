@@ -88,8 +88,8 @@ def resolve_jit_compile(setting, strategy=None, *, cnn_dtype=None) -> bool:
     ``setting``: ``"on"`` / True, ``"off"`` / False / None, or ``"auto"``: on when every replica is a
     GPU (XLA fuses the convolution blocks' BatchNorm / ReLU / pooling and removes per-op launches),
     except under the multi-worker strategy, whose cross-host collectives inside XLA are unproven; off
-    on CPU, where XLA made the float32 step ~2× slower here — except for a float16 CNN (``cnn_dtype``)
-    on one CPU replica, whose CPU gradient kernels are ~100× slower than XLA's (measured: one 128-channel
+    on CPU, where XLA made the float32 step 2–7× slower here — except for a float16 CNN (``cnn_dtype``)
+    on one CPU replica, whose CPU gradient kernels are ~50× slower than XLA's (measured: one 128-channel
     block's convolution 55 s against 1.1 s). ``on`` with several replicas on CPU devices is refused:
     TensorFlow cannot compile cross-replica collectives for CPU devices ("Collectives are not yet
     implemented for CPU devices when compiling with XLA"). ``strategy`` defaults to the current one.

@@ -323,7 +323,7 @@ def build_model(
     synchronised BatchNorm (``synchronized_bn=None`` decides from the strategy; True/False forces it).
     ``word2vec`` (n_genres, 200) is required by the modes that use genres, ignored otherwise.
     ``jit_compile``: XLA for each replica's forward and backward pass (``ContrastiveModel.compile``);
-    off by default, as XLA made the CPU step ~2× slower here (``"auto"`` turns it on for GPUs).
+    off by default, as XLA made the CPU step 2–7× slower here (``"auto"`` turns it on for GPUs).
     ``cnn_dtype``: ``None`` (float32), ``"mixed_float16"`` (with loss scaling) or ``"mixed_bfloat16"``
     for the audio CNN blocks only (``cmir_tf.precision``); a checkpoint loads into any of them.
     """

@@ -54,7 +54,7 @@ def test_float16_step_equals_the_float32_update_and_an_overflow_is_skipped(w2v):
     left scaled by 1024 would be 1024× too large); a step at scale 2⁴⁰ overflows float16, is skipped (no
     weight moves, no iteration counted) and halves the scale; both report the unscaled loss. The float16
     model runs with XLA (auto on one CPU replica): TensorFlow's CPU float16 convolution gradients are
-    ~100× slower."""
+    ~50× slower."""
     data = make_batch(np.random.default_rng(2))
     keras.utils.set_random_seed(0)
     m32 = build_model("contr_cf_g", w2v, dropout=0.0, compile=False)
