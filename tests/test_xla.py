@@ -43,10 +43,13 @@ def test_jit_compile_settings_on_this_cpu():
 
 @pytest.fixture
 def float64():
-    """Keras layers built in float64 for the test (BatchNorm then takes Keras's unfused path)."""
+    """Keras layers built in float64 for the test (BatchNorm then takes Keras's unfused path). The global
+    dtype policy too: Keras fixes it from floatx when the process builds its first layer."""
     keras.config.set_floatx("float64")
+    keras.config.set_dtype_policy("float64")
     yield
     keras.config.set_floatx("float32")
+    keras.config.set_dtype_policy("float32")
 
 
 @pytest.mark.slow
@@ -67,6 +70,7 @@ def test_xla_train_step_equals_the_uncompiled_step(mode, float64):
         model.compile(optimizer=keras.optimizers.SGD(0.1), jit_compile=jit)
         models.append(model)
     plain, compiled = models
+    assert plain.audio_encoder.convs[0].kernel.dtype == "float64"
     compiled.set_weights(plain.get_weights())
     before = {w.path: w.numpy() for w in plain.trainable_weights}
     got = [m.train_on_batch(data, return_dict=True) for m in models]
