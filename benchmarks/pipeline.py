@@ -76,15 +76,16 @@ def write_shards(out: str, songs: int, frames: int, shard_size: int, seed: int =
 
 
 def measure(data_dir: str, batch: int, examples: int, repeats: int, warmup: int, seed: int,
-            tuned: bool = False) -> dict:
-    """Run in a child process: rates and RSS of one dataset's training pipeline."""
+            tuned: bool = False, host: bool = False) -> dict:
+    """Run in a child process: rates and RSS of one dataset's training pipeline (``host``: with the
+    parallelism ``cmir_tf.train`` gives it, ``pipeline.host_defaults()``, instead of make_dataset's)."""
     import tensorflow as tf
 
-    from cmir_tf.pipeline import make_dataset, tune_malloc
+    from cmir_tf.pipeline import host_defaults, make_dataset, tune_malloc
 
     if tuned:
         assert tune_malloc(), "mallopt unavailable"
-    ds = make_dataset(data_dir, "train", batch, seed=seed)
+    ds = make_dataset(data_dir, "train", batch, seed=seed, **(host_defaults() if host else {}))
     it = iter(ds)
     rss_setup = rss_kb()
     for _ in range(warmup):
@@ -140,6 +141,9 @@ def main(argv=None) -> None:
     p.add_argument("--keep", action="store_true", help="keep the shards (printed) instead of deleting them")
     p.add_argument("--tune-malloc", action="store_true",
                    help="also measure each size with cmir_tf.pipeline.tune_malloc() (glibc thresholds)")
+    p.add_argument("--host-defaults", action="store_true",
+                   help="use the parallelism the train CLI derives from the cores (pipeline.host_defaults: shard "
+                        "reads, parse calls, own threads) instead of make_dataset's defaults")
     p.add_argument("--json", help="also write the results as JSON to this file")
     p.add_argument("--_write", nargs=2, metavar=("DIR", "SONGS"), help=argparse.SUPPRESS)
     p.add_argument("--_measure", metavar="DIR", help=argparse.SUPPRESS)
@@ -152,7 +156,7 @@ def main(argv=None) -> None:
         return
     if args._measure:
         print(json.dumps(measure(args._measure, args.batch, args.examples, args.repeats, args.warmup, args.seed,
-                                 args._tuned)))
+                                 args._tuned, args.host_defaults)))
         return
     for name in ("frames", "shard_size", "batch", "examples", "repeats"):
         if getattr(args, name) < 1:
@@ -188,7 +192,8 @@ def main(argv=None) -> None:
             for tuned in ([False, True] if args.tune_malloc else [False]):
                 r = json.loads(_child(args, "--_measure", folder, "--batch", str(args.batch), "--examples",
                                       str(args.examples), "--repeats", str(args.repeats), "--warmup",
-                                      str(args.warmup), "--seed", str(args.seed), *(["--_tuned"] if tuned else [])))
+                                      str(args.warmup), "--seed", str(args.seed), *(["--_tuned"] if tuned else []),
+                                      *(["--host-defaults"] if args.host_defaults else [])))
                 r.update(songs=size, gb=gb, malloc="tuned" if tuned else "default")
                 results.append(r)
         finally:

@@ -4,6 +4,7 @@
     CMIR_PEER_PYTHON=/tmp/torch/bin/python python benchmarks/train_step.py --rounds 5 --steps 3
     python benchmarks/train_step.py --rounds 1 --steps 1 --batch 16      # smoke run; no peer unless given
     python benchmarks/train_step.py --profile            # forward / forward+backward / step split
+    python benchmarks/train_step.py --precision mixed_float16 --jit-compile on   # on a GPU: one line to report
 
 Each of our precisions is timed against the peer a PyTorch user would run for it
 (``benchmarks/peers/torch_peer.py train``):
@@ -20,6 +21,15 @@ CF vector; forward + backward + Adam). Printed: every round's examples/s, the me
 pairing the median of the per-round ratios ours/peer (the contention-robust figure). ``float32`` is
 the paper's numerics; ``mixed_bfloat16`` runs only the audio CNN blocks in bfloat16 (losses and
 embeddings stay float32), which pays off on CPUs with AVX512_BF16 / AMX.
+
+On a GPU (any device TensorFlow sees; the step runs on the first GPU, else the CPU) the usual call is
+``--precision mixed_float16 --jit-compile on`` (V100, T4) or ``--precision mixed_bfloat16 --jit-compile on``
+(A100, H100): each prints the device, its examples/s and, with ``--rounds 3``, their median; the peer,
+a CPU-only script, is skipped for ``mixed_float16``. ``--jit-compile`` is the training flag's: ``auto``
+(default) compiles each replica's step with XLA on GPUs and for float16 on CPU, where TensorFlow's
+float16 convolution gradients have no fast kernel. The warm-up step (untimed) includes XLA's compilation;
+under float16 the first steps may be skipped by the loss scaling (an overflow skips the update, not the
+forward and backward passes, so the rate hardly moves).
 
 The peer needs torch, which is not a dependency of this package. ``--peer-python`` (or the environment
 variable ``CMIR_PEER_PYTHON``) names a Python that can import it; when neither is given, or that Python
@@ -41,10 +51,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_PEER = Path(__file__).resolve().parent / "peers" / "torch_peer.py"
 PEER_PYTHON_ENV = "CMIR_PEER_PYTHON"
-PRECISIONS = ("float32", "mixed_bfloat16")
-# The peer's command-line flags of each variant, and the variants each of our precisions is compared with.
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+BOTH = ("float32", "mixed_bfloat16")  # --precision both: the CPU pair
+JIT_COMPILE = ("auto", "on", "off")
+# The peer's command-line flags of each variant, and the variants each of our precisions is compared with
+# (the peer runs on CPU only; it has no float16 variant).
 PEER_VARIANTS = {"default": (), "tuned": ("--tuned",), "tuned_bf16": ("--tuned", "--bf16")}
-PEERS_OF = {"float32": ("default", "tuned"), "mixed_bfloat16": ("tuned_bf16",)}
+PEERS_OF = {"float32": ("default", "tuned"), "mixed_float16": (), "mixed_bfloat16": ("tuned_bf16",)}
 
 
 def peer_label(variant: str) -> str:
@@ -52,20 +65,13 @@ def peer_label(variant: str) -> str:
     return "peer " + (" ".join(flags) if flags else "default")
 
 
-def _child(args) -> None:
-    """Run in a fresh process: time our training step (and optionally its parts); print one JSON line."""
+def _random_batch(b: int, vocab: int):
+    """A fixed random batch like the peer's (mel (B,256,48), genres + mask, CF vector) and a word2vec table."""
     import numpy as np
     import tensorflow as tf
 
-    if args.intra:
-        tf.config.threading.set_intra_op_parallelism_threads(args.intra)
-    if args.inter:
-        tf.config.threading.set_inter_op_parallelism_threads(args.inter)
-    sys.path.insert(0, str(REPO))
     from cmir_tf import constants as C
-    from cmir_tf.model import build_model
 
-    b, vocab = args.batch, 200
     rng = np.random.default_rng(0)
     mask = rng.random((b, C.MAX_GENRES)) > 0.3
     mask[:, 0] = True
@@ -77,9 +83,34 @@ def _child(args) -> None:
         "cf": tf.constant(rng.random((b, C.CF_DIM)).astype("float32")),
         "song_id": tf.constant(np.arange(b, dtype="int64")),
     }
-    w2v = rng.normal(size=(vocab, C.W2V_DIM)).astype("float32")
+    return data, rng.normal(size=(vocab, C.W2V_DIM)).astype("float32")
+
+
+def _device_name() -> str:
+    """The device the step runs on: the first GPU's model name, else the CPU and its cores."""
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        return tf.config.experimental.get_device_details(gpus[0]).get("device_name", "GPU")
+    return f"CPU ({os.cpu_count()} cores)"
+
+
+def _child(args) -> None:
+    """Run in a fresh process: time our training step (and optionally its parts); print one JSON line."""
+    import tensorflow as tf
+
+    if args.intra:
+        tf.config.threading.set_intra_op_parallelism_threads(args.intra)
+    if args.inter:
+        tf.config.threading.set_inter_op_parallelism_threads(args.inter)
+    sys.path.insert(0, str(REPO))
+    from cmir_tf.model import build_model
+
+    b = args.batch
+    data, w2v = _random_batch(b, vocab=200)
     cnn_dtype = None if args.child == "float32" else args.child
-    model = build_model("contr_cf_g", w2v, cnn_dtype=cnn_dtype)
+    model = build_model("contr_cf_g", w2v, cnn_dtype=cnn_dtype, jit_compile=args.jit_compile)
 
     def timed(fn):
         fn()  # warm-up: tracing and first allocation
@@ -89,7 +120,8 @@ def _child(args) -> None:
         float(tf.reduce_sum(tf.cast(tf.nest.flatten(out)[0], tf.float32)))
         return (time.perf_counter() - start) / args.steps
 
-    result = {"precision": args.child, "batch": b, "steps": args.steps}
+    result = {"precision": args.child, "batch": b, "steps": args.steps, "device": _device_name(),
+              "xla": bool(model.jit_replica_step)}
     if args.profile:
         forward = tf.function(lambda: model._loss_shares(data, training=True)[0])
 
@@ -150,14 +182,15 @@ def run_peer(python: str, peer: Path, variant: str, batch: int, steps: int, thre
 
 
 def run_ours(precision: str, batch: int, steps: int, *, intra: int = 0, inter: int = 0,
-             profile: bool = False) -> dict:
+             profile: bool = False, jit_compile: str = "auto") -> dict:
     """Time our contr_cf_g training step in a fresh process → the child's JSON result.
 
-    Keys: ``precision, batch, steps, step_s, examples_per_s`` (and the ``*_s`` parts with ``profile``).
-    Also used by benchmarks/pipeline.py to measure the training rate its pipeline must keep up with.
+    Keys: ``precision, batch, steps, device, xla, step_s, examples_per_s`` (and the ``*_s`` parts with
+    ``profile``). Also used by benchmarks/pipeline.py to measure the training rate its pipeline must keep
+    up with.
     """
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", precision, "--batch", str(batch),
-           "--steps", str(steps)]
+           "--steps", str(steps), "--jit-compile", jit_compile]
     if intra:
         cmd += ["--intra", str(intra)]
     if inter:
@@ -177,15 +210,17 @@ def _ratio_line(name: str, ours: list[float], peer: list[float]) -> str:
             + ", ".join(f"{x:.2f}" for x in ratios) + ")")
 
 
-def main(argv=None) -> None:
+def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--batch", type=int, default=128, help="global batch size (paper: 128)")
     p.add_argument("--steps", type=int, default=3, help="timed training steps per process, after one warm-up step")
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds (peers, ours, peers, ours, ...)")
     p.add_argument("--precision", choices=PRECISIONS + ("both",), default="both",
-                   help="our CNN's compute precision; 'both' times float32 and mixed_bfloat16 in every round "
-                        "(float32 against the default and the --tuned peer, mixed_bfloat16 against "
-                        "--tuned --bf16)")
+                   help="our CNN's compute precision (as train's --precision); 'both' times float32 and "
+                        "mixed_bfloat16 in every round (float32 against the default and the --tuned peer, "
+                        "mixed_bfloat16 against --tuned --bf16); mixed_float16 is for GPUs (no peer)")
+    p.add_argument("--jit-compile", choices=JIT_COMPILE, default="auto",
+                   help="XLA for each step, as train's --jit-compile: auto = on for GPUs and for float16 on CPU")
     p.add_argument("--peer-python", default=None,
                    help=f"a Python that can import torch, to run the peer (default: ${PEER_PYTHON_ENV}; "
                         "neither given, or no torch there: the peer is skipped with a note)")
@@ -198,6 +233,11 @@ def main(argv=None) -> None:
     p.add_argument("--profile", action="store_true",
                    help="also time forward, forward+backward and the audio encoder alone in our process")
     p.add_argument("--child", choices=PRECISIONS, help=argparse.SUPPRESS)
+    return p
+
+
+def main(argv=None) -> None:
+    p = _parser()
     args = p.parse_args(argv)
     if args.child:
         _child(args)
@@ -206,7 +246,7 @@ def main(argv=None) -> None:
         if getattr(args, name) < 1:
             p.error(f"--{name} must be ≥ 1")
 
-    precisions = PRECISIONS if args.precision == "both" else (args.precision,)
+    precisions = BOTH if args.precision == "both" else (args.precision,)
     peer_script = Path(args.peer_script)
     if args.no_peer:
         peer_python, note = None, "PyTorch peer skipped (--no-peer)"
@@ -227,9 +267,10 @@ def main(argv=None) -> None:
                 peer_rates[v].append(run_peer(peer_python, peer_script, v, args.batch, args.steps,
                                               args.peer_threads))
                 line.append(f"{peer_label(v)} {peer_rates[v][-1]:.2f}")
-            res = run_ours(pr, args.batch, args.steps, intra=args.intra, inter=args.inter, profile=args.profile)
+            res = run_ours(pr, args.batch, args.steps, intra=args.intra, inter=args.inter, profile=args.profile,
+                           jit_compile=args.jit_compile)
             ours[pr].append(res)
-            item = f"{pr} {res['examples_per_s']:.2f}"
+            item = f"{pr}{' XLA' if res['xla'] else ''} on {res['device']}: {res['examples_per_s']:.2f}"
             if args.profile:
                 item += (" (fwd {forward_s:.2f}s, fwd+bwd {forward_backward_s:.2f}s, audio fwd+bwd "
                          "{audio_forward_backward_s:.2f}s, step {step_s:.2f}s)".format(**res))

@@ -37,6 +37,14 @@ Hooks, what each is for, and the public route examined:
 ``op_def`` — :func:`op_def`: ``tensorflow.python.framework.op_def_registry.get``, the ``OpDef`` of an op
     type (its attributes' default values, and whether it is a core op at all), to strip default-valued
     attributes from the frozen graph. No public API exposes ``OpDef``s.
+``xla_context`` — :func:`in_xla_context`: ``tensorflow.python.ops.control_flow_util.
+    GraphOrParentsInXlaContext`` on the default graph, whether the code being traced is inside an
+    XLA-compiled function (``tf.function(jit_compile=True)``). ``distribute.gather_rows`` then gathers
+    the replicas' rows with an all-reduce instead of ``all_gather``, which always leaves the replica
+    through a ``merge_call`` that an XLA-compiled step cannot contain. It is the test
+    ``MirroredStrategy`` itself uses to drop its merge calls under XLA. Public route examined: none
+    tells a function whether it is being compiled; passing a flag down would have to reach every loss
+    term that gathers.
 ``saved_model_proto`` — :func:`read_saved_model_proto`: ``tensorflow.core.protobuf.saved_model_pb2``,
     the SavedModel protocol buffer, to list the op types a written SavedModel uses. A generated
     protobuf module (stable), but outside the documented ``tf.*`` namespace.
@@ -98,6 +106,12 @@ def _probe_op_def():
     return None if callable(getattr(op_def_registry, "get", None)) else "missing get"
 
 
+def _probe_xla_context():
+    from tensorflow.python.ops import control_flow_util
+
+    return _has_params(getattr(control_flow_util, "GraphOrParentsInXlaContext", None), ("graph",))
+
+
 def _probe_saved_model_proto():
     from tensorflow.core.protobuf import saved_model_pb2
 
@@ -111,6 +125,7 @@ HOOKS = {
     "freeze": ("tensorflow.python.framework.convert_to_constants.convert_variables_to_constants_v2", _probe_freeze),
     "op_def": ("tensorflow.python.framework.op_def_registry.get", _probe_op_def),
     "saved_model_proto": ("tensorflow.core.protobuf.saved_model_pb2.SavedModel", _probe_saved_model_proto),
+    "xla_context": ("tensorflow.python.ops.control_flow_util.GraphOrParentsInXlaContext", _probe_xla_context),
 }
 _checked: dict[str, str | None] = {}
 
@@ -203,3 +218,13 @@ def read_saved_model_proto(path):
     with open(path, "rb") as f:
         proto.ParseFromString(f.read())
     return proto
+
+
+# -------------------------------------------------------------------------------------------- xla_context
+def in_xla_context() -> bool:
+    """Whether the function being traced is compiled with XLA (see ``xla_context``)."""
+    require("xla_context")
+    import tensorflow as tf
+    from tensorflow.python.ops import control_flow_util
+
+    return bool(control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph()))

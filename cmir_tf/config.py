@@ -19,12 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from . import constants as C
-from .distribute import STRATEGIES
+from .distribute import JIT_COMPILE, STRATEGIES
 from .embedded import EMBEDDED_DEFAULTS
 from .errors import ConfigError
+from .precision import PRECISIONS, cnn_dtype
 
 MODES = tuple(C.MODES)
-PRECISIONS = ("float32", "mixed_bfloat16")
 
 
 @dataclasses.dataclass
@@ -47,7 +47,12 @@ class TrainConfig:
     lambda_a2p: float = 1.0
     lambda_g2p: float = 1.0
     seed: int = 0
-    precision: str = "float32"  # or "mixed_bfloat16": the CNN blocks in bfloat16 (≈1.8× faster on AVX512-BF16 CPUs)
+    precision: str = "float32"  # or mixed_float16 / mixed_bfloat16: the CNN blocks in 16 bits (cmir_tf.precision)
+    jit_compile: str = "auto"  # XLA for each replica's step: auto = on for GPUs (distribute.resolve_jit_compile)
+    read_parallelism: int | None = None  # shards read at once per host; None → pipeline.host_defaults
+    parse_parallelism: int | None = None  # parse / decode calls in flight per host; None → the cores
+    input_threads: int | None = None  # the input pipeline's own threads per host; None → the cores
+    device_prefetch: int = 2  # batches copied ahead onto each replica's device (0: none)
     out: str | None = None  # run dir; None → runs/<mode>
     strategy: str = "auto"
     devices: int | None = None
@@ -63,12 +68,17 @@ class TrainConfig:
             raise ConfigError(f"--mode: unknown mode {self.mode!r}; choose one of {', '.join(MODES)}")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"--precision: unknown precision {self.precision!r}; choose one of {', '.join(PRECISIONS)}")
+        if self.jit_compile not in JIT_COMPILE:
+            raise ConfigError(f"--jit-compile: unknown setting {self.jit_compile!r}; choose one of {', '.join(JIT_COMPILE)}")
         if self.strategy not in STRATEGIES:
             raise ConfigError(f"--strategy: unknown strategy {self.strategy!r}; choose one of {', '.join(STRATEGIES)}")
         for name in ("epochs", "batch_size", "num_heads", "embed_dim", "backup_every"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')}: must be ≥ 1, got {getattr(self, name)}")
-        for name in ("steps_per_epoch", "validation_steps", "devices"):
+        if self.device_prefetch < 0:
+            raise ConfigError(f"--device-prefetch: must be ≥ 0, got {self.device_prefetch}")
+        for name in ("steps_per_epoch", "validation_steps", "devices", "read_parallelism", "parse_parallelism",
+                     "input_threads"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ConfigError(f"--{name.replace('_', '-')}: must be ≥ 1, got {value}")
@@ -116,7 +126,7 @@ def model_config(cfg: TrainConfig, facts) -> dict[str, Any]:
         "embed_dim": cfg.embed_dim,
         "num_heads": cfg.num_heads,
         "cf_dim": facts.cf_dim,
-        "cnn_dtype": None if cfg.precision == "float32" else cfg.precision,
+        "cnn_dtype": cnn_dtype(cfg.precision),
     }
 
 
@@ -175,7 +185,12 @@ def build_arg_parser() -> argparse.ArgumentParser:
     p.add_argument("--lambda-a2g", type=float, help="weight of the audio-to-genre loss [default 1]")
     p.add_argument("--lambda-a2p", type=float, help="weight of the audio-to-playlist loss [default 1]")
     p.add_argument("--lambda-g2p", type=float, help="weight of the genre-to-playlist loss [default 1]")
-    p.add_argument("--precision", choices=PRECISIONS, help="float32 (the paper's numerics) or mixed_bfloat16: convolution blocks in bfloat16 with float32 weights and losses, ≈1.8× faster on CPUs with AVX512-BF16; exports are always float32 [default float32]")
+    p.add_argument("--precision", choices=PRECISIONS, help="float32 (the paper's numerics); mixed_float16: the audio CNN's convolution blocks in float16 with dynamic loss scaling, for GPUs without bfloat16 (V100, T4); mixed_bfloat16: the same blocks in bfloat16 (A100/H100, CPUs with AVX512-BF16, ≈1.8× faster there). Weights, embeddings and losses stay float32; exports are always float32 [default float32]")
+    p.add_argument("--jit-compile", choices=JIT_COMPILE, help="XLA-compile each replica's forward and backward pass: auto = on when every replica is a GPU (single host); off on CPU, where XLA made the float32 step 2–7× slower here, except mixed_float16 on one CPU replica (float16 gradients have no fast CPU kernel); on is refused for several CPU replicas [default auto]")
+    p.add_argument("--read-parallelism", type=int, help="TFRecord shards read at once by this host's input pipeline (with --seed it also sets the record order) [default: the host's cores, at least 8, at most 64]")
+    p.add_argument("--parse-parallelism", type=int, help="parse / crop / decode calls in flight in this host's input pipeline [default: the host's cores]")
+    p.add_argument("--input-threads", type=int, help="threads of this host's input pipeline, apart from the training step's [default: the host's cores]")
+    p.add_argument("--device-prefetch", type=int, help="batches copied ahead onto each replica's device while a step runs; 0 keeps them in host memory [default 2]")
     p.add_argument("--seed", type=int, help="seed of weights, crops and shuffling [default 0]")
     p.add_argument("--out", help="run directory; rerunning with the same one resumes [default runs/<mode>]")
     p.add_argument("--config", help="JSON or YAML file with any of these options (keys like `batch_size`); flags override it")

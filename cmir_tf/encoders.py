@@ -116,8 +116,9 @@ class AudioEncoder(keras.layers.Layer):
     ``None`` (default) decides when the layer is created: on iff inside a strategy scope with more than
     one replica in sync. It is not part of the saved config (a model saved under two replicas reloads on one).
 
-    ``cnn_dtype``: a Keras dtype policy for the 7 convolutional blocks only, e.g. ``"mixed_bfloat16"``
-    (float32 variables, bfloat16 convolutions: ~1.7× faster convolutions on a CPU with AVX512_BF16).
+    ``cnn_dtype``: a Keras dtype policy for the 7 convolutional blocks only, ``"mixed_bfloat16"``
+    (float32 variables, bfloat16 convolutions: ~1.7× faster convolutions on a CPU with AVX512_BF16) or
+    ``"mixed_float16"`` (GPUs; the model's optimizer then scales the loss, ``cmir_tf.precision``).
     The input BatchNorm, the FFB, both outputs and therefore every loss stay in the layer's own dtype
     (float32). ``None``: the blocks use the layer's dtype. Weights are the same either way, so a model
     trained in mixed precision loads into a float32 encoder (which is what should be exported).

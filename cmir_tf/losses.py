@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from .distribute import gather_rows
+
 # Replaces the self-similarity logit. |sim/τ| ≤ 1/τ, so any τ > 1e-8 leaves the masked entry at
 # exp(-1e9 + …) = 0 exactly in float32 after the log-softmax's max subtraction.
 _MASK_LOGIT = -1e9
@@ -69,10 +71,11 @@ def nt_xent_replica_share(za, zb, temperature: float = 0.1):
     """This replica's share of the global-batch NT-Xent, for a custom ``train_step`` under a strategy.
 
     Inside a replica context with R > 1 replicas, ``za``/``zb`` are this replica's (m, D) rows. The
-    global batches (M = Σ m rows, in replica order) are all-gathered, so this replica's 2m anchors are
-    contrasted against all 2M global items (the negatives of the whole global batch), and the share is
-    ``Σ_{local anchors} ℓ_i / (2M)``. Hence Σ over replicas of the shares = ``nt_xent`` of the global
-    batch, and — since ``all_gather``'s gradient all-reduces (sums) the upstream gradients and the
+    global batches (M = Σ m rows, in replica order) are gathered (``distribute.gather_rows``, also
+    inside an XLA-compiled step), so this replica's 2m anchors are contrasted against all 2M global
+    items (the negatives of the whole global batch), and the share is ``Σ_{local anchors} ℓ_i / (2M)``.
+    Hence Σ over replicas of the shares = ``nt_xent`` of the global batch, and — since the gather's
+    gradient all-reduces (sums) the upstream gradients and the
     optimizer sums the replicas' parameter gradients — the update equals the one-device update on the
     same global batch. Outside a strategy (or with one replica) this is just ``nt_xent``.
 
@@ -86,12 +89,10 @@ def nt_xent_replica_share(za, zb, temperature: float = 0.1):
     za, zb = tf.convert_to_tensor(za), tf.convert_to_tensor(zb)
     _check(za, zb, temperature)
     m = tf.shape(za)[0]
-    sizes = ctx.all_gather(tf.reshape(m, [1]), axis=0)  # rows per replica, supports uneven last batches
-    offset = tf.reduce_sum(sizes[: ctx.replica_id_in_sync_group])
-    big_m = tf.reduce_sum(sizes)
     dtype = loss_dtype(za)
-    ga = ctx.all_gather(tf.cast(za, dtype), axis=0)
-    gb = ctx.all_gather(tf.cast(zb, dtype), axis=0)
+    # one gather of both batches: rows of ψ_a, then of ψ_b, side by side (supports uneven replicas)
+    gathered, offset, big_m = gather_rows(tf.concat([tf.cast(za, dtype), tf.cast(zb, dtype)], axis=1))
+    ga, gb = tf.split(gathered, 2, axis=1)
     candidates = _normalise(tf.concat([ga, gb], axis=0))  # (2M, D)
     anchors = _normalise(tf.concat([za, zb], axis=0))  # (2m, D): local rows of ψ_a, then of ψ_b
     local = tf.range(m) + offset

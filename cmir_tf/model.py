@@ -38,10 +38,14 @@ are the global-batch values. The cross-replica sums are ``cmir_tf.distribute``'s
 pre-training build, which would average a batch over the replicas, is replaced by
 ``compat.BuiltModelMixin`` (every variable exists after the constructor).
 
-Speed on CPU (benchmarks/train_step.py): BatchNorm of the CNN uses TF's fused kernel on one device
-(``encoders.FusedBatchNorm``), and ``cnn_dtype="mixed_bfloat16"`` runs the convolutional blocks in
-bfloat16 (float32 variables, embeddings and losses) — about 1.8× faster again on a CPU with
-AVX512_BF16. The default is float32, the paper's numerics.
+Speed (benchmarks/train_step.py): BatchNorm of the CNN uses TF's fused kernel on one device
+(``encoders.FusedBatchNorm``), and ``cnn_dtype="mixed_bfloat16"`` / ``"mixed_float16"`` runs the
+convolutional blocks in 16 bits (float32 variables, embeddings and losses; ``cmir_tf.precision``) —
+bfloat16 is about 1.8× faster again on a CPU with AVX512_BF16; float16 is for GPUs, with dynamic loss
+scaling in ``train_step`` (the gradient of the scaled loss; the optimizer unscales it and skips
+non-finite steps; the reported loss is unscaled). ``compile(jit_compile=...)`` compiles each replica's
+forward and backward pass with XLA (docs/GPU.md). The default is float32 without XLA, the paper's
+numerics.
 
 Optimiser: Adam, learning rate 1e-4 (paper sec. 3.2). The published code also used weight decay 1e-4
 (PyTorch's coupled L2 form); ``weight_decay`` enables Keras's decoupled form (AdamW-style, applied as
@@ -58,10 +62,11 @@ from typing import NamedTuple
 
 from cmir_tf import compat
 from cmir_tf import constants as C
-from cmir_tf.distribute import global_count, global_sum
+from cmir_tf.distribute import global_count, global_sum, resolve_jit_compile
 from cmir_tf.encoders import AudioEncoder, CFEncoder, GenreEncoder
 from cmir_tf.errors import ConfigError
 from cmir_tf.losses import loss_dtype, nt_xent_replica_share
+from cmir_tf.precision import agree_on_overflow, loss_scaled
 
 MODES = C.MODES  # mode → the losses it reports (one table, shared with train's CLI)
 
@@ -82,6 +87,11 @@ LOSS_PARTS = {
     "genre": LossPart(0),
     "cf": LossPart(1),
 }
+
+
+def _features(data):
+    """The batch dict: ``train_on_batch`` / ``evaluate`` pack it as (x, y, sample_weight)."""
+    return data[0] if isinstance(data, (tuple, list)) else data
 
 
 def multi_hot(genres, mask, vocab_size):
@@ -200,8 +210,6 @@ class ContrastiveModel(compat.BuiltModelMixin, keras.Model):
     # -- losses --------------------------------------------------------------------------------------
     def _loss_shares(self, data, training):
         """This replica's share of the total loss and of each part (sums over replicas = global means)."""
-        if isinstance(data, (tuple, list)):  # train_on_batch / evaluate pack (x, y, sample_weight)
-            data = data[0]
         out = self(data, training=training)
         shares = {}
         for part in self.parts:
@@ -231,16 +239,44 @@ class ContrastiveModel(compat.BuiltModelMixin, keras.Model):
             self._trackers[name].update_state(value)
         return {name: self._trackers[name].result() for name in names}
 
-    def train_step(self, data):
+    # -- steps ---------------------------------------------------------------------------------------
+    def compile(self, optimizer="rmsprop", *, jit_compile=False, **kwargs):
+        """Keras's ``compile``, except that (i) the optimizer of a float16 CNN is wrapped in Keras's
+        ``LossScaleOptimizer`` (``precision.loss_scaled``), and (ii) ``jit_compile`` (True / False /
+        ``"auto"`` / ``"on"`` / ``"off"``, see ``distribute.resolve_jit_compile``) compiles each
+        replica's forward and backward pass with XLA. Keras's own flag stays off: it would compile the
+        whole multi-replica step as one XLA program, which cannot reach the other devices' variables,
+        and the optimizer's update cannot run inside an XLA replica step under ``MirroredStrategy``."""
+        self.jit_replica_step = resolve_jit_compile(jit_compile, cnn_dtype=self.cnn_dtype)
+        object.__setattr__(self, "_compiled_steps", {})  # untracked: not part of the saved object graph
+        super().compile(optimizer=loss_scaled(optimizer, self.cnn_dtype), jit_compile=False, **kwargs)
+
+    def _replica_step(self, name, fn):
+        """``fn``, or its XLA-compiled form when the model was compiled with ``jit_compile``."""
+        if not getattr(self, "jit_replica_step", False):
+            return fn
+        if name not in self._compiled_steps:
+            self._compiled_steps[name] = tf.function(fn, jit_compile=True)
+        return self._compiled_steps[name]
+
+    def _gradients(self, data):
+        """One replica's forward and backward pass: (gradients of the scaled loss, total, parts)."""
         with tf.GradientTape() as tape:
             total, shares = self._loss_shares(data, training=True)
-        variables = self.trainable_variables
-        grads = tape.gradient(total, variables)
-        self.optimizer.apply_gradients(zip(grads, variables))
+            scaled = self.optimizer.scale_loss(total)  # × the loss scale under float16, else unchanged
+        return tape.gradient(scaled, self.trainable_variables), total, shares
+
+    def train_step(self, data):
+        grads, total, shares = self._replica_step("train", self._gradients)(_features(data))
+        grads = agree_on_overflow(grads, self.optimizer)  # a float16 overflow skips the step on every replica
+        self.optimizer.apply_gradients(zip(grads, self.trainable_variables))  # unscales, skips non-finite
         return self._record(total, shares)
 
+    def _evaluation(self, data):
+        return self._loss_shares(data, training=False)
+
     def test_step(self, data):
-        total, shares = self._loss_shares(data, training=False)
+        total, shares = self._replica_step("test", self._evaluation)(_features(data))
         return self._record(total, shares)
 
     @property
@@ -275,6 +311,7 @@ def build_model(
     learning_rate: float = C.LEARNING_RATE,
     weight_decay: float = 0.0,
     compile: bool = True,
+    jit_compile=False,
     **config,
 ) -> ContrastiveModel:
     """Build (and by default compile with Adam) the model of ``mode``; see the module docstring.
@@ -285,14 +322,15 @@ def build_model(
     Call it inside ``strategy.scope()`` for distributed training: the audio encoder then uses
     synchronised BatchNorm (``synchronized_bn=None`` decides from the strategy; True/False forces it).
     ``word2vec`` (n_genres, 200) is required by the modes that use genres, ignored otherwise.
-    Compiled with ``jit_compile=False``: XLA made the CPU step ~2× slower here, and Keras would
-    otherwise turn it on. ``cnn_dtype``: ``None`` (float32) or ``"mixed_bfloat16"`` for the audio CNN
-    blocks only (see the module docstring); a checkpoint loads into either.
+    ``jit_compile``: XLA for each replica's forward and backward pass (``ContrastiveModel.compile``);
+    off by default, as XLA made the CPU step 2–7× slower here (``"auto"`` turns it on for GPUs).
+    ``cnn_dtype``: ``None`` (float32), ``"mixed_float16"`` (with loss scaling) or ``"mixed_bfloat16"``
+    for the audio CNN blocks only (``cmir_tf.precision``); a checkpoint loads into any of them.
     """
     config.setdefault("name", mode)
     model = ContrastiveModel(mode, word2vec, **config)
     if compile:
-        model.compile(optimizer=make_optimizer(learning_rate, weight_decay), jit_compile=False)
+        model.compile(optimizer=make_optimizer(learning_rate, weight_decay), jit_compile=jit_compile)
     return model
 
 

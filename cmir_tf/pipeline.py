@@ -33,6 +33,9 @@ the buffer (a song may be drawn again before every other song has been) — the 
 Throughput (benchmarks/pipeline.py, 2 shared cores): ~100 µs of CPU per example, most of it reading
 the ~180 KB record (TFRecord CRC32C and the kernel copy), i.e. ≥ 10,000 examples/s; the rest is the
 parse, the crop and the shuffle. ``tune_malloc()`` saves another ~15 % where the caller opts in.
+Parallelism (``cycle_length``, ``parse_parallelism``, ``threadpool_size``) is per host; ``host_defaults``
+derives it from the cores, and docs/GPU.md sizes it for a host feeding several GPUs (batches reach the
+devices through ``tf.distribute.InputOptions``, set by ``cmir_tf.train``).
 
 Evaluation (``training=False``): a fixed order (round-robin over the sorted files), one pass, no shuffle,
 the **centre crop** ``start = (n_frames - 256) // 2``; the last partial batch is kept unless
@@ -63,8 +66,10 @@ from .tfrecords import BYTES_PER_FRAME, N_BANDS, feature_spec, is_compressed
 PARSE_BATCH = 64
 # Crops held by the training shuffle buffer (each 256 × 48 × 2 bytes = 24.5 KB → ~50 MB).
 SHUFFLE_BUFFER = 2048
-# Shards read concurrently (bounded by the number of files).
+# Shards read concurrently (bounded by the number of files): make_dataset's default, and the least
+# ``host_defaults`` gives; at most MAX_READ_PARALLELISM from the core count.
 CYCLE_LENGTH = 8
+MAX_READ_PARALLELISM = 64
 # Read buffer of each uncompressed TFRecordDataset: 0 = none, each record is read straight into its
 # tensor. Measured here (180 KB records, page cache): 0 → ~72 µs CPU per record, 256 KB (TF's default)
 # → ~88 µs, 4 MB → ~118 µs; the extra copy through the buffer costs more than the saved reads.
@@ -156,8 +161,10 @@ def _decode_mel(batch):
     return batch
 
 
-def _options() -> tf.data.Options:
+def _options(threadpool_size: int | None = None) -> tf.data.Options:
     opts = tf.data.Options()
+    if threadpool_size:
+        opts.threading.private_threadpool_size = int(threadpool_size)
     opts.deterministic = True
     opts.autotune.enabled = True
     opts.experimental_optimization.map_parallelization = True
@@ -166,14 +173,49 @@ def _options() -> tf.data.Options:
     return opts
 
 
+def _positive_int(name: str, value) -> None:
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value <= 0:
+        raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+
+
 def _check_args(split, batch_size):
     if not isinstance(split, str) or not split:
         raise ConfigError(f"split must be a non-empty string (e.g. 'train'), got {split!r}")
-    if not isinstance(batch_size, (int, np.integer)) or isinstance(batch_size, bool) or batch_size <= 0:
-        raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
+    _positive_int("batch_size", batch_size)
+
+
+def _check_parallelism(cycle_length, parse_parallelism, threadpool_size):
+    _positive_int("cycle_length", cycle_length)
+    for name, value in (("parse_parallelism", parse_parallelism), ("threadpool_size", threadpool_size)):
+        if value is not None:
+            _positive_int(name, value)
 
 
 # ------------------------------------------------------------------------------------------- public
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity mask, e.g. a container's or ``taskset``'s share)."""
+    import os
+
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def host_defaults(cores: int | None = None) -> dict:
+    """``make_dataset``'s parallelism for a host with ``cores`` cores (default: :func:`available_cores`).
+
+    One input pipeline per host feeds all its replicas (``distribute_datasets_from_function`` calls the
+    dataset function once per worker), so these are per host: ``cycle_length`` (shards read at once)
+    = the cores, at least :data:`CYCLE_LENGTH` (reads also wait on storage) and at most
+    :data:`MAX_READ_PARALLELISM`; ``parse_parallelism`` (parse + crop and decode calls in flight) and
+    ``threadpool_size`` (the pipeline's own threads, apart from the training step's) = the cores.
+    """
+    cores = max(1, int(cores or available_cores()))
+    return {"cycle_length": max(CYCLE_LENGTH, min(cores, MAX_READ_PARALLELISM)),
+            "parse_parallelism": cores, "threadpool_size": cores}
+
+
 def tune_malloc(mmap_threshold: int = 4 << 20, trim_threshold: int = 64 << 20) -> bool:
     """Opt-in, process-wide: keep glibc from ``mmap``-ing and unmapping every ~180 KB record buffer.
 
@@ -210,6 +252,7 @@ def _inputs(data_dir, split: str, batch_size: int, input_context) -> tuple[list[
 def make_dataset(data_dir, split: str, batch_size: int, *, training: bool = True, seed: int | None = None,
                  input_context: "tf.distribute.InputContext | None" = None, drop_remainder: bool | None = None,
                  shuffle_buffer: int = SHUFFLE_BUFFER, cycle_length: int = CYCLE_LENGTH,
+                 parse_parallelism: int | None = None, threadpool_size: int | None = None,
                  with_crop_start: bool = False) -> tf.data.Dataset:
     """Batches ``{"mel": f32 (B,256,48), "genres": i32 (B,10), "genre_mask": bool (B,10),
     "cf": f32 (B,cf_dim), "song_id": i64 (B,)}`` from ``data_dir/{split}`` shards.
@@ -218,8 +261,13 @@ def make_dataset(data_dir, split: str, batch_size: int, *, training: bool = True
     batch. ``training=True``: seeded random crops, shuffle, infinite repeat, ``drop_remainder``
     defaulting to True (static batch shape). ``training=False``: centre crops, one pass in a fixed order,
     ``drop_remainder`` defaulting to False. ``with_crop_start`` adds ``"crop_start"`` (i64, frames).
-    ``shuffle_buffer`` counts crops; ``cycle_length`` caps the shards read concurrently.
+    ``shuffle_buffer`` counts crops; ``cycle_length`` caps the shards read concurrently (and, with the
+    seeds, sets the record order); ``parse_parallelism`` counts the parse / decode calls in flight (None:
+    tf.data's autotuning); ``threadpool_size`` gives the pipeline its own threads (None: TensorFlow's
+    shared pool). :func:`host_defaults` derives the last three from the host's cores.
     """
+    _check_parallelism(cycle_length, parse_parallelism, threadpool_size)
+    parallel = parse_parallelism or tf.data.AUTOTUNE
     files, cf_dim, batch_size = _inputs(data_dir, split, batch_size, input_context)
     if drop_remainder is None:
         drop_remainder = bool(training)
@@ -245,20 +293,20 @@ def make_dataset(data_dir, split: str, batch_size: int, *, training: bool = True
         ds = ds.batch(PARSE_BATCH, drop_remainder=True)
         ds = ds.map(lambda s: (s, tf.random.uniform([PARSE_BATCH], seed=seed, dtype=tf.float64)))
         ds = ds.map(lambda s, u: _parse_and_crop(s, u, training=True, cf_dim=cf_dim),
-                    num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+                    num_parallel_calls=parallel, deterministic=True)
         ds = ds.unbatch()
         if shuffle_buffer > 1:
             ds = ds.shuffle(shuffle_buffer, seed=seed + 1, reshuffle_each_iteration=True)
         ds = ds.batch(batch_size, drop_remainder=drop_remainder)
-        ds = ds.map(_decode_mel, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        ds = ds.map(_decode_mel, num_parallel_calls=parallel, deterministic=True)
     else:
         ds = ds.batch(batch_size, drop_remainder=drop_remainder)
         ds = ds.map(lambda s: _decode_mel(_parse_and_crop(s, None, training=False, cf_dim=cf_dim)),
-                    num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+                    num_parallel_calls=parallel, deterministic=True)
     if not with_crop_start:
         ds = ds.map(lambda b: {k: v for k, v in b.items() if k != "crop_start"})
     ds = ds.prefetch(tf.data.AUTOTUNE)
-    return ds.with_options(_options())
+    return ds.with_options(_options(threadpool_size))
 
 
 def _song_patches(serialized, cf_dim: int):

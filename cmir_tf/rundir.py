@@ -10,7 +10,8 @@
     RUN/checkpoints/last.weights.h5 end of the latest epoch
     RUN/backup/weights.weights.h5   resumable state, rewritten every few steps and at each epoch end:
     RUN/backup/optimizer.npz          the optimizer's variables as v00000, v00001, … (iterations first)
-    RUN/backup/state.json             {"epoch", "step", "best_val_loss", "time"}: where to resume
+    RUN/backup/state.json             {"epoch", "step", "best_val_loss", "time"}: where to resume,
+                                      + "loss_scale": {"scale", "good_steps"} under float16
     RUN/logs/                       TensorBoard event files (Keras's TensorBoard callback)
     RUN/curves.png                  training / validation curves, one panel per loss
     RUN/workers/<i>/                the same layout for multi-worker task i ≠ chief (kept apart)
@@ -61,6 +62,20 @@ def _damaged(path: Path):
         reason = " ".join(str(e).split())[:200] or type(e).__name__
         raise DataError(f"{path}: damaged backup file ({reason}); restore it, or discard the backup "
                         "(restart the run) to start over") from None
+
+
+def _loss_scale(state: dict, path: Path) -> dict | None:
+    """The backup's loss scale (``{"scale" > 0, "good_steps" ≥ 0}``), None without one."""
+    value = state.get("loss_scale")
+    if value is None:
+        return None
+    try:
+        scale, good = float(value["scale"]), int(value["good_steps"])
+    except (TypeError, KeyError, ValueError) as exc:
+        raise DataError(f"{path}: loss_scale must be {{'scale': number, 'good_steps': integer}}, got {value!r}") from exc
+    if not (math.isfinite(scale) and scale > 0) or good < 0:
+        raise DataError(f"{path}: loss_scale needs a finite scale > 0 and good_steps ≥ 0, got {value!r}")
+    return {"scale": scale, "good_steps": good}
 
 
 class RunDir:
@@ -169,15 +184,25 @@ class RunDir:
         return (self.backup_dir / self.BACKUP_STATE).exists()
 
     def save_backup(self, model, epoch: int, step: int, best_val_loss: float) -> None:
-        """Weights, optimizer variables, then the position (``state.json`` last: it says the rest is whole)."""
+        """Weights, optimizer variables, then the position (``state.json`` last: it says the rest is whole).
+
+        ``optimizer.npz`` holds the update state (Adam's, ``iterations`` first) — under float16 that of
+        the optimizer the loss scaling wraps — and ``state.json`` the loss scale, so a backup resumes
+        in any precision (``cmir_tf.precision``)."""
         import numpy as np
 
-        opt_vars = {f"v{i:05d}": np.asarray(v) for i, v in enumerate(model.optimizer.variables)}
+        from .precision import inner_optimizer, loss_scale_state
+
+        variables = inner_optimizer(model.optimizer).variables
+        opt_vars = {f"v{i:05d}": np.asarray(v) for i, v in enumerate(variables)}
         with atomic_path(self.backup_dir / self.BACKUP_WEIGHTS) as tmp_w, \
                 atomic_path(self.backup_dir / self.BACKUP_OPTIMIZER) as tmp_o:
             model.save_weights(tmp_w)
             np.savez(tmp_o, **opt_vars)
         state = {"epoch": epoch, "step": step, "best_val_loss": best_val_loss, "time": time.time()}
+        scale = loss_scale_state(model.optimizer)
+        if scale is not None:
+            state["loss_scale"] = scale
         write_json(self.backup_dir / self.BACKUP_STATE, state)
 
     def restore_backup(self, model) -> dict | None:
@@ -186,20 +211,24 @@ class RunDir:
             return None
         import numpy as np
 
-        state = read_json(self.backup_dir / self.BACKUP_STATE, "backup state")
+        from .precision import inner_optimizer, restore_loss_scale
+
+        state_path = self.backup_dir / self.BACKUP_STATE
+        state = read_json(state_path, "backup state")
         if not isinstance(state, dict) or not all(type(state.get(k)) is int and state[k] >= 0 for k in ("epoch", "step")):
-            raise DataError(f"{self.backup_dir / self.BACKUP_STATE}: damaged backup state (needs integer epoch, step)")
+            raise DataError(f"{state_path}: damaged backup state (needs integer epoch, step)")
         weights_path, optimizer_path = self.backup_dir / self.BACKUP_WEIGHTS, self.backup_dir / self.BACKUP_OPTIMIZER
         with _damaged(weights_path):
             model.load_weights(weights_path)
         model.optimizer.build(model.trainable_variables)
         with _damaged(optimizer_path), np.load(optimizer_path, allow_pickle=False) as saved:
             values = [saved[k] for k in sorted(saved.files)]
-        variables = model.optimizer.variables
+        variables = inner_optimizer(model.optimizer).variables
         if len(values) != len(variables):
             raise DataError(f"{optimizer_path}: {len(values)} optimizer variables, model has {len(variables)}")
         for var, value in zip(variables, values):
             var.assign(value)
+        restore_loss_scale(model.optimizer, _loss_scale(state, state_path))
         state.setdefault("best_val_loss", math.inf)
         return state
 

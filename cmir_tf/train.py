@@ -95,13 +95,13 @@ def _damaged_shard(data: Path, exc: Exception) -> DataError:
     return DataError(f"{data}: a shard could not be read ({str(exc).strip().splitlines()[0][:200]})")
 
 
-def _build_model(cfg: TrainConfig, facts: PreparedFacts, strategy, run: RunDir):
+def _build_model(cfg: TrainConfig, facts: PreparedFacts, strategy, run: RunDir, jit: bool):
     """The compiled model with every variable created in the strategy's scope; writes model.json."""
     from .model import build_model, dummy_batch
 
     with strategy.scope():
         model = build_model(word2vec=facts.word2vec, learning_rate=cfg.lr, weight_decay=cfg.weight_decay,
-                            **model_config(cfg, facts))
+                            jit_compile=jit, **model_config(cfg, facts))
         model(dummy_batch(facts.cf_dim), training=False)  # a restore needs the variables
     run.write_model_config(model.get_config())
     return model
@@ -117,14 +117,34 @@ def _datasets(cfg: TrainConfig, facts: PreparedFacts, strategy, schedule: Schedu
         seed = (cfg.seed * 1_000_003 + int(state["epoch"]) * 10_007 + int(state["step"])) % (2**31 - 1)
     pipeline.tune_malloc()  # glibc: keep ~180 KB record buffers off mmap (≈ −15 % pipeline CPU, measured)
 
+    from .distribute import input_options
+
+    host = dict(cycle_length=cfg.read_parallelism, parse_parallelism=cfg.parse_parallelism,
+                threadpool_size=cfg.input_threads)
+
     def train_fn(ctx):
-        return pipeline.make_dataset(facts.path, "train", schedule.batch, training=True, seed=seed, input_context=ctx)
+        return pipeline.make_dataset(facts.path, "train", schedule.batch, training=True, seed=seed, input_context=ctx,
+                                     **host)
 
     def val_fn(ctx):
         return pipeline.make_dataset(facts.path, "val", schedule.val_batch, training=False, input_context=ctx,
-                                     drop_remainder=True).repeat()
+                                     drop_remainder=True, **host).repeat()
 
-    return strategy.distribute_datasets_from_function(train_fn), strategy.distribute_datasets_from_function(val_fn)
+    options = input_options(cfg.device_prefetch)
+    return (strategy.distribute_datasets_from_function(train_fn, options),
+            strategy.distribute_datasets_from_function(val_fn, options))
+
+
+def _with_host_defaults(cfg: TrainConfig) -> TrainConfig:
+    """``cfg`` with the input pipeline's parallelism this host gives by default (``pipeline.host_defaults``)
+    where the configuration leaves it open, so config.json records what the run used."""
+    from .pipeline import host_defaults
+
+    derived = host_defaults()
+    return dataclasses.replace(
+        cfg, read_parallelism=cfg.read_parallelism or derived["cycle_length"],
+        parse_parallelism=cfg.parse_parallelism or derived["parse_parallelism"],
+        input_threads=cfg.input_threads or derived["threadpool_size"])
 
 
 def _fit(model, cfg: TrainConfig, run: RunDir, schedule: Schedule, datasets, state: dict | None) -> None:
@@ -171,18 +191,21 @@ def train(cfg: TrainConfig, *, restart: bool = False) -> Path:
 
     The run folder is locked while training (``cmir_tf.lock``): a second run into it raises BusyError."""
     cfg.validate()
-    from .distribute import configure_devices, make_strategy
+    from .distribute import configure_devices, make_strategy, resolve_jit_compile
+    from .precision import cnn_dtype
 
     configure_devices(cfg.devices)
     data = Path(cfg.data) if cfg.data else ensure_embedded_data(cfg.seed, cfg.synth_songs, cfg.synth_playlists)
     facts = PreparedFacts.for_training(data)
     strategy = make_strategy(cfg.strategy)
+    jit = resolve_jit_compile(cfg.jit_compile, strategy, cnn_dtype=cnn_dtype(cfg.precision))
+    cfg = _with_host_defaults(cfg)
     schedule = Schedule.plan(cfg, facts.counts, strategy.num_replicas_in_sync)
     run, chief = _run_dir(cfg, strategy)
     with folder_lock(run.path):
         effective = dataclasses.asdict(cfg) | {"data": str(Path(facts.path).resolve()), "out": str(run)}
         run.open_for_training(effective, restart)
-        _train_in(run, dataclasses.replace(cfg, data=str(data)), facts, strategy, schedule)
+        _train_in(run, dataclasses.replace(cfg, data=str(data)), facts, strategy, schedule, jit)
     if chief and run.history_path.exists():
         from .callbacks import plot_curves
 
@@ -190,12 +213,12 @@ def train(cfg: TrainConfig, *, restart: bool = False) -> Path:
     return run.path
 
 
-def _train_in(run: RunDir, cfg: TrainConfig, facts: PreparedFacts, strategy, schedule: Schedule) -> None:
+def _train_in(run: RunDir, cfg: TrainConfig, facts: PreparedFacts, strategy, schedule: Schedule, jit: bool) -> None:
     """Build the model, restore the backup, make the datasets and fit: the locked part of :func:`train`."""
     import keras
 
     keras.utils.set_random_seed(cfg.seed)
-    model = _build_model(cfg, facts, strategy, run)
+    model = _build_model(cfg, facts, strategy, run, jit)
     with strategy.scope():
         state = run.restore_backup(model)
     if state:
@@ -209,6 +232,9 @@ def _train_in(run: RunDir, cfg: TrainConfig, facts: PreparedFacts, strategy, sch
     print(f"[cmir_tf] training {cfg.mode} on {cfg.data} ({counts['train']} train / {counts['val']} val songs), "
           f"{schedule.replicas} replica(s), batch {schedule.batch}, {schedule.steps} steps/epoch, "
           f"epochs {first_epoch + 1}–{cfg.epochs} → {run}", flush=True)
+    print(f"[cmir_tf] {cfg.precision}, XLA {'on' if jit else 'off'}; input: {cfg.read_parallelism} shard reads, "
+          f"{cfg.parse_parallelism} parse calls, {cfg.input_threads} threads, {cfg.device_prefetch} batch(es) "
+          "prefetched per device", flush=True)
     _fit(model, cfg, run, schedule, datasets, state)
 
 

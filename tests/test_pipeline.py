@@ -156,6 +156,29 @@ def test_same_seed_same_batches_different_seed_different_crops(data):
     assert len(starts(a) & starts(c)) < len(starts(a)) // 4  # crops of the same songs mostly differ
 
 
+def test_parse_parallelism_and_own_threads_change_speed_not_batches(data):
+    """The parse calls in flight and the pipeline's threadpool leave the stream as it was (order kept);
+    the threadpool size is the dataset's option. The read parallelism sets the order (with the seed)."""
+    root = data[0]
+    reference = take(pipeline.make_dataset(root, "train", 8, seed=5, with_crop_start=True), 4)
+    tuned = pipeline.make_dataset(root, "train", 8, seed=5, with_crop_start=True, parse_parallelism=3,
+                                  threadpool_size=2)
+    assert tuned.options().threading.private_threadpool_size == 2
+    assert digest(take(tuned, 4)) == digest(reference)
+    for name, value in (("parse_parallelism", 0), ("threadpool_size", 1.5), ("cycle_length", 0)):
+        with pytest.raises(ConfigError, match=f"{name} must be a positive integer"):
+            pipeline.make_dataset(root, "train", 8, seed=5, **{name: value})
+
+
+def test_host_defaults_grow_with_the_cores():
+    """Per host: reads = cores within [8, 64], parse calls and threads = cores."""
+    assert pipeline.host_defaults(2) == {"cycle_length": 8, "parse_parallelism": 2, "threadpool_size": 2}
+    assert pipeline.host_defaults(24) == {"cycle_length": 24, "parse_parallelism": 24, "threadpool_size": 24}
+    assert pipeline.host_defaults(128) == {"cycle_length": 64, "parse_parallelism": 128, "threadpool_size": 128}
+    cores = pipeline.available_cores()
+    assert 1 <= cores <= os.cpu_count() and pipeline.host_defaults()["threadpool_size"] == cores
+
+
 def test_unseeded_runs_differ(data):
     root = data[0]
     a = take(pipeline.make_dataset(root, "train", 8, with_crop_start=True), 2)

@@ -78,8 +78,25 @@ def test_help_explains_every_flag(capsys):
         config_from_args(["--help"])
     text = capsys.readouterr().out
     for flag in ("--data", "--mode", "--epochs", "--steps-per-epoch", "--batch-size", "--lr", "--temperature",
-                 "--dropout", "--seed", "--out", "--config", "--strategy", "--devices", "--restart"):
+                 "--dropout", "--seed", "--out", "--config", "--strategy", "--devices", "--restart", "--precision",
+                 "--jit-compile", "--read-parallelism", "--parse-parallelism", "--input-threads", "--device-prefetch"):
         assert flag in text
+
+
+def test_gpu_flags_reach_the_configuration_and_bad_values_name_the_flag():
+    cfg, _ = config_from_args(["--data", "d", "--precision", "mixed_float16", "--jit-compile", "on",
+                               "--read-parallelism", "32", "--parse-parallelism", "12", "--input-threads", "16",
+                               "--device-prefetch", "0"])
+    assert (cfg.precision, cfg.jit_compile, cfg.read_parallelism, cfg.parse_parallelism, cfg.input_threads,
+            cfg.device_prefetch) == ("mixed_float16", "on", 32, 12, 16, 0)
+    cfg, _ = config_from_args(["--data", "d"])
+    assert (cfg.jit_compile, cfg.read_parallelism, cfg.device_prefetch) == ("auto", None, 2)
+    for flag, value in (("--read-parallelism", "0"), ("--parse-parallelism", "-1"), ("--input-threads", "0"),
+                        ("--device-prefetch", "-1")):
+        with pytest.raises(ConfigError, match=f"{flag}: must be ≥"):
+            config_from_args(["--data", "d", flag, value])
+    with pytest.raises(SystemExit):
+        config_from_args(["--data", "d", "--jit-compile", "maybe"])
 
 
 def test_bad_data_folder_names_what_is_missing(tmp_path):
@@ -258,3 +275,29 @@ def test_bfloat16_run_exports_a_float32_encoder_at_the_end(prepared_data, tmp_pa
     again = run_train(args, cwd=tmp_path)
     assert again.returncode == 0 and "is up to date" in again.stdout
     assert not (export_dir / "saved_model" / "2").exists()
+
+
+@pytest.mark.slow
+def test_float16_run_trains_with_xla_and_exports_a_float32_encoder(prepared_data, tmp_path):
+    """--precision mixed_float16 on this CPU: XLA by default (auto), loss scale in the backup, the host's
+    input parallelism recorded, a float32 export."""
+    out, export_dir = tmp_path / "f16", tmp_path / "exported"
+    result = run_train(["--data", str(prepared_data), "--out", str(out), "--precision", "mixed_float16", "--epochs",
+                        "1", "--steps-per-epoch", "2", "--batch-size", "8", "--validation-steps", "1",
+                        "--export-dir", str(export_dir)], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "mixed_float16, XLA on" in result.stdout
+    config = json.loads((out / "config.json").read_text())
+    assert config["precision"] == "mixed_float16" and config["read_parallelism"] >= 8
+    assert config["input_threads"] >= 1 and config["parse_parallelism"] >= 1
+    scale = json.loads((out / "backup" / "state.json").read_text())["loss_scale"]
+    assert 0 < scale["scale"] <= 2.0**15 and scale["good_steps"] >= 0
+    with open(out / "history.csv", newline="") as f:
+        row = list(csv.DictReader(f))[-1]
+    assert np.isfinite(float(row["loss"])) and np.isfinite(float(row["val_loss"]))
+    import tensorflow as tf
+
+    served = tf.saved_model.load(str(export_dir / "saved_model" / "1")).signatures["serving_default"]
+    assert served.structured_outputs["embeddings"].dtype == tf.float32
+    embeddings = served(melspectrogram=tf.zeros([1, 256, 48]))["embeddings"]
+    assert embeddings.dtype == tf.float32 and np.all(np.isfinite(embeddings.numpy()))
