@@ -16,12 +16,22 @@ cf          float list     the song's CF vector (F_cf values); empty for test so
 Shards are named ``{split}-{index:05d}-of-{count:05d}.tfrecord`` (uncompressed: reading is the hot path
 and a mel does not compress well) or ``….tfrecord.gz`` (GZIP) when asked for. This module is the one
 place that spells those names (:func:`shard_name`, :func:`is_shard_name`, :func:`is_compressed`).
+
+Random access (the audio-pair pipeline): an uncompressed shard is TFRecord framing around each
+Example — ``uint64 length``, ``uint32`` masked CRC of the length, the ``length`` bytes, ``uint32`` masked
+CRC of the bytes, little-endian. :func:`record_spans` walks that framing (12 bytes read per record) to
+the (offset, length) of every Example; :func:`read_record` reads one back by ``pread``, checking the
+length field (the data CRC is not recomputed; the parse and the song-id check after it are the guard).
 """
 from __future__ import annotations
+
+import os
+import struct
 
 import numpy as np
 
 from .constants import N_BANDS
+from .errors import DataError
 
 BYTES_PER_FRAME = N_BANDS * 2  # float16
 MEL_DTYPE = np.dtype("<f2")
@@ -99,3 +109,35 @@ def parse_example_numpy(record: bytes) -> dict:
         "genres": np.asarray(f["genres"].int64_list.value, dtype=np.int64),
         "cf": np.asarray(f["cf"].float_list.value, dtype=np.float32),
     }
+
+
+# ------------------------------------------------------------------------------------- random access
+_LENGTH = struct.Struct("<Q")
+HEADER_BYTES = 12  # uint64 length + uint32 masked CRC of the length
+FOOTER_BYTES = 4  # uint32 masked CRC of the data
+
+
+def record_spans(path) -> np.ndarray:
+    """``(n, 2)`` int64: (byte offset, length) of every serialized Example of an uncompressed shard, in
+    file order. Raises ``ValueError`` naming the file when the framing does not fill it exactly."""
+    size = os.path.getsize(path)
+    spans, pos = [], 0
+    with open(path, "rb") as f:
+        while pos < size:
+            header = os.pread(f.fileno(), HEADER_BYTES, pos)
+            if len(header) < HEADER_BYTES:
+                raise DataError(f"{path}: truncated record header at byte {pos}")
+            (length,) = _LENGTH.unpack_from(header)
+            if pos + HEADER_BYTES + length + FOOTER_BYTES > size:
+                raise DataError(f"{path}: record at byte {pos} claims {length} bytes, past the end of the file")
+            spans.append((pos + HEADER_BYTES, length))
+            pos += HEADER_BYTES + length + FOOTER_BYTES
+    return np.asarray(spans, np.int64).reshape(-1, 2)
+
+
+def read_record(fd: int, offset: int, length: int, path: str = "") -> bytes:
+    """The serialized Example at ``offset`` (from :func:`record_spans`) of an open shard."""
+    data = os.pread(fd, HEADER_BYTES + length, offset - HEADER_BYTES)
+    if len(data) != HEADER_BYTES + length or _LENGTH.unpack_from(data)[0] != length:
+        raise DataError(f"{path or fd}: no record of {length} bytes at byte {offset} (records index out of date?)")
+    return data[HEADER_BYTES:]
