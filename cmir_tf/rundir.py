@@ -34,8 +34,9 @@ from pathlib import Path
 from .errors import ConfigError, DataError
 from .fileio import atomic_path, atomic_write_text, read_json, remove_stale_temps, write_json
 
-# config.json keys that must not change when a run is continued from its backup
-RESUME_KEYS = ("mode", "batch_size", "embed_dim", "num_heads", "data")
+# config.json keys that must not change when a run is continued from its backup (the model's variables
+# and the meaning of a step depend on them; a run saved before a key existed has it at its default, None)
+RESUME_KEYS = ("mode", "batch_size", "embed_dim", "num_heads", "data", "audio_pairs", "align")
 
 
 class RunDir:

@@ -19,6 +19,7 @@ resumption so no crop is replayed. ``--restart`` discards the backup. A non-fini
 from __future__ import annotations
 
 import dataclasses
+import functools
 import sys
 from pathlib import Path
 
@@ -41,13 +42,25 @@ class Schedule:
     replicas: int
 
     @classmethod
-    def plan(cls, cfg: TrainConfig, counts: dict, replicas: int) -> "Schedule":
+    def plan(cls, cfg: TrainConfig, counts: dict, replicas: int, rows: int = 1) -> "Schedule":
+        """``counts``: examples per split (songs, or pairs); ``rows``: audio rows per example (2 a pair)."""
         batch, n_train, n_val = cfg.batch_size, counts["train"], counts["val"]
-        if batch % replicas:
-            raise ConfigError(f"batch size {batch}: must be a multiple of the {replicas} replicas")
-        val_batch = min(batch, max(replicas, (n_val // replicas) * replicas))
-        return cls(batch, cfg.steps_per_epoch or max(1, n_train // batch), val_batch,
+        if batch % (replicas * rows):
+            raise ConfigError(f"batch size {batch}: must be a multiple of the {replicas} replicas"
+                              + (f" × {rows} rows a pair" if rows > 1 else ""))
+        val_batch = min(batch // rows, max(replicas, (n_val // replicas) * replicas))
+        return cls(batch, cfg.steps_per_epoch or max(1, n_train * rows // batch), val_batch * rows,
                    cfg.validation_steps or max(1, n_val // val_batch), replicas)
+
+
+def _example_counts(cfg: TrainConfig, facts: PreparedFacts) -> dict:
+    """Examples an epoch of each split holds: its songs, or (audio pairs) the pairs of its first epoch."""
+    pairs = cfg.preset().audio_pairs
+    if pairs is None:
+        return facts.counts
+    from .pair_pipeline import pair_count
+
+    return {split: pair_count(facts.path, split, pairs, cfg.seed) for split in ("train", "val")}
 
 
 def _open_run(cfg: TrainConfig, facts: PreparedFacts, strategy, restart: bool) -> tuple[RunDir, bool]:
@@ -58,7 +71,7 @@ def _open_run(cfg: TrainConfig, facts: PreparedFacts, strategy, restart: bool) -
     chief = is_chief(strategy)
     if not chief:
         run = run.worker(task_id(strategy))
-    effective = dataclasses.asdict(cfg) | {"data": str(facts.path.resolve()), "out": str(run)}
+    effective = dataclasses.asdict(cfg) | {"data": str(Path(facts.path).resolve()), "out": str(run)}
     run.open_for_training(effective, restart)
     return run, chief
 
@@ -79,18 +92,21 @@ def _datasets(cfg: TrainConfig, facts: PreparedFacts, strategy, schedule: Schedu
     """Distributed training and validation datasets. A resumed run must not replay the crops it already
     trained on: its data seed moves with the point of resumption (an uninterrupted run keeps cfg.seed)."""
     from . import pipeline
+    from .pair_pipeline import make_pair_dataset
 
     seed = cfg.seed
     if state:
         seed = (cfg.seed * 1_000_003 + int(state["epoch"]) * 10_007 + int(state["step"])) % (2**31 - 1)
     pipeline.tune_malloc()  # glibc: keep ~180 KB record buffers off mmap (≈ −15 % pipeline CPU, measured)
+    pairs = cfg.preset().audio_pairs
+    make = pipeline.make_dataset if pairs is None else functools.partial(make_pair_dataset, source=pairs)
 
     def train_fn(ctx):
-        return pipeline.make_dataset(facts.path, "train", schedule.batch, training=True, seed=seed, input_context=ctx)
+        return make(facts.path, "train", schedule.batch, training=True, seed=seed, input_context=ctx)
 
     def val_fn(ctx):
-        return pipeline.make_dataset(facts.path, "val", schedule.val_batch, training=False, input_context=ctx,
-                                     drop_remainder=True).repeat()
+        return make(facts.path, "val", schedule.val_batch, training=False, input_context=ctx,
+                    drop_remainder=True).repeat()
 
     return strategy.distribute_datasets_from_function(train_fn), strategy.distribute_datasets_from_function(val_fn)
 
@@ -136,7 +152,8 @@ def train(cfg: TrainConfig, *, restart: bool = False) -> Path:
     strategy = make_strategy(cfg.strategy)
     run, chief = _open_run(cfg, facts, strategy, restart)
     keras.utils.set_random_seed(cfg.seed)
-    schedule = Schedule.plan(cfg, facts.counts, strategy.num_replicas_in_sync)
+    schedule = Schedule.plan(cfg, _example_counts(cfg, facts), strategy.num_replicas_in_sync,
+                             cfg.preset().rows_per_example)
     model = _build_model(cfg, facts, strategy, run)
     with strategy.scope():
         state = run.restore_backup(model)
