@@ -15,10 +15,11 @@ What is planted (so that a model trained on it has something real to find):
   So playlist co-occurrence carries information genre does not. Taste also faintly tilts the spectrum
   (±2 dB across the bands), so audio can in principle learn it from playlists.
 * **Artists.** Each artist works in one (major genre, taste) cell (about 8 songs an artist); a song's
-  artist is drawn among its cell's artists, and every artist has an audio signature: a narrow spectral
-  bump and a slight change of its genre's rhythm rate shared by all of the artist's songs (from a
-  stream of its own, so the genre and taste structure above is what it was without artists). Songs of
-  one artist therefore share genre, taste and sound, and an artist probe has something to find.
+  artist is drawn among its cell's artists, and every artist has an audio signature shared by all of
+  its songs: a narrow spectral bump, a slight change of its genre's rhythm rate and a fast modulation
+  "motif" in a narrow band region (from streams of their own, so the genre and taste draws above are
+  what they were without artists). Songs of one artist therefore share genre, taste and sound, and an
+  artist probe has something to find.
 * Song ids are ``0 … N−1``; the playlists are split 80/10/10 over ``train.json``/``val.json``/
   ``test.json``; some songs appear in no playlist (as in Melon).
 
@@ -96,12 +97,17 @@ def _audio_params(majors: int, detailed_of, seed: int):
             "det_rate": det_rate, "tilt": tilt}
 
 
-def artist_signature(artist: int, seed: int) -> tuple[np.ndarray, float]:
-    """An artist's audio signature: a narrow (48,) dB bump and a rhythm-rate factor (fixed by the seed)."""
+def artist_signature(artist: int, seed: int) -> dict:
+    """An artist's audio signature (fixed by the seed): a narrow spectral ``bump`` (48,) dB, a ``factor`` on
+    its genre's rhythm rate, and a ``motif``: a fast amplitude modulation (``rate`` cycles per frame) of
+    ``depth`` dB in a narrow band region (``bands`` (48,)), which leaves the band means unchanged."""
     rng = np.random.default_rng([seed, 6, int(artist)])
     b = np.arange(N_BANDS)
     c, w, h = rng.uniform(0, N_BANDS), rng.uniform(1.5, 3.0), rng.uniform(2.0, 3.5) * rng.choice([-1.0, 1.0])
-    return h * np.exp(-0.5 * ((b - c) / w) ** 2), float(rng.uniform(0.93, 1.07))
+    c2, w2 = rng.uniform(0, N_BANDS), rng.uniform(2.0, 4.0)
+    return {"bump": h * np.exp(-0.5 * ((b - c) / w) ** 2), "factor": float(rng.uniform(0.93, 1.07)),
+            "bands": np.exp(-0.5 * ((b - c2) / w2) ** 2), "rate": float(rng.uniform(0.15, 0.3)),
+            "depth": float(rng.uniform(4.0, 6.0))}
 
 
 def synth_mel(song_id: int, major: int, detailed, taste: int, params, seed: int,
@@ -111,16 +117,22 @@ def synth_mel(song_id: int, major: int, detailed, taste: int, params, seed: int,
     rng = np.random.default_rng([seed, 3, int(song_id)])
     b = np.arange(N_BANDS)[:, None]
     t = np.arange(n_frames)[None, :]
-    bump, factor = artist_signature(artist, seed) if artist is not None else (0.0, 1.0)
-    env = params["env"][major] + sum(params["det_env"][c] for c in detailed) + bump
+    sig = artist_signature(artist, seed) if artist is not None else {"bump": 0.0, "factor": 1.0, "depth": 0.0}
+    env = params["env"][major] + sum(params["det_env"][c] for c in detailed) + sig["bump"]
     env = env + rng.normal(0, 1.0, 3) @ np.cos(np.outer(np.arange(1, 4), np.linspace(0, np.pi, N_BANDS)))
     rate = params["rate"][major] * (1 + sum(params["det_rate"][c] for c in detailed)) * rng.uniform(0.95, 1.05)
-    rate *= factor
+    rate *= sig["factor"]
+    motif = 0.0
+    if sig["depth"]:  # the phase from a stream of its own: the song's other draws are those without artists
+        phase = np.random.default_rng([seed, 7, int(song_id)]).uniform(0, 2 * np.pi)
+        motif = sig["depth"] * sig["bands"][:, None] * np.sin(2 * np.pi * sig["rate"] * t + phase)
     mod = params["depth"][major] * params["mod_bands"][major][:, None] * np.sin(
         2 * np.pi * rate * t + rng.uniform(0, 2 * np.pi))
     tilt = params["tilt"][taste] * (b / (N_BANDS - 1) - 0.5) * 2
     slow = 2.0 * np.sin(2 * np.pi * t / rng.uniform(300, 900) + rng.uniform(0, 2 * np.pi))
-    mel = -45.0 + rng.normal(0, 4) + env[:, None] + mod + tilt + slow + rng.normal(0, 3.0, (N_BANDS, n_frames))
+    level = rng.normal(0, 4)
+    noise = rng.normal(0, 3.0, (N_BANDS, n_frames))  # drawn after the level, as always
+    mel = -45.0 + level + env[:, None] + mod + tilt + slow + noise + motif
     return np.clip(mel, DB_FLOOR, 30.0).astype(np.float32)
 
 
