@@ -26,7 +26,10 @@ from .errors import ConfigError
 
 MODES = tuple(presets.PRESETS)  # the paper's six, then the follow-up study's strategies
 PRECISIONS = ("float32", "mixed_bfloat16")
-MIXUP_DEFAULT = "default"  # a bare --mixup: the study's α for the strategy (presets.default_mixup_alpha)
+# A bare --mixup (argparse would run a string const through float) or "mixup: default" in a config
+# file: the study's α for the strategy (presets.default_mixup_alpha).
+MIXUP_DEFAULT = "default"
+_BARE_MIXUP = object()
 # The library's preset errors start with the parameter; the command line names the flag instead.
 _FLAG_OF = {"mode": "--mode", "align": "--align", "audio pairs": "--audio-pairs", "mixup": "--mixup"}
 
@@ -174,7 +177,7 @@ def build_arg_parser() -> argparse.ArgumentParser:
     p.add_argument("--audio-pairs", choices=presets.AUDIO_PAIRS, help="add (or change) the intra-modal audio term: pairs of songs sharing a playlist / an artist / a genre (semantically weighted), or self: two crops of a song; a batch then holds batch-size/2 pairs [default: the mode's]")
     p.add_argument("--self-supervised", dest="audio_pairs", action="store_const", const="self", help="same as --audio-pairs self")
     p.add_argument("--align", help="cross-modal terms, comma-separated among a2g,a2p,g2p ('' for none) [default: the mode's]")
-    p.add_argument("--mixup", nargs="?", const=MIXUP_DEFAULT, type=float, metavar="ALPHA", help=f"mix each training spectrogram with another of its batch, gain ~ Beta(ALPHA, {presets.MIXUP_BETA:g}); bare: the study's ALPHA ({presets.MIXUP_ALPHA_PAIRS:g} with audio pairs, {presets.MIXUP_ALPHA_CROSS:g} otherwise); 0: off [default: the mode's]")
+    p.add_argument("--mixup", nargs="?", const=_BARE_MIXUP, type=float, metavar="ALPHA", help=f"mix each training spectrogram with another of its batch, gain ~ Beta(ALPHA, {presets.MIXUP_BETA:g}); bare: the study's ALPHA ({presets.MIXUP_ALPHA_PAIRS:g} with audio pairs, {presets.MIXUP_ALPHA_CROSS:g} otherwise); 0: off [default: the mode's]")
     p.add_argument("--lambda-audio", type=float, help="weight of the intra-modal audio term [default 1]")
     p.add_argument("--epochs", type=int, help=f"number of epochs [default 10; embedded default {EMBEDDED_DEFAULTS['epochs']}]")
     p.add_argument("--steps-per-epoch", type=int, help="training steps per epoch [default: one pass over the training split]")
@@ -212,7 +215,7 @@ def config_from_args(argv: list[str] | None = None) -> tuple[TrainConfig, bool]:
     if "config" in ns:
         values.update(load_config_file(ns.pop("config")))
     values.update(ns)
-    if values.get("mixup") == MIXUP_DEFAULT:
+    if values.get("mixup") is _BARE_MIXUP or values.get("mixup") == MIXUP_DEFAULT:
         preset = presets.PRESETS.get(values.get("mode", TrainConfig.mode), presets.Preset())
         values["mixup"] = presets.default_mixup_alpha(values.get("audio_pairs") or preset.audio_pairs)
     if values.get("data") is None:  # the embedded default trains briefly

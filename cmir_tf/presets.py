@@ -131,7 +131,7 @@ def resolve(mode: str, *, align=None, audio_pairs: str | None = None, mixup: flo
     if audio_pairs is not None and audio_pairs not in AUDIO_PAIRS:
         raise ConfigError(f"audio pairs: unknown source {audio_pairs!r}; choose one of {', '.join(AUDIO_PAIRS)}")
     if base.targets and (align or audio_pairs):
-        raise ConfigError(f"mode {mode}: a baseline takes no cross-modal terms or audio pairs; "
+        raise ConfigError(f"mode: the baseline {mode} takes no cross-modal terms or audio pairs; "
                           "start from a contrastive preset")
     if mixup is not None and not mixup >= 0:
         raise ConfigError(f"mixup: α must be ≥ 0 (0 turns it off), got {mixup}")
@@ -139,8 +139,8 @@ def resolve(mode: str, *, align=None, audio_pairs: str | None = None, mixup: flo
         base, align=base.align if align is None else align, audio_pairs=audio_pairs or base.audio_pairs,
         mixup=base.mixup if mixup is None else (float(mixup) or None))
     if preset.audio_pairs == "self" and preset.align:
-        raise ConfigError("self-supervised pairs (two crops of one song) cannot take cross-modal terms: "
-                          "each song would be its own negative")
+        raise ConfigError("audio pairs: self-supervised pairs (two crops of one song) cannot take cross-modal "
+                          "terms: each song would be its own negative")
     if not preset.parts:
-        raise ConfigError(f"mode {mode}: no cross-modal term and no audio pairs: nothing to train")
+        raise ConfigError(f"align: {mode} with no cross-modal term and no audio pairs has nothing to train")
     return preset
