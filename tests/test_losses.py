@@ -89,14 +89,19 @@ def test_gradient_matches_finite_differences():
     with tf.GradientTape() as tape:
         loss = nt_xent(za, b.astype(np.float32), 0.5)
     g = tape.gradient(loss, za).numpy()
-    eps = 1e-5
+    num = numeric_gradient(lambda x: symmetric_mean(x, b, 0.5), a, 1e-5)
+    np.testing.assert_allclose(g, num, rtol=1e-3, atol=1e-5)
+
+
+def numeric_gradient(f, a, eps):
+    """Central differences of the scalar f at a, element by element."""
     num = np.zeros_like(a)
     for idx in np.ndindex(*a.shape):
         ap, am = a.copy(), a.copy()
         ap[idx] += eps
         am[idx] -= eps
-        num[idx] = (symmetric_mean(ap, b, 0.5) - symmetric_mean(am, b, 0.5)) / (2 * eps)
-    np.testing.assert_allclose(g, num, rtol=1e-3, atol=1e-5)
+        num[idx] = (f(ap) - f(am)) / (2 * eps)
+    return num
 
 
 def test_rejects_bad_arguments():
@@ -235,13 +240,7 @@ def test_weighted_gradient_matches_finite_differences():
     with tf.GradientTape() as tape:
         loss = weighted_nt_xent(za, b, w, 0.5)
     g = tape.gradient(loss, za).numpy()
-    eps = 1e-6
-    num = np.zeros_like(a)
-    for idx in np.ndindex(*a.shape):
-        ap, am = a.copy(), a.copy()
-        ap[idx] += eps
-        am[idx] -= eps
-        num[idx] = (weighted_reference(ap, b, w, 0.5) - weighted_reference(am, b, w, 0.5)) / (2 * eps)
+    num = numeric_gradient(lambda x: weighted_reference(x, b, w, 0.5), a, 1e-6)
     np.testing.assert_allclose(g, num, rtol=1e-5, atol=1e-8)
 
 
