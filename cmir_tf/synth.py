@@ -14,12 +14,9 @@ What is planted (so that a model trained on it has something real to find):
   (genre, taste) cell, ~15 % from its genres at any taste and ~15 % from anywhere (popularity-weighted).
   So playlist co-occurrence carries information genre does not. Taste also faintly tilts the spectrum
   (±2 dB across the bands), so audio can in principle learn it from playlists.
-* **Artists.** Each artist works in one (major genre, taste) cell (about 8 songs an artist); a song's
-  artist is drawn among its cell's artists, and every artist has an audio signature shared by all of
-  its songs: a narrow spectral bump, a slight change of its genre's rhythm rate and a fast modulation
-  "motif" in a narrow band region (from streams of their own, so the genre and taste draws above are
-  what they were without artists). Songs of one artist therefore share genre, taste and sound, and an
-  artist probe has something to find.
+* **Artists** (:mod:`cmir_tf.synth_artists`). Each artist works in one (major genre, taste) cell, about
+  8 songs an artist, and all its songs share an audio signature; the genre and taste draws above are
+  what they were without artists. An artist probe has something to find.
 * Song ids are ``0 … N−1``; the playlists are split 80/10/10 over ``train.json``/``val.json``/
   ``test.json``; some songs appear in no playlist (as in Melon).
 
@@ -42,6 +39,7 @@ from . import cli
 from .errors import ConfigError
 from .fileio import save_npy, write_json
 from .melon import PLAYLIST_FILES, MelonLayout, read_playlists, write_mel
+from .synth_artists import artist_sound, assign_artists
 
 TASTES = 6
 _MAJOR_NAMES = [
@@ -97,35 +95,18 @@ def _audio_params(majors: int, detailed_of, seed: int):
             "det_rate": det_rate, "tilt": tilt}
 
 
-def artist_signature(artist: int, seed: int) -> dict:
-    """An artist's audio signature (fixed by the seed): a narrow spectral ``bump`` (48,) dB, a ``factor`` on
-    its genre's rhythm rate, and a ``motif``: a fast amplitude modulation (``rate`` cycles per frame) of
-    ``depth`` dB in a narrow band region (``bands`` (48,)), which leaves the band means unchanged."""
-    rng = np.random.default_rng([seed, 6, int(artist)])
-    b = np.arange(N_BANDS)
-    c, w, h = rng.uniform(0, N_BANDS), rng.uniform(1.5, 3.0), rng.uniform(2.0, 3.5) * rng.choice([-1.0, 1.0])
-    c2, w2 = rng.uniform(0, N_BANDS), rng.uniform(2.0, 4.0)
-    return {"bump": h * np.exp(-0.5 * ((b - c) / w) ** 2), "factor": float(rng.uniform(0.93, 1.07)),
-            "bands": np.exp(-0.5 * ((b - c2) / w2) ** 2), "rate": float(rng.uniform(0.15, 0.3)),
-            "depth": float(rng.uniform(4.0, 6.0))}
-
-
 def synth_mel(song_id: int, major: int, detailed, taste: int, params, seed: int,
               n_frames: int = MELON_FRAMES, artist: int | None = None) -> np.ndarray:
     """The planted ``(48, n_frames)`` float32 dB mel of one song (bands × frames, as Melon stores it);
-    ``artist`` adds that artist's signature (:func:`artist_signature`)."""
+    ``artist`` adds that artist's sound (:func:`cmir_tf.synth_artists.artist_sound`)."""
     rng = np.random.default_rng([seed, 3, int(song_id)])
     b = np.arange(N_BANDS)[:, None]
     t = np.arange(n_frames)[None, :]
-    sig = artist_signature(artist, seed) if artist is not None else {"bump": 0.0, "factor": 1.0, "depth": 0.0}
-    env = params["env"][major] + sum(params["det_env"][c] for c in detailed) + sig["bump"]
+    bump, factor, motif = artist_sound(artist, song_id, seed, n_frames)
+    env = params["env"][major] + sum(params["det_env"][c] for c in detailed) + bump
     env = env + rng.normal(0, 1.0, 3) @ np.cos(np.outer(np.arange(1, 4), np.linspace(0, np.pi, N_BANDS)))
     rate = params["rate"][major] * (1 + sum(params["det_rate"][c] for c in detailed)) * rng.uniform(0.95, 1.05)
-    rate *= sig["factor"]
-    motif = 0.0
-    if sig["depth"]:  # the phase from a stream of its own: the song's other draws are those without artists
-        phase = np.random.default_rng([seed, 7, int(song_id)]).uniform(0, 2 * np.pi)
-        motif = sig["depth"] * sig["bands"][:, None] * np.sin(2 * np.pi * sig["rate"] * t + phase)
+    rate *= factor
     mod = params["depth"][major] * params["mod_bands"][major][:, None] * np.sin(
         2 * np.pi * rate * t + rng.uniform(0, 2 * np.pi))
     tilt = params["tilt"][taste] * (b / (N_BANDS - 1) - 0.5) * 2
@@ -137,18 +118,6 @@ def synth_mel(song_id: int, major: int, detailed, taste: int, params, seed: int,
 
 
 # -------------------------------------------------------------------------------------------- songs
-def _artists(major, taste, n_artists: int, rng) -> np.ndarray:
-    """Artist of each song: ~``n_artists`` artists spread over the (major, taste) cells in proportion to
-    their songs (at least one a cell), each song drawn among its cell's artists; ids shuffled."""
-    cell = major * TASTES + taste
-    cells, counts = np.unique(cell, return_counts=True)
-    per_cell = np.maximum(1, np.round(counts * n_artists / len(cell))).astype(int)
-    first = np.concatenate([[0], np.cumsum(per_cell)[:-1]])
-    at = np.searchsorted(cells, cell)
-    local = np.floor(rng.random(len(cell)) * per_cell[at]).astype(int)
-    return rng.permutation(int(per_cell.sum()))[first[at] + local]
-
-
 def _songs(n, majors, detailed_of, rng, artist_rng):
     pop_major = 1.0 / np.arange(1, majors + 1) ** 0.8
     pop_major = rng.permutation(pop_major / pop_major.sum())
@@ -166,7 +135,7 @@ def _songs(n, majors, detailed_of, rng, artist_rng):
     songs = []
     n_artists = max(1, n // 8)
     rng.integers(0, n_artists, n)  # the draw artists once were: the albums and dates after it stay as they were
-    artist = _artists(major, taste, n_artists, artist_rng)
+    artist = assign_artists(major * TASTES + taste, n_artists, artist_rng)
     album = rng.integers(0, max(1, n // 4), n)
     year = rng.integers(1990, 2021, n)
     month = rng.integers(1, 13, n)

@@ -74,7 +74,8 @@ def test_a_folder_without_pair_data_says_to_rerun_prepare_which_adds_it_without_
     shutil.copytree(prepared_data, old)
     reference = {n: np.load(old / "pairs" / "train" / f"{n}.npy") for n in ("playlist", "records")}
     shutil.rmtree(old / "pairs")  # as a folder prepared before audio pairs existed
-    with pytest.raises(DataError, match=r"pairs/train/records.npy: missing: this folder was prepared before audio pairs existed; rerun `python -m cmir_tf.prepare`"):
+    missing = r"pairs/train/records.npy: missing: this folder was prepared before audio pairs existed; rerun `python -m"
+    with pytest.raises(DataError, match=missing):
         make_pair_dataset(old, "train", 8, source="playlist")
     shards = {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in (old / "train").iterdir()}
     prepare(synth_melon, old, workers=1, seed=SYNTH_SEED, shard_size=PREPARED_SHARD_SIZE, progress=False,
