@@ -60,7 +60,8 @@ def _example_counts(cfg: TrainConfig, facts: PreparedFacts) -> dict:
         return facts.counts
     from .pair_pipeline import pair_count
 
-    return {split: pair_count(facts.path, split, pairs, cfg.seed) for split in ("train", "val")}
+    # the validation pairs are the fixed draw of seed 0 (pair_pipeline's evaluation default)
+    return {"train": pair_count(facts.path, "train", pairs, cfg.seed), "val": pair_count(facts.path, "val", pairs, 0)}
 
 
 def _open_run(cfg: TrainConfig, facts: PreparedFacts, strategy, restart: bool) -> tuple[RunDir, bool]:
