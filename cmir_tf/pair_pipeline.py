@@ -16,6 +16,9 @@ Graph::
       Examples (each ``self`` song once), vectorised parse, crops as byte substrings, check that each
       record is the song asked for ─ decode float16 → float32 ─ prefetch
 
+Epochs follow one another in the stream (a batch may hold the end of one and the start of the next, so
+there a song can appear twice), as ``make_dataset``'s repeat-then-shuffle blurs them too.
+
 Memory: the records index (32 bytes a song), the relation and one epoch's pairs (64 bytes a pair); mel
 bytes are read per batch and never cached, so memory does not grow with the dataset's audio. The
 records are read by offset (``tfrecords.read_record``), so the shards must be uncompressed.

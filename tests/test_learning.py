@@ -23,7 +23,7 @@ SEED = 0
 # Steps of each strategy's run (batch 32 rows, lr 1e-3), the fewest that clear the margin on this data.
 # Measured (trained vs random init): aim_playlist nDCG 0.455 / MAP 0.273 vs 0.435 / 0.251 (30 steps:
 # 0.429, not yet); hybrid 0.448 / 0.264; aim_artist artist probe 0.111 vs 0.050; ss genre probe 0.795
-# vs 0.279. Training is deterministic for the seed, so these are the figures every run reproduces.
+# vs 0.279 (training is deterministic for the seed on one machine; another CPU may move the last digits).
 STRATEGY_STEPS = {"aim_playlist": 40, "hybrid": 20, "aim_artist": 30, "ss": 20}
 
 

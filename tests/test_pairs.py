@@ -124,7 +124,10 @@ def test_artist_pairs_may_reuse_a_song_exclusive_sources_never_do():
 def test_pairs_change_between_epochs_and_are_the_same_for_a_seed(prepared_data):
     relation = PreparedData(prepared_data).read_relation("train", "playlist")
     a, b = PairSampler(relation, True), PairSampler(relation, True)
-    draw = lambda s, seed, epoch: {tuple(sorted(p)) for p in s.epoch(np.random.default_rng([seed, epoch])).tolist()}  # noqa: E731
+
+    def draw(sampler, seed, epoch):
+        return {tuple(sorted(p)) for p in sampler.epoch(np.random.default_rng([seed, epoch])).tolist()}
+
     assert draw(a, 5, 0) == draw(b, 5, 0) and draw(a, 5, 1) == draw(b, 5, 1)
     assert draw(a, 5, 0) != draw(a, 5, 1)
     assert draw(a, 5, 0) != draw(a, 6, 0)
