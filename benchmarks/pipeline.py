@@ -11,6 +11,11 @@ measurement in a fresh child process so each size's peak RSS is its own:
 * RSS: after TensorFlow and the dataset are set up, after warm-up, at the end, and the peak
   (``VmHWM``) minus the set-up RSS ("growth") — read from ``/proc/self/status``.
 
+With ``--pairs SOURCE`` (playlist, artist, genre or self) the audio-pair pipeline
+(``cmir_tf.pair_pipeline.make_pair_dataset``: random access to both songs' records by the prepared
+records index) is measured instead, on the same shards plus pair data written beside them (random
+playlists of 20 songs, artists of 8 songs, 1–3 of 60 genres a song); examples are rows (two a pair).
+
 The ratio to the training rate (examples/s of cmir_tf's contr_cf_g training step) says how far the
 pipeline is from being the bottleneck (goal ≥ 20×). That rate is measured in the same run, on the same
 machine, before the pipeline runs (``benchmarks/train_step.py``'s own timing of our step, in a fresh
@@ -22,6 +27,7 @@ deleted afterwards unless ``--keep``.
     python benchmarks/pipeline.py --sizes 1000 --repeats 5 --train-precision mixed_bfloat16
     python benchmarks/pipeline.py --sizes 300 --frames 300 --batch 16 --examples 64 --repeats 1 \\
         --warmup 1 --train-steps 1                     # smoke run
+    python benchmarks/pipeline.py --sizes 1000 10000 --pairs playlist   # the audio-pair pipeline
 """
 from __future__ import annotations
 
@@ -73,19 +79,46 @@ def write_shards(out: str, songs: int, frames: int, shard_size: int, seed: int =
     manifest = {"counts": {"train": songs, "val": 0, "test": 0}, "shards": {"train": names}, "cf_dim": 300}
     with open(os.path.join(out, "manifest.json"), "w") as f:
         json.dump(manifest, f)
+    write_pair_data(out, songs, shard_size, names, rng)
+
+
+def write_pair_data(out: str, songs: int, shard_size: int, names: list, rng) -> None:
+    """Random relations and the records index of the shards just written (songs in id order)."""
+    import numpy as np
+
+    from cmir_tf.pairs import records_index
+    from cmir_tf.prepared import PreparedData
+    from cmir_tf.tfrecords import record_spans
+
+    data = PreparedData(out)
+    ids = np.arange(songs)
+    playlists = [(p, s) for p in range(max(1, songs // 10)) for s in rng.choice(songs, min(20, songs), replace=False)]
+    genres = [(g, s) for s in ids for g in rng.choice(60, int(rng.integers(1, 4)), replace=False)]
+    relations = {"playlist": np.unique(np.asarray(playlists), axis=0), "artist": np.stack([ids // 8, ids], axis=1),
+                 "genre": np.unique(np.asarray(genres), axis=0)}
+    shards = [(n, list(range(i * shard_size, min(songs, (i + 1) * shard_size))),
+               record_spans(os.path.join(out, "train", n))) for i, n in enumerate(names)]
+    data.write_pair_data("train", relations, records_index(shards))
 
 
 def measure(data_dir: str, batch: int, examples: int, repeats: int, warmup: int, seed: int,
-            tuned: bool = False, host: bool = False) -> dict:
-    """Run in a child process: rates and RSS of one dataset's training pipeline (``host``: with the
-    parallelism ``cmir_tf.train`` gives it, ``pipeline.host_defaults()``, instead of make_dataset's)."""
+            tuned: bool = False, host: bool = False, pairs: str | None = None) -> dict:
+    """Run in a child process: rates and RSS of one dataset's training pipeline, or of the pair pipeline
+    with ``pairs`` (``host``: with the parallelism ``cmir_tf.train`` gives it, ``pipeline.host_defaults()``,
+    instead of the pipelines' defaults)."""
     import tensorflow as tf
 
+    from cmir_tf.pair_pipeline import make_pair_dataset
     from cmir_tf.pipeline import host_defaults, make_dataset, tune_malloc
 
     if tuned:
         assert tune_malloc(), "mallopt unavailable"
-    ds = make_dataset(data_dir, "train", batch, seed=seed, **(host_defaults() if host else {}))
+    host_args = host_defaults() if host else {}
+    if pairs:
+        host_args.pop("cycle_length", None)  # records are read by offset
+        ds = make_pair_dataset(data_dir, "train", batch, source=pairs, seed=seed, **host_args)
+    else:
+        ds = make_dataset(data_dir, "train", batch, seed=seed, **host_args)
     it = iter(ds)
     rss_setup = rss_kb()
     for _ in range(warmup):
@@ -145,6 +178,8 @@ def main(argv=None) -> None:
                    help="use the parallelism the train CLI derives from the cores (pipeline.host_defaults: shard "
                         "reads, parse calls, own threads) instead of make_dataset's defaults")
     p.add_argument("--json", help="also write the results as JSON to this file")
+    p.add_argument("--pairs", choices=("playlist", "artist", "genre", "self"),
+                   help="measure the audio-pair pipeline with this pair source instead (rows = 2 per pair)")
     p.add_argument("--_write", nargs=2, metavar=("DIR", "SONGS"), help=argparse.SUPPRESS)
     p.add_argument("--_measure", metavar="DIR", help=argparse.SUPPRESS)
     p.add_argument("--_tuned", action="store_true", help=argparse.SUPPRESS)
@@ -156,7 +191,7 @@ def main(argv=None) -> None:
         return
     if args._measure:
         print(json.dumps(measure(args._measure, args.batch, args.examples, args.repeats, args.warmup, args.seed,
-                                 args._tuned, args.host_defaults)))
+                                 args._tuned, args.host_defaults, args.pairs)))
         return
     for name in ("frames", "shard_size", "batch", "examples", "repeats"):
         if getattr(args, name) < 1:
@@ -193,7 +228,8 @@ def main(argv=None) -> None:
                 r = json.loads(_child(args, "--_measure", folder, "--batch", str(args.batch), "--examples",
                                       str(args.examples), "--repeats", str(args.repeats), "--warmup",
                                       str(args.warmup), "--seed", str(args.seed), *(["--_tuned"] if tuned else []),
-                                      *(["--host-defaults"] if args.host_defaults else [])))
+                                      *(["--host-defaults"] if args.host_defaults else []),
+                                      *(["--pairs", args.pairs] if args.pairs else [])))
                 r.update(songs=size, gb=gb, malloc="tuned" if tuned else "default")
                 results.append(r)
         finally:
@@ -202,7 +238,8 @@ def main(argv=None) -> None:
             else:
                 shutil.rmtree(folder, ignore_errors=True)
 
-    print(f"\ntraining pipeline, batch {args.batch}, {args.frames}-frame songs, {os.cpu_count()} CPUs, "
+    what = f"audio-pair pipeline ({args.pairs})" if args.pairs else "training pipeline"
+    print(f"\n{what}, batch {args.batch}, {args.frames}-frame songs, {os.cpu_count()} CPUs, "
           f"load average {os.getloadavg()[0]:.2f}")
     if train_rate:
         print(f"ratio = best rate / training step {train_rate:.2f} ex/s ({rate_source})")

@@ -15,7 +15,12 @@ Each of our precisions is timed against the peer a PyTorch user would run for it
 Each round runs, one after the other in fresh processes, every peer variant and our model in each
 requested precision, each of ours right after its own peers (with ``--precision both``: peer,
 peer --tuned, float32, peer --tuned --bf16, mixed_bfloat16), so that load from other processes on a
-shared machine hits both sides alike. Each process does one untimed warm-up step (tracing, allocation)
+shared machine hits both sides alike. Right after each contr_cf_g process, the same precision's
+``hybrid`` preset (``cmir_tf.presets``: playlist audio pairs + A2G/A2P/G2P over all their songs,
+mixup α=7) runs on a batch of the same number of rows — ``--batch`` rows = ``--batch``/2 pairs, the
+audio term's (2M × 2M) similarities on top of contr_cf_g's work — and its examples/s (rows per second)
+is printed beside contr_cf_g's, with the median per-round ratio hybrid / contr_cf_g (``--no-hybrid``
+skips it). Each process does one untimed warm-up step (tracing, allocation)
 and then ``--steps`` timed steps on a fixed random batch like the peer's (mel (B,256,48), genres,
 CF vector; forward + backward + Adam). Printed: every round's examples/s, the medians, and for each
 pairing the median of the per-round ratios ours/peer (the contention-robust figure). ``float32`` is
@@ -110,7 +115,8 @@ def _child(args) -> None:
     b = args.batch
     data, w2v = _random_batch(b, vocab=200)
     cnn_dtype = None if args.child == "float32" else args.child
-    model = build_model("contr_cf_g", w2v, cnn_dtype=cnn_dtype, jit_compile=args.jit_compile)
+    # hybrid: rows [:b/2] paired with [b/2:]
+    model = build_model(args.child_preset, w2v, cnn_dtype=cnn_dtype, jit_compile=args.jit_compile)
 
     def timed(fn):
         fn()  # warm-up: tracing and first allocation
@@ -120,8 +126,8 @@ def _child(args) -> None:
         float(tf.reduce_sum(tf.cast(tf.nest.flatten(out)[0], tf.float32)))
         return (time.perf_counter() - start) / args.steps
 
-    result = {"precision": args.child, "batch": b, "steps": args.steps, "device": _device_name(),
-              "xla": bool(model.jit_replica_step)}
+    result = {"precision": args.child, "preset": args.child_preset, "batch": b, "steps": args.steps,
+              "device": _device_name(), "xla": bool(model.jit_replica_step)}
     if args.profile:
         forward = tf.function(lambda: model._loss_shares(data, training=True)[0])
 
@@ -182,15 +188,15 @@ def run_peer(python: str, peer: Path, variant: str, batch: int, steps: int, thre
 
 
 def run_ours(precision: str, batch: int, steps: int, *, intra: int = 0, inter: int = 0,
-             profile: bool = False, jit_compile: str = "auto") -> dict:
-    """Time our contr_cf_g training step in a fresh process → the child's JSON result.
+             profile: bool = False, jit_compile: str = "auto", preset: str = "contr_cf_g") -> dict:
+    """Time our training step of ``preset`` (contr_cf_g or hybrid) in a fresh process → the child's JSON.
 
-    Keys: ``precision, batch, steps, device, xla, step_s, examples_per_s`` (and the ``*_s`` parts with
-    ``profile``). Also used by benchmarks/pipeline.py to measure the training rate its pipeline must keep
-    up with.
+    Keys: ``precision, preset, batch, steps, device, xla, step_s, examples_per_s`` (and the ``*_s`` parts
+    with ``profile``). Also used by benchmarks/pipeline.py to measure the training rate its pipeline must
+    keep up with.
     """
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", precision, "--batch", str(batch),
-           "--steps", str(steps), "--jit-compile", jit_compile]
+           "--steps", str(steps), "--jit-compile", jit_compile, "--child-preset", preset]
     if intra:
         cmd += ["--intra", str(intra)]
     if inter:
@@ -232,7 +238,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--peer-threads", type=int, default=0, help="OMP_NUM_THREADS for the peer (0: torch default)")
     p.add_argument("--profile", action="store_true",
                    help="also time forward, forward+backward and the audio encoder alone in our process")
+    p.add_argument("--no-hybrid", dest="hybrid", action="store_false",
+                   help="do not time the hybrid preset beside contr_cf_g")
     p.add_argument("--child", choices=PRECISIONS, help=argparse.SUPPRESS)
+    p.add_argument("--child-preset", choices=("contr_cf_g", "hybrid"), default="contr_cf_g", help=argparse.SUPPRESS)
     return p
 
 
@@ -245,6 +254,8 @@ def main(argv=None) -> None:
     for name in ("batch", "steps", "rounds"):
         if getattr(args, name) < 1:
             p.error(f"--{name} must be ≥ 1")
+    if args.hybrid and args.batch % 2:
+        p.error("--batch must be even to time the hybrid preset (two rows a pair), or give --no-hybrid")
 
     precisions = BOTH if args.precision == "both" else (args.precision,)
     peer_script = Path(args.peer_script)
@@ -260,6 +271,7 @@ def main(argv=None) -> None:
           f"cores {os.cpu_count()}, load average before {os.getloadavg()[0]:.1f}", flush=True)
     peer_rates = {v: [] for v in variants}
     ours = {pr: [] for pr in precisions}
+    hybrid = {pr: [] for pr in precisions}
     for r in range(args.rounds):
         line = []
         for pr in precisions:
@@ -275,6 +287,10 @@ def main(argv=None) -> None:
                 item += (" (fwd {forward_s:.2f}s, fwd+bwd {forward_backward_s:.2f}s, audio fwd+bwd "
                          "{audio_forward_backward_s:.2f}s, step {step_s:.2f}s)".format(**res))
             line.append(item)
+            if args.hybrid:
+                hybrid[pr].append(run_ours(pr, args.batch, args.steps, intra=args.intra, inter=args.inter,
+                                           jit_compile=args.jit_compile, preset="hybrid")["examples_per_s"])
+                line.append(f"hybrid {pr} {hybrid[pr][-1]:.2f}")
         print(f"round {r + 1}: " + " | ".join(line) + f" ex/s, load {os.getloadavg()[0]:.1f}", flush=True)
 
     print("median examples/s:")
@@ -283,6 +299,14 @@ def main(argv=None) -> None:
     for pr in precisions:
         rates = [x["examples_per_s"] for x in ours[pr]]
         print(f"  {'cmir_tf ' + pr:<32} {statistics.median(rates):8.2f}")
+        if args.hybrid:
+            print(f"  {'cmir_tf hybrid ' + pr:<32} {statistics.median(hybrid[pr]):8.2f}   (rows/s; "
+                  f"{args.batch // 2} pairs a step)")
+    if args.hybrid:
+        print("hybrid / contr_cf_g, rows per second, median of the per-round ratios (1 = the same cost a row):")
+        for pr in precisions:
+            print(_ratio_line(f"cmir_tf hybrid {pr} / contr_cf_g {pr}", hybrid[pr],
+                              [x["examples_per_s"] for x in ours[pr]]))
     if variants:
         print("ours / peer, median of the per-round ratios:")
         for pr in precisions:
@@ -291,6 +315,7 @@ def main(argv=None) -> None:
                 print(_ratio_line(f"cmir_tf {pr} / {peer_label(v)}", rates, peer_rates[v]))
     print(f"load average after {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores: figures taken while other "
           "processes share the CPU are lower and noisier; the ratio of interleaved runs is the robust figure")
+
 
 if __name__ == "__main__":
     main()

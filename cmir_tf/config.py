@@ -19,12 +19,19 @@ from pathlib import Path
 from typing import Any
 
 from . import constants as C
+from . import presets
 from .distribute import JIT_COMPILE, STRATEGIES
 from .embedded import EMBEDDED_DEFAULTS
 from .errors import ConfigError
 from .precision import PRECISIONS, cnn_dtype
 
-MODES = tuple(C.MODES)
+MODES = tuple(presets.PRESETS)  # the paper's six, then the follow-up study's strategies
+# A bare --mixup (argparse would run a string const through float) or "mixup: default" in a config
+# file: the study's α for the strategy (presets.default_mixup_alpha).
+MIXUP_DEFAULT = "default"
+_BARE_MIXUP = object()
+# The library's preset errors start with the parameter; the command line names the flag instead.
+_FLAG_OF = {"mode": "--mode", "align": "--align", "audio pairs": "--audio-pairs", "mixup": "--mixup"}
 
 
 @dataclasses.dataclass
@@ -46,6 +53,10 @@ class TrainConfig:
     lambda_a2g: float = 1.0
     lambda_a2p: float = 1.0
     lambda_g2p: float = 1.0
+    lambda_audio: float = 1.0
+    audio_pairs: str | None = None  # playlist / artist / genre / self; None → the mode's
+    align: str | None = None  # cross-modal terms "a2g,a2p,g2p"; None → the mode's, "" → none
+    mixup: float | None = None  # α of the Beta(α, 2) mixup gains; None → the mode's, 0 → off
     seed: int = 0
     precision: str = "float32"  # or mixed_float16 / mixed_bfloat16: the CNN blocks in 16 bits (cmir_tf.precision)
     jit_compile: str = "auto"  # XLA for each replica's step: auto = on for GPUs (distribute.resolve_jit_compile)
@@ -88,7 +99,15 @@ class TrainConfig:
             raise ConfigError(f"--temperature: must be > 0, got {self.temperature}")
         if not 0 <= self.dropout < 1:
             raise ConfigError(f"--dropout: must be in [0, 1), got {self.dropout}")
+        try:
+            self.preset()
+        except ConfigError as exc:
+            what, _, rest = str(exc).partition(":")
+            raise ConfigError(f"{_FLAG_OF.get(what, what)}:{rest}") from None
 
+    def preset(self) -> presets.Preset:
+        """The resolved strategy: the mode's preset with this run's ``align``/``audio_pairs``/``mixup``."""
+        return presets.resolve(self.mode, align=self.align, audio_pairs=self.audio_pairs, mixup=self.mixup)
 
     def _check_types(self) -> None:
         """Each value has its field's type (a config file can hold ``"three"`` or ``8.5``): ConfigError."""
@@ -127,6 +146,10 @@ def model_config(cfg: TrainConfig, facts) -> dict[str, Any]:
         "num_heads": cfg.num_heads,
         "cf_dim": facts.cf_dim,
         "cnn_dtype": cnn_dtype(cfg.precision),
+        "align": cfg.align,
+        "audio_pairs": cfg.audio_pairs,
+        "mixup": cfg.mixup,
+        "lambda_audio": cfg.lambda_audio,
     }
 
 
@@ -164,18 +187,24 @@ def build_arg_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m cmir_tf.train",
         description=(
-            "Train the cross-modal contrastive model (or a baseline) on prepared Melon TFRecords. "
+            "Train the cross-modal contrastive model, a baseline, or a contrastive strategy of the follow-up study "
+            "(intra-modal audio pairs, hybrid, self-supervised, mixup) on prepared Melon TFRecords. "
             "With no arguments: synthesise a small Melon set, prepare it, train contr_cf_g briefly and export it."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         argument_default=argparse.SUPPRESS,  # only flags actually given override the config file
     )
     p.add_argument("--data", help="prepared folder (output of `python -m cmir_tf.prepare`); default: the embedded synthetic set, made if absent")
-    p.add_argument("--mode", choices=MODES, help="contr_cf_g: A2G+A2P+G2P (paper's full model); contr_g: A2G; contr_cf: A2P; bline_g / bline_cf / bline_cf_g: audio encoder trained to predict genres / regress CF / both [default contr_cf_g]")
+    p.add_argument("--mode", choices=MODES, metavar="MODE", help="what to train: " + "; ".join(f"{m}: {d}" for m, d in presets.DESCRIPTIONS.items()) + " [default contr_cf_g]")
+    p.add_argument("--audio-pairs", choices=presets.AUDIO_PAIRS, help="add (or change) the intra-modal audio term: pairs of songs sharing a playlist / an artist / a genre (semantically weighted), or self: two crops of a song; a batch then holds batch-size/2 pairs [default: the mode's]")
+    p.add_argument("--self-supervised", dest="audio_pairs", action="store_const", const="self", help="same as --audio-pairs self")
+    p.add_argument("--align", help="cross-modal terms, comma-separated among a2g,a2p,g2p ('' for none) [default: the mode's]")
+    p.add_argument("--mixup", nargs="?", const=_BARE_MIXUP, type=float, metavar="ALPHA", help=f"mix each training spectrogram with another of its batch, gain ~ Beta(ALPHA, {presets.MIXUP_BETA:g}); bare: the study's ALPHA ({presets.MIXUP_ALPHA_PAIRS:g} with audio pairs, {presets.MIXUP_ALPHA_CROSS:g} otherwise); 0: off [default: the mode's]")
+    p.add_argument("--lambda-audio", type=float, help="weight of the intra-modal audio term [default 1]")
     p.add_argument("--epochs", type=int, help=f"number of epochs [default 10; embedded default {EMBEDDED_DEFAULTS['epochs']}]")
     p.add_argument("--steps-per-epoch", type=int, help="training steps per epoch [default: one pass over the training split]")
     p.add_argument("--validation-steps", type=int, help="validation steps per epoch [default: one pass over the validation split]")
-    p.add_argument("--batch-size", type=int, help=f"global batch size, split across replicas [default {C.BATCH_SIZE}]")
+    p.add_argument("--batch-size", type=int, help=f"global batch of audio rows, split across replicas: songs, or two rows per audio pair [default {C.BATCH_SIZE}]")
     p.add_argument("--lr", type=float, help=f"Adam learning rate [default {C.LEARNING_RATE}]")
     p.add_argument("--weight-decay", type=float, help="decoupled weight decay (AdamW); the published code used 1e-4 [default 0]")
     p.add_argument("--temperature", type=float, help=f"NT-Xent temperature τ [default {C.TEMPERATURE}]")
@@ -213,6 +242,9 @@ def config_from_args(argv: list[str] | None = None) -> tuple[TrainConfig, bool]:
     if "config" in ns:
         values.update(load_config_file(ns.pop("config")))
     values.update(ns)
+    if values.get("mixup") is _BARE_MIXUP or values.get("mixup") == MIXUP_DEFAULT:
+        preset = presets.PRESETS.get(values.get("mode", TrainConfig.mode), presets.Preset())
+        values["mixup"] = presets.default_mixup_alpha(values.get("audio_pairs") or preset.audio_pairs)
     if values.get("data") is None:  # the embedded default trains briefly
         for key, value in EMBEDDED_DEFAULTS.items():
             values.setdefault(key, value)

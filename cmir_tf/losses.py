@@ -15,6 +15,21 @@ we keep the mean (the SimCLR / published-code convention) so the loss does not g
 It is computed as a log-softmax cross-entropy over logits with the diagonal replaced by a large
 negative number (not ``-inf``: ``-inf * 0`` in the gradient would be NaN), which is stable at τ = 0.01
 and needs no ``+1e-5`` inside a log.
+
+Weighted NT-Xent (the soft-positive form of Meehan & Pauwels, "Evaluating Contrastive Methodologies
+for Music Representation Learning Using Playlist Data", ICASSP 2025): with unit rows z = [ψ_a; ψ_b]
+(2M rows), s_ij = z_i·z_j / τ and a non-negative weight matrix W (2M × 2M, its diagonal ignored),
+
+    ℓ_i = −Σ_j (W_ij / Σ_k W_ik) s_ij + log Σ_{k≠i} exp(s_ik)
+    weighted_nt_xent = mean of ℓ_i over the anchors i whose weight row is not all zero.
+
+Since the normalised row sums to one, ℓ_i is the soft-label cross-entropy of row i's log-softmax, and it
+is computed that way (the same masked logits as above: finite at τ = 0.01, where the published code's
+``log(exp(s) + 1e-5)`` caps every term and gives NaN in float32). W = the pair permutation (W_{i,i±M} = 1)
+gives exactly ``nt_xent``. ``semantic_weights`` builds the study's genre weights
+W_ij = |G_i ∩ G_j| / (|G_i| + |G_j|) (i ≠ j) from multi-hot genre sets. A batch where no anchor has a
+positive weight is an error (a ``tf.debugging`` assertion naming the cause); where assertions are
+compiled away (XLA) its value is defined as 0, never NaN.
 """
 from __future__ import annotations
 
@@ -43,12 +58,17 @@ def _check(za, zb, temperature):
         raise ValueError(f"nt_xent: expected two (M, D) batches, got shapes {za.shape} and {zb.shape}")
 
 
-def _anchor_losses(anchors, candidates, self_index, positive_index, temperature):
-    """Per-anchor cross-entropy: anchors (n, D) and candidates (N, D) are unit vectors."""
+def _masked_logits(anchors, candidates, self_index, temperature):
+    """Similarities / τ of unit anchors (n, D) against unit candidates (N, D), each anchor's own entry masked."""
     logits = tf.matmul(anchors, candidates, transpose_b=True) / temperature
     n_candidates = tf.shape(candidates)[0]
     is_self = tf.one_hot(self_index, n_candidates, on_value=True, off_value=False, dtype=tf.bool)
-    logits = tf.where(is_self, tf.constant(_MASK_LOGIT, logits.dtype), logits)
+    return tf.where(is_self, tf.constant(_MASK_LOGIT, logits.dtype), logits)
+
+
+def _anchor_losses(anchors, candidates, self_index, positive_index, temperature):
+    """Per-anchor cross-entropy: anchors (n, D) and candidates (N, D) are unit vectors."""
+    logits = _masked_logits(anchors, candidates, self_index, temperature)
     return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=positive_index, logits=logits)
 
 
@@ -81,22 +101,122 @@ def nt_xent_replica_share(za, zb, temperature: float = 0.1):
 
     Sum the shares over replicas (``all_reduce(SUM)``) to report the global loss value.
     """
-    ctx = tf.distribute.get_replica_context()
-    if ctx is None:
-        raise RuntimeError("nt_xent_replica_share must be called in a replica context (inside strategy.run / train_step)")
-    if ctx.num_replicas_in_sync == 1:
+    if _single_replica("nt_xent_replica_share"):
         return nt_xent(za, zb, temperature)
     za, zb = tf.convert_to_tensor(za), tf.convert_to_tensor(zb)
     _check(za, zb, temperature)
-    m = tf.shape(za)[0]
-    dtype = loss_dtype(za)
-    # one gather of both batches: rows of ψ_a, then of ψ_b, side by side (supports uneven replicas)
-    gathered, offset, big_m = gather_rows(tf.concat([tf.cast(za, dtype), tf.cast(zb, dtype)], axis=1))
-    ga, gb = tf.split(gathered, 2, axis=1)
-    candidates = _normalise(tf.concat([ga, gb], axis=0))  # (2M, D)
-    anchors = _normalise(tf.concat([za, zb], axis=0))  # (2m, D): local rows of ψ_a, then of ψ_b
-    local = tf.range(m) + offset
+    anchors, candidates, local, big_m = _replica_view(za, zb)
     self_index = tf.concat([local, local + big_m], axis=0)
     positive = tf.concat([local + big_m, local], axis=0)
     losses = _anchor_losses(anchors, candidates, self_index, positive, temperature)
-    return tf.reduce_sum(losses) / tf.cast(2 * big_m, dtype)
+    return tf.reduce_sum(losses) / tf.cast(2 * big_m, losses.dtype)
+
+
+def _single_replica(name: str) -> bool:
+    """Whether a replica share is the plain loss (one replica); outside a replica context an error."""
+    ctx = tf.distribute.get_replica_context()
+    if ctx is None:
+        raise RuntimeError(f"{name} must be called in a replica context (inside strategy.run / train_step)")
+    return ctx.num_replicas_in_sync == 1
+
+
+def _replica_view(za, zb):
+    """This replica's rows in the global batch: unit anchors [za; zb] (2m, D), the unit global candidates
+    (2M, D) in :func:`global_rows` order, the global indices of the local ψ_a rows (m,), and M.
+    Replicas may hold uneven row counts (a last partial batch) except inside XLA (``gather_rows``)."""
+    dtype = loss_dtype(za)
+    # one gather of both batches: rows of ψ_a, then of ψ_b, side by side
+    gathered, offset, big_m = gather_rows(tf.concat([tf.cast(za, dtype), tf.cast(zb, dtype)], axis=1))
+    ga, gb = tf.split(gathered, 2, axis=1)
+    candidates = _normalise(tf.concat([ga, gb], axis=0))
+    anchors = _normalise(tf.concat([za, zb], axis=0))
+    return anchors, candidates, tf.range(tf.shape(za)[0]) + offset, big_m
+
+
+def global_rows(xa, xb):
+    """``[xa of every replica; xb of every replica]`` (the global batch's row order of the replica
+    shares) for two (m, V) tensors of one dtype; ``concat([xa, xb])`` on one device. Gradients flow back
+    to each replica's rows."""
+    ctx = tf.distribute.get_replica_context()
+    if ctx is None or ctx.num_replicas_in_sync == 1:
+        return tf.concat([xa, xb], axis=0)
+    gathered, _, _ = gather_rows(tf.concat([xa, xb], axis=1))
+    return tf.concat(tf.split(gathered, 2, axis=1), axis=0)
+
+
+# ------------------------------------------------------------------------------------ weighted NT-Xent
+def _weighted_anchor_losses(anchors, candidates, self_index, weight_rows, temperature):
+    """Per-anchor soft-label cross-entropy (0 for a row without positive weight) and the positive-row mask."""
+    logits = _masked_logits(anchors, candidates, self_index, temperature)
+    is_self = tf.one_hot(self_index, tf.shape(candidates)[0], on_value=True, off_value=False, dtype=tf.bool)
+    weights = tf.cast(weight_rows, logits.dtype)
+    weights = tf.where(is_self, tf.zeros_like(weights), weights)
+    total = tf.reduce_sum(weights, axis=1, keepdims=True)
+    has_positive = total[:, 0] > 0
+    labels = tf.math.divide_no_nan(weights, total)
+    return tf.nn.softmax_cross_entropy_with_logits(labels=labels, logits=logits), has_positive
+
+
+def _check_weights(weights, n):
+    if weights.shape.rank != 2:
+        raise ValueError(f"weighted_nt_xent: weights must be a (2M, 2M) matrix, got shape {weights.shape}")
+    for dim in weights.shape:
+        if dim is not None and n is not None and dim != n:
+            raise ValueError(f"weighted_nt_xent: weights must be ({n}, {n}) for {n} rows, got {weights.shape}")
+
+
+def _mean_over_positive_rows(losses, has_positive, count):
+    """Σ losses of the rows with a positive weight / ``count`` (their number, ≥ 1 asserted)."""
+    check = tf.debugging.assert_greater(
+        count, tf.zeros_like(count),
+        message="weighted_nt_xent: no anchor of the batch has a positive weight (every weight row is zero)")
+    with tf.control_dependencies([check]):
+        total = tf.reduce_sum(tf.where(has_positive, losses, tf.zeros_like(losses)))
+    return total / tf.maximum(count, tf.ones_like(count))
+
+
+def weighted_nt_xent(za, zb, weights, temperature: float = 0.1):
+    """Weighted NT-Xent over the 2M rows [za; zb] (module docstring): ``weights`` is the (2M, 2M)
+    non-negative matrix over those rows (its diagonal is ignored). Mean over the anchors with a positive
+    weight; a batch without any raises (``tf.errors.InvalidArgumentError``)."""
+    za, zb = tf.convert_to_tensor(za), tf.convert_to_tensor(zb)
+    _check(za, zb, temperature)
+    weights = tf.convert_to_tensor(weights)
+    n = za.shape[0] + zb.shape[0] if za.shape[0] is not None and zb.shape[0] is not None else None
+    _check_weights(weights, n)
+    z = _normalise(tf.concat([za, zb], axis=0))
+    losses, has_positive = _weighted_anchor_losses(z, z, tf.range(tf.shape(z)[0]), weights, temperature)
+    return _mean_over_positive_rows(losses, has_positive, tf.reduce_sum(tf.cast(has_positive, losses.dtype)))
+
+
+def weighted_nt_xent_replica_share(za, zb, weights, temperature: float = 0.1):
+    """This replica's share of the global-batch ``weighted_nt_xent`` (as ``nt_xent_replica_share`` is of
+    ``nt_xent``). ``za``/``zb`` are this replica's (m, D) rows; ``weights`` is the GLOBAL (2M, 2M) matrix
+    over the rows ``[ψ_a of every replica in order; ψ_b of every replica in order]`` — the order of
+    :func:`global_rows`, with which each replica builds it from the global batch. The share is
+    ``Σ_{local anchors with a positive weight} ℓ_i / (global number of such anchors)``, so the shares sum
+    to the one-device loss of the global batch and the summed gradients to its gradient.
+    """
+    if _single_replica("weighted_nt_xent_replica_share"):
+        return weighted_nt_xent(za, zb, weights, temperature)
+    za, zb = tf.convert_to_tensor(za), tf.convert_to_tensor(zb)
+    _check(za, zb, temperature)
+    weights = tf.convert_to_tensor(weights)
+    _check_weights(weights, None)
+    anchors, candidates, local, big_m = _replica_view(za, zb)
+    self_index = tf.concat([local, local + big_m], axis=0)
+    losses, has_positive = _weighted_anchor_losses(anchors, candidates, self_index,
+                                                   tf.gather(weights, self_index), temperature)
+    ctx = tf.distribute.get_replica_context()
+    count = ctx.all_reduce(tf.distribute.ReduceOp.SUM, tf.reduce_sum(tf.cast(has_positive, losses.dtype)))
+    return _mean_over_positive_rows(losses, has_positive, tf.stop_gradient(count))
+
+
+def semantic_weights(sets):
+    """The study's genre weights from (N, V) multi-hot genre sets: W_ij = |G_i ∩ G_j| / (|G_i| + |G_j|)
+    for i ≠ j, 0 on the diagonal (and 0 between two empty sets)."""
+    sets = tf.convert_to_tensor(sets)
+    shared = tf.matmul(sets, sets, transpose_b=True)
+    size = tf.reduce_sum(sets, axis=1)
+    weights = tf.math.divide_no_nan(shared, size[:, None] + size[None, :])
+    return tf.linalg.set_diag(weights, tf.zeros_like(size))

@@ -21,6 +21,20 @@ and the baselines put a head on the audio embedding φa (so the exported encoder
 (``LOSS_PARTS`` is that table in code: each part's λ and, for a contrastive part, the two outputs
 it aligns.)
 
+The strategies of the follow-up study (``cmir_tf.presets``: ``cm``, ``aim_playlist``, ``aim_artist``,
+``aim_genre``, ``ss``, ``hybrid``, or any mode with ``align`` / ``audio_pairs`` / ``mixup`` overrides)
+add the intra-modal audio term ``a2a_<source>``, weighted by ``lambda_audio``. Its batch holds 2m rows
+(the first songs of m pairs, then their partners — or a song's two crops for ``self``):
+
+    a2a_playlist / a2a_artist / a2a_self   λ_audio·NT(φa[:m], φa[m:])
+    a2a_genre   λ_audio·weighted NT-Xent(φa[:m], φa[m:], W), W_ij = |G_i ∩ G_j| / (|G_i| + |G_j|)
+                over the (global) batch's genre sets (the first T_w genres the pipeline gives)
+
+and the cross-modal terms of a hybrid are computed over all 2m rows. With ``mixup`` = α, every
+training input patch x becomes g·x + (1 − g)·x_π (g ~ Beta(α, 2) per example, π a random permutation
+of the replica's batch), drawn statelessly from the optimizer step and the replica, so a resumed run
+mixes exactly as an uninterrupted one; evaluation never mixes.
+
 Why the cosine distance for ``bline_cf``: matrix-factorisation factors are defined only up to the
 scale the regularisation happens to give them (their norms mostly encode popularity), and everything
 downstream compares them by angle (playlist continuation uses angular / cosine neighbours). MSE would
@@ -65,10 +79,13 @@ from cmir_tf import constants as C
 from cmir_tf.distribute import global_count, global_sum, resolve_jit_compile
 from cmir_tf.encoders import AudioEncoder, CFEncoder, GenreEncoder
 from cmir_tf.errors import ConfigError
-from cmir_tf.losses import loss_dtype, nt_xent_replica_share
+from cmir_tf.losses import (global_rows, loss_dtype, nt_xent_replica_share, semantic_weights,
+                            weighted_nt_xent_replica_share)
 from cmir_tf.precision import agree_on_overflow, loss_scaled
+from cmir_tf.presets import AUDIO_PAIRS, MIXUP_BETA, PRESETS, resolve
 
-MODES = C.MODES  # mode → the losses it reports (one table, shared with train's CLI)
+MODES = C.MODES  # the paper's six modes → the losses each reports (presets.PRESETS holds every preset)
+_MIXUP_SALT = 0x6D1C  # separates the mixup draws' seeds from any other stateless stream
 
 
 class LossPart(NamedTuple):
@@ -86,6 +103,7 @@ LOSS_PARTS = {
     "g2p": LossPart(2, ("genre", "cf")),
     "genre": LossPart(0),
     "cf": LossPart(1),
+    **{f"a2a_{source}": LossPart(3) for source in AUDIO_PAIRS},  # λ_audio
 }
 
 
@@ -98,6 +116,19 @@ def multi_hot(genres, mask, vocab_size):
     """(B, T) genre indices + (B, T) mask → (B, V) float32 multi-hot targets (padded slots ignored)."""
     one_hot = tf.one_hot(tf.cast(genres, tf.int32), vocab_size, dtype=tf.float32)
     return tf.reduce_max(one_hot * tf.cast(mask, tf.float32)[..., None], axis=1)
+
+
+def mixup(x, alpha: float, beta: float, seed):
+    """Mix each example with a partner of its batch: ``g·x + (1 − g)·x[π]`` with g ~ Beta(α, β) per
+    example and π a random permutation; stateless (``seed``: two integers). Returns (mixed, g, π)."""
+    seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 3)
+    n = tf.shape(x)[0:1]
+    ga = tf.random.stateless_gamma(n, seeds[0], alpha=alpha)
+    gb = tf.random.stateless_gamma(n, seeds[1], alpha=beta)
+    gains = ga / (ga + gb)
+    perm = tf.argsort(tf.random.stateless_uniform(n, seeds[2]))
+    g = tf.reshape(tf.cast(gains, x.dtype), tf.concat([n, tf.ones([tf.rank(x) - 1], tf.int32)], axis=0))
+    return g * x + (1 - g) * tf.gather(x, perm), gains, perm
 
 
 @keras.saving.register_keras_serializable(package="cmir_tf")
@@ -124,13 +155,16 @@ class ContrastiveModel(compat.BuiltModelMixin, keras.Model):
         cf_dim: int = C.CF_DIM,
         synchronized_bn=None,
         cnn_dtype=None,
+        align=None,
+        audio_pairs: str | None = None,
+        mixup: float | None = None,
+        lambda_audio: float = 1.0,
         **kwargs,
     ):
         super().__init__(**kwargs)
         if tf.distribute.has_strategy():  # Keras would build it with a batch average (compat: symbolic_build)
             compat.require("symbolic_build")
-        if mode not in MODES:
-            raise ConfigError(f"mode: unknown mode {mode!r}; choose one of {', '.join(MODES)}")
+        self.preset = resolve(mode, align=align, audio_pairs=audio_pairs, mixup=mixup)
         if not temperature > 0:
             raise ConfigError(f"temperature must be > 0, got {temperature}")
         if not 0.0 <= dropout < 1.0:
@@ -144,9 +178,9 @@ class ContrastiveModel(compat.BuiltModelMixin, keras.Model):
                 raise ConfigError(f"word2vec must be a (n_genres, dim) matrix, got shape {word2vec.shape}")
             vocab_size, w2v_dim = word2vec.shape
         self.mode = mode
-        self.parts = MODES[mode]
-        uses_genres = any(p in ("a2g", "g2p", "genre") for p in self.parts)
-        if uses_genres and not vocab_size:
+        self.parts = self.preset.parts
+        self.lambda_audio = float(lambda_audio)
+        if self.preset.uses_genres and not vocab_size:
             raise ConfigError(f"mode {mode!r} needs the genre vocabulary: pass the word2vec matrix (or its vocab_size)")
         self.vocab_size = int(vocab_size) if vocab_size else None
         self.w2v_dim = int(w2v_dim)
@@ -210,10 +244,14 @@ class ContrastiveModel(compat.BuiltModelMixin, keras.Model):
     # -- losses --------------------------------------------------------------------------------------
     def _loss_shares(self, data, training):
         """This replica's share of the total loss and of each part (sums over replicas = global means)."""
+        if training and self.preset.mixup:
+            data = dict(data, mel=mixup(data["mel"], self.preset.mixup, MIXUP_BETA, self._mixup_seed())[0])
         out = self(data, training=training)
         shares = {}
         for part in self.parts:
-            if LOSS_PARTS[part].aligns:
+            if part == self.preset.intra_term:
+                shares[part] = self._intra_share(out["audio"], data)
+            elif LOSS_PARTS[part].aligns:
                 left, right = LOSS_PARTS[part].aligns
                 shares[part] = nt_xent_replica_share(out[left], out[right], self.temperature)
             elif part == "genre":
@@ -229,8 +267,29 @@ class ContrastiveModel(compat.BuiltModelMixin, keras.Model):
                 target = tf.math.l2_normalize(tf.cast(data["cf"], dtype), axis=1)
                 per_example = 1.0 - tf.reduce_sum(pred * target, axis=1)
                 shares[part] = tf.reduce_sum(per_example) / global_count(tf.shape(pred)[0], dtype)
-        total = tf.add_n([self.lambdas[LOSS_PARTS[p].weight] * shares[p] for p in self.parts])
+        weights = self.lambdas + (self.lambda_audio,)
+        total = tf.add_n([weights[LOSS_PARTS[p].weight] * shares[p] for p in self.parts])
         return total, shares
+
+    def _intra_share(self, audio, data):
+        """The a2a term: rows [:m] against their partners [m:], weighted by shared genres for ``genre``."""
+        rows = tf.shape(audio)[0]
+        check = tf.debugging.assert_equal(
+            rows % 2, 0, message="audio pairs: a batch must hold 2m rows (m first songs, then their partners)")
+        with tf.control_dependencies([check]):
+            m = rows // 2
+        if self.preset.audio_pairs != "genre":
+            return nt_xent_replica_share(audio[:m], audio[m:], self.temperature)
+        sets = multi_hot(data["genres"], data["genre_mask"], self.vocab_size)
+        weights = semantic_weights(global_rows(sets[:m], sets[m:]))
+        return weighted_nt_xent_replica_share(audio[:m], audio[m:], weights, self.temperature)
+
+    def _mixup_seed(self):
+        """(optimizer step, replica): a resumed run draws what the uninterrupted one would have."""
+        step = self.optimizer.iterations if self.optimizer is not None else tf.constant(0, tf.int64)
+        ctx = tf.distribute.get_replica_context()
+        replica = ctx.replica_id_in_sync_group if ctx is not None else 0
+        return tf.stack([tf.cast(step, tf.int64), tf.cast(replica, tf.int64) + _MIXUP_SALT])
 
     def _record(self, total, shares):
         names = ("loss",) + self.parts
@@ -297,7 +356,17 @@ class ContrastiveModel(compat.BuiltModelMixin, keras.Model):
             "num_heads": self.num_heads,
             "cf_dim": self.cf_dim,
             "cnn_dtype": self.cnn_dtype,
+            **self._strategy_config(),
         }
+
+    def _strategy_config(self) -> dict:
+        """The resolved strategy; left out for one of the paper's six modes used as is (their
+        model.json is unchanged)."""
+        if self.mode in MODES and self.preset == PRESETS[self.mode] and self.lambda_audio == 1.0:
+            return {}
+        p = self.preset
+        return {"align": list(p.align), "audio_pairs": p.audio_pairs, "mixup": p.mixup,
+                "lambda_audio": self.lambda_audio}
 
     @classmethod
     def from_config(cls, config):

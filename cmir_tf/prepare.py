@@ -22,7 +22,8 @@ decides); the folder it writes is described, and owned, by :class:`cmir_tf.prepa
    is skipped there and recorded, so a split can lose those few songs after it was drawn (Melon: a
    handful among 650k). A record holds ALL the song's genres (the pipeline truncates to T_w = 10).
 8. **Finish** (:func:`_finish`): split lists (songs written), vocabulary, word2vec, the written songs'
-   CF vectors, and the manifest last: its presence means the folder is complete.
+   CF vectors, the audio-pair data (:func:`cmir_tf.pairs.write_pair_data`), and the manifest last:
+   its presence means the folder is complete.
 
 Resume: a shard is finished when its done-record exists, the file has the size it records and its
 records' checksums hold (read back by the workers); any other is rewritten. Steps 2–6 run once: a rerun
@@ -52,7 +53,8 @@ from .errors import ConfigError, DataError
 from .genre_vectors import build_vocab, train_word2vec
 from .lock import folder_lock
 from .melon import PLAYLIST_FILES, MelonLayout
-from .prepared import PreparedData
+from .pairs import write_pair_data
+from .prepared import PAIR_SPLITS, PreparedData
 from .shard_writer import finished_shards, write_shards
 from .song_split import RATIOS, load_metadata, scan_mels, select_songs, stratified_split
 from .tfrecords import GZIP_SUFFIX, SHARD_SUFFIX, shard_name
@@ -283,6 +285,9 @@ def _finish(p: Preparation, done: dict, t0: float) -> dict:
         "metadata_only": bool(q.metadata_only),
         "compressed": bool(q.compress),
     }
+    for s in PAIR_SPLITS:  # the audio-pair data; reads the shards' framing only, rewrites no shard
+        write_pair_data(p.out, s, written[s], p.meta, p.genre_index(), {n: done[n]["written"] for n in files[s]},
+                        compressed=p.params.compress)
     p.out.write_outputs(splits=written, vocab=p.vocab, word2vec=p.word2vec, cf_ids=p.cf_ids[keep], cf=p.cf[keep],
                         manifest=manifest)
     return manifest

@@ -12,6 +12,10 @@ export and evaluation read it (through :class:`PreparedData` too)::
     OUT/cf_song_ids.npy    (n,) int64 — the train+val songs that have a CF vector
     OUT/cf_factors.npy     (n, cf_dim) float32, row-aligned with cf_song_ids.npy
     OUT/{split}/<shard>    TFRecord shards, named by :func:`cmir_tf.tfrecords.shard_name`
+    OUT/pairs/{train,val}/ what audio-pair training needs (cmir_tf.pairs), each (n, k) int64:
+        playlist.npy  artist.npy  genre.npy   (group, song) rows of the split's songs, sorted
+        records.npy          (song, shard, offset, length): where each song's Example lies (shard =
+                             position in the split's sorted shard list); absent for GZIP shards
     OUT/.prepare/          prepare's resume state:
         plan.json            fingerprint, params, splits, shards {split: [{name, songs}]}, cf, seconds,
                              skipped [[song_id, reason]]
@@ -45,7 +49,7 @@ import numpy as np
 
 from . import fileio
 from .constants import CF_DIM, SPLITS
-from .errors import ConfigError, DataError
+from .errors import DataError
 from .lock import LOCK_NAME
 from .tfrecords import is_compressed, is_shard_name
 
@@ -56,10 +60,14 @@ WORD2VEC = "word2vec.npy"
 CF_SONG_IDS = "cf_song_ids.npy"
 CF_FACTORS = "cf_factors.npy"
 OUTPUT_FILES = (MANIFEST, SPLITS_FILE, VOCAB, WORD2VEC, CF_SONG_IDS, CF_FACTORS)
+PAIRS_DIR = "pairs"
+PAIR_SPLITS = ("train", "val")
+RELATIONS = ("playlist", "artist", "genre")  # pairs/{split}/<relation>.npy
+RECORDS_INDEX = "records"  # pairs/{split}/records.npy
 STATE_DIR = ".prepare"
 PLAN = "plan.json"
 DONE_DIR = "done"
-OWN_NAMES = (*OUTPUT_FILES, STATE_DIR, *SPLITS, LOCK_NAME)
+OWN_NAMES = (*OUTPUT_FILES, STATE_DIR, *SPLITS, PAIRS_DIR, LOCK_NAME)
 STATE_FILES = (PLAN, VOCAB, WORD2VEC, CF_SONG_IDS, CF_FACTORS)
 MAKE = "python -m cmir_tf.prepare"
 
@@ -180,6 +188,38 @@ class PreparedData:
             fileio.inside(self.split_dir(split), name, self.plan_path, f"shard of split {split!r}")
         return self._shard_candidates(split, name, self.plan_path)[0]
 
+    def pair_path(self, split: str, name: str) -> str:
+        """``pairs/{split}/{name}.npy`` (``name``: a relation of :data:`RELATIONS` or the records index)."""
+        return os.path.join(self.root, PAIRS_DIR, split, f"{name}.npy")
+
+    def _read_pair_file(self, split: str, name: str, what: str, columns: int) -> np.ndarray:
+        path = self.pair_path(split, name)
+        if not os.path.isfile(path):
+            raise DataError(f"{path}: missing: this folder was prepared before audio pairs existed; rerun `{MAKE}` "
+                            "into it with the same Melon folder and options (it adds the pair data and rewrites "
+                            "no shard)")
+        rows = fileio.load_npy(path, what, ndim=2, kind="i").astype(np.int64, copy=False)
+        if rows.shape[1] != columns:
+            raise DataError(f"{path}: {what} must be (n, {columns}) rows, got shape {rows.shape}")
+        return rows
+
+    def read_relation(self, split: str, source: str) -> np.ndarray:
+        """``pairs/{split}/{source}.npy``: ``(n, 2)`` int64 (group, song) rows."""
+        if source not in RELATIONS:
+            raise DataError(f"{self.root}: no pair source {source!r}; choose one of {', '.join(RELATIONS)}")
+        return self._read_pair_file(split, source, f"{source} relation", 2)
+
+    def read_records_index(self, split: str) -> tuple[list[str], np.ndarray]:
+        """(the split's sorted shard paths, ``(n, 4)`` int64 (song, shard, offset, length) rows)."""
+        files = self.shard_files(split)
+        if is_compressed(files[0]):
+            raise DataError(f"{self.split_dir(split)}: audio pairs read records by offset, which GZIP shards do "
+                            "not allow; prepare the folder without compression")
+        index = self._read_pair_file(split, RECORDS_INDEX, "records index", 4)
+        if len(index) and not (0 <= index[:, 1].min() and index[:, 1].max() < len(files)):
+            raise DataError(f"{self.pair_path(split, RECORDS_INDEX)}: names shards beyond the {len(files)} of {split}")
+        return files, index
+
     def read_vocab(self) -> list[dict]:
         """``vocab.json``: ``[{"index": i, "code", "name"}]`` with entry i holding index i."""
         vocab = fileio.read_json(self.vocab_path, "genre vocabulary")
@@ -257,9 +297,11 @@ class PreparedData:
             for name in names:
                 _unlink(self.shard_path(split, name))
                 _unlink(self.done_path(name))
-        for path in [*(self.path(n) for n in OUTPUT_FILES), *(self.state.path(n) for n in STATE_FILES)]:
+        pair_files = [self.pair_path(s, n) for s in PAIR_SPLITS for n in (*RELATIONS, RECORDS_INDEX)]
+        for path in [*(self.path(n) for n in OUTPUT_FILES), *(self.state.path(n) for n in STATE_FILES), *pair_files]:
             _unlink(path)
-        for folder in (*(self.split_dir(s) for s in SPLITS), self.done_dir, self.state.root):
+        pair_dirs = [*(os.path.dirname(self.pair_path(s, RECORDS_INDEX)) for s in PAIR_SPLITS), self.path(PAIRS_DIR)]
+        for folder in (*(self.split_dir(s) for s in SPLITS), self.done_dir, self.state.root, *pair_dirs):
             fileio.remove_stale_temps(folder)
             with contextlib.suppress(OSError):
                 os.rmdir(folder)  # only when empty
@@ -334,6 +376,13 @@ class PreparedData:
         self._write_side_inputs(vocab, word2vec, cf_ids, cf, vocab_indent=0)
         fileio.write_json(self.splits_path, splits)
         fileio.write_json(self.manifest_path, manifest, indent=1)
+
+    def write_pair_data(self, split: str, relations: dict, index=None) -> None:
+        """``pairs/{split}/``: each relation, then the records index (when the shards allow one)."""
+        for name, rows in relations.items():
+            fileio.save_npy(self.pair_path(split, name), np.asarray(rows, np.int64))
+        if index is not None:
+            fileio.save_npy(self.pair_path(split, RECORDS_INDEX), np.asarray(index, np.int64))
 
     def _write_side_inputs(self, vocab, word2vec, cf_ids, cf, *, vocab_indent) -> None:
         fileio.save_npy(self.cf_song_ids_path, cf_ids)

@@ -47,8 +47,9 @@ from .errors import ConfigError, DataError
 from .fileio import atomic_path, atomic_write_text, create_output_folder, read_json, remove_stale_temps, write_json
 from .lock import LOCK_NAME
 
-# config.json keys that must not change when a run is continued from its backup
-RESUME_KEYS = ("mode", "batch_size", "embed_dim", "num_heads", "data")
+# config.json keys that must not change when a run is continued from its backup (the model's variables
+# and the meaning of a step depend on them; a run saved before a key existed has it at its default, None)
+RESUME_KEYS = ("mode", "batch_size", "embed_dim", "num_heads", "data", "audio_pairs", "align")
 
 
 @contextlib.contextmanager

@@ -14,6 +14,9 @@ What is planted (so that a model trained on it has something real to find):
   (genre, taste) cell, ~15 % from its genres at any taste and ~15 % from anywhere (popularity-weighted).
   So playlist co-occurrence carries information genre does not. Taste also faintly tilts the spectrum
   (±2 dB across the bands), so audio can in principle learn it from playlists.
+* **Artists** (:mod:`cmir_tf.synth_artists`). Each artist works in one (major genre, taste) cell, about
+  8 songs an artist, and all its songs share an audio signature; the genre and taste draws above are
+  what they were without artists. An artist probe has something to find.
 * Song ids are ``0 … N−1``; the playlists are split 80/10/10 over ``train.json``/``val.json``/
   ``test.json``; some songs appear in no playlist (as in Melon).
 
@@ -36,6 +39,7 @@ from . import cli
 from .errors import ConfigError
 from .fileio import save_npy, write_json
 from .melon import PLAYLIST_FILES, MelonLayout, read_playlists, write_mel
+from .synth_artists import artist_sound, assign_artists
 
 TASTES = 6
 _MAJOR_NAMES = [
@@ -92,24 +96,29 @@ def _audio_params(majors: int, detailed_of, seed: int):
 
 
 def synth_mel(song_id: int, major: int, detailed, taste: int, params, seed: int,
-              n_frames: int = MELON_FRAMES) -> np.ndarray:
-    """The planted ``(48, n_frames)`` float32 dB mel of one song (bands × frames, as Melon stores it)."""
+              n_frames: int = MELON_FRAMES, artist: int | None = None) -> np.ndarray:
+    """The planted ``(48, n_frames)`` float32 dB mel of one song (bands × frames, as Melon stores it);
+    ``artist`` adds that artist's sound (:func:`cmir_tf.synth_artists.artist_sound`)."""
     rng = np.random.default_rng([seed, 3, int(song_id)])
     b = np.arange(N_BANDS)[:, None]
     t = np.arange(n_frames)[None, :]
-    env = params["env"][major] + sum(params["det_env"][c] for c in detailed)
+    bump, factor, motif = artist_sound(artist, song_id, seed, n_frames)
+    env = params["env"][major] + sum(params["det_env"][c] for c in detailed) + bump
     env = env + rng.normal(0, 1.0, 3) @ np.cos(np.outer(np.arange(1, 4), np.linspace(0, np.pi, N_BANDS)))
     rate = params["rate"][major] * (1 + sum(params["det_rate"][c] for c in detailed)) * rng.uniform(0.95, 1.05)
+    rate *= factor
     mod = params["depth"][major] * params["mod_bands"][major][:, None] * np.sin(
         2 * np.pi * rate * t + rng.uniform(0, 2 * np.pi))
     tilt = params["tilt"][taste] * (b / (N_BANDS - 1) - 0.5) * 2
     slow = 2.0 * np.sin(2 * np.pi * t / rng.uniform(300, 900) + rng.uniform(0, 2 * np.pi))
-    mel = -45.0 + rng.normal(0, 4) + env[:, None] + mod + tilt + slow + rng.normal(0, 3.0, (N_BANDS, n_frames))
+    level = rng.normal(0, 4)
+    noise = rng.normal(0, 3.0, (N_BANDS, n_frames))  # drawn after the level, as always
+    mel = -45.0 + level + env[:, None] + mod + tilt + slow + noise + motif
     return np.clip(mel, DB_FLOOR, 30.0).astype(np.float32)
 
 
 # -------------------------------------------------------------------------------------------- songs
-def _songs(n, majors, detailed_of, rng):
+def _songs(n, majors, detailed_of, rng, artist_rng):
     pop_major = 1.0 / np.arange(1, majors + 1) ** 0.8
     pop_major = rng.permutation(pop_major / pop_major.sum())
     major = rng.choice(majors, n, p=pop_major)
@@ -125,7 +134,8 @@ def _songs(n, majors, detailed_of, rng):
     pick = np.argsort(keys, axis=1)[:, :3]
     songs = []
     n_artists = max(1, n // 8)
-    artist = rng.integers(0, n_artists, n)
+    rng.integers(0, n_artists, n)  # the draw artists once were: the albums and dates after it stay as they were
+    artist = assign_artists(major * TASTES + taste, n_artists, artist_rng)
     album = rng.integers(0, max(1, n // 4), n)
     year = rng.integers(1990, 2021, n)
     month = rng.integers(1, 13, n)
@@ -148,7 +158,7 @@ def _songs(n, majors, detailed_of, rng):
             "artist_name_basket": [f"Artist {artist[i]}"],
             "id": i,
         })
-    return songs, major, taste
+    return songs, major, taste, artist
 
 
 def _playlists(n_pl, major, taste, majors, mean_songs, rng, names):
@@ -198,7 +208,8 @@ def _playlists(n_pl, major, taste, majors, mean_songs, rng, names):
 def make_synthetic_melon(out, songs: int = 1000, playlists: int = 300, seed: int = 0, *, majors: int = 8,
                          mels: bool = True, mean_songs: float = 20.0, n_frames: int = MELON_FRAMES,
                          progress: bool = False) -> dict:
-    """Write a synthetic Melon folder at ``out``; returns a summary dict (sizes, hidden ``taste`` array).
+    """Write a synthetic Melon folder at ``out``; returns a summary dict (sizes; the ``major``, hidden
+    ``taste`` and ``artist`` arrays, indexed by song id).
 
     ``mels=False`` writes only the JSON metadata (for scale tests: 650k songs / 150k playlists in about
     a minute). ``song_meta.json`` is written last, so its presence means the folder is complete (an
@@ -210,7 +221,7 @@ def make_synthetic_melon(out, songs: int = 1000, playlists: int = 300, seed: int
     os.makedirs(layout.root, exist_ok=True)
     rng = np.random.default_rng([seed, 0])
     names, detailed_of = _genre_tree(majors, seed)
-    meta, major, taste = _songs(songs, majors, detailed_of, rng)
+    meta, major, taste, artist = _songs(songs, majors, detailed_of, rng, np.random.default_rng([seed, 4]))
     pls = _playlists(playlists, major, taste, majors, mean_songs, rng, names)
     write_json(layout.genres, names)
     a, b = int(0.8 * playlists), int(0.9 * playlists)
@@ -225,11 +236,12 @@ def make_synthetic_melon(out, songs: int = 1000, playlists: int = 300, seed: int
         for i in it:
             det = meta[i]["song_gn_dtl_gnr_basket"][: 3]
             det = [c for c in det if c.startswith(f"GN{major[i] + 1:02d}")]
-            write_mel(layout, i, synth_mel(i, int(major[i]), det, int(taste[i]), params, seed, n_frames))
+            write_mel(layout, i, synth_mel(i, int(major[i]), det, int(taste[i]), params, seed, n_frames,
+                                           artist=int(artist[i])))
     write_json(layout.song_meta, meta)  # last: its presence means the folder is complete
     return {"root": layout.root, "songs": songs, "playlists": playlists, "majors": majors,
             "genres": len(names), "entries": sum(len(p["songs"]) for p in pls), "mels": mels,
-            "major": major, "taste": taste}
+            "major": major, "taste": taste, "artist": artist}
 
 
 # ------------------------------------------------------------------------------------------ hostile

@@ -19,6 +19,7 @@ resumption so no crop is replayed. ``--restart`` discards the backup. A non-fini
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 import sys
 from pathlib import Path
@@ -44,26 +45,37 @@ class Schedule:
 
     @classmethod
     def plan(cls, cfg: TrainConfig, counts: dict, replicas: int) -> "Schedule":
-        """A contrastive loss needs at least 2 examples per replica (1 has no negative: the loss is 0)."""
+        """``counts``: examples per split (songs, or pairs of an audio-pair strategy, whose examples are two
+        audio rows each; ``cfg.batch_size`` counts rows). A contrastive loss needs at least 2 examples per
+        replica (1 has no negative: the loss is 0)."""
+        preset = cfg.preset()
+        rows = preset.rows_per_example
         batch, n_train, n_val = cfg.batch_size, counts["train"], counts["val"]
-        if batch % replicas:
-            raise ConfigError(f"batch size {batch}: must be a multiple of the {replicas} replicas")
-        val_batch = min(batch, max(replicas, (n_val // replicas) * replicas))
-        if _contrastive(cfg.mode):
-            for what, size in (("batch size", batch), ("validation batch", val_batch)):
+        if batch % (replicas * rows):
+            raise ConfigError(f"batch size {batch}: must be a multiple of the {replicas} replicas"
+                              + (f" × {rows} rows a pair" if rows > 1 else ""))
+        val_batch = min(batch // rows, max(replicas, (n_val // replicas) * replicas))  # in examples
+        if preset.align or preset.audio_pairs:
+            for what, size in (("batch size", batch // rows), ("validation batch", val_batch)):
                 if size // replicas < 2:
+                    unit = "pair(s)" if rows > 1 else "example(s)"
                     raise ConfigError(
-                        f"{what} {size} gives {size // replicas} example(s) per replica on {replicas} replica(s): "
-                        f"mode {cfg.mode} needs at least 2 per replica (a contrastive loss of one example is 0)"
-                        + (f"; the val split holds {n_val} records" if what == "validation batch" else ""))
-        return cls(batch, cfg.steps_per_epoch or max(1, n_train // batch), val_batch,
+                        f"{what} {size * rows} gives {size // replicas} {unit} per replica on {replicas} "
+                        f"replica(s): mode {cfg.mode} needs at least 2 per replica (a contrastive loss of one "
+                        "example is 0)" + (f"; the val split holds {n_val}" if what == "validation batch" else ""))
+        return cls(batch, cfg.steps_per_epoch or max(1, n_train * rows // batch), val_batch * rows,
                    cfg.validation_steps or max(1, n_val // val_batch), replicas)
 
 
-def _contrastive(mode: str) -> bool:
-    from .model import LOSS_PARTS, MODES
+def _example_counts(cfg: TrainConfig, facts: PreparedFacts) -> dict:
+    """Examples an epoch of each split holds: its songs, or (audio pairs) the pairs of its first epoch."""
+    pairs = cfg.preset().audio_pairs
+    if pairs is None:
+        return facts.counts
+    from .pair_pipeline import pair_count
 
-    return any(LOSS_PARTS[part].aligns for part in MODES[mode])
+    # the validation pairs are the fixed draw of seed 0 (pair_pipeline's evaluation default)
+    return {"train": pair_count(facts.path, "train", pairs, cfg.seed), "val": pair_count(facts.path, "val", pairs, 0)}
 
 
 def _run_dir(cfg: TrainConfig, strategy) -> tuple[RunDir, bool]:
@@ -111,24 +123,27 @@ def _datasets(cfg: TrainConfig, facts: PreparedFacts, strategy, schedule: Schedu
     """Distributed training and validation datasets. A resumed run must not replay the crops it already
     trained on: its data seed moves with the point of resumption (an uninterrupted run keeps cfg.seed)."""
     from . import pipeline
+    from .pair_pipeline import make_pair_dataset
 
     seed = cfg.seed
     if state:
         seed = (cfg.seed * 1_000_003 + int(state["epoch"]) * 10_007 + int(state["step"])) % (2**31 - 1)
     pipeline.tune_malloc()  # glibc: keep ~180 KB record buffers off mmap (≈ −15 % pipeline CPU, measured)
+    pairs = cfg.preset().audio_pairs
+    make = pipeline.make_dataset if pairs is None else functools.partial(make_pair_dataset, source=pairs)
 
     from .distribute import input_options
 
-    host = dict(cycle_length=cfg.read_parallelism, parse_parallelism=cfg.parse_parallelism,
-                threadpool_size=cfg.input_threads)
+    host = dict(parse_parallelism=cfg.parse_parallelism, threadpool_size=cfg.input_threads)
+    if pairs is None:  # the pair pipeline reads records by offset: no shard interleave to size
+        host["cycle_length"] = cfg.read_parallelism
 
     def train_fn(ctx):
-        return pipeline.make_dataset(facts.path, "train", schedule.batch, training=True, seed=seed, input_context=ctx,
-                                     **host)
+        return make(facts.path, "train", schedule.batch, training=True, seed=seed, input_context=ctx, **host)
 
     def val_fn(ctx):
-        return pipeline.make_dataset(facts.path, "val", schedule.val_batch, training=False, input_context=ctx,
-                                     drop_remainder=True, **host).repeat()
+        return make(facts.path, "val", schedule.val_batch, training=False, input_context=ctx,
+                    drop_remainder=True, **host).repeat()
 
     options = input_options(cfg.device_prefetch)
     return (strategy.distribute_datasets_from_function(train_fn, options),
@@ -200,7 +215,7 @@ def train(cfg: TrainConfig, *, restart: bool = False) -> Path:
     strategy = make_strategy(cfg.strategy)
     jit = resolve_jit_compile(cfg.jit_compile, strategy, cnn_dtype=cnn_dtype(cfg.precision))
     cfg = _with_host_defaults(cfg)
-    schedule = Schedule.plan(cfg, facts.counts, strategy.num_replicas_in_sync)
+    schedule = Schedule.plan(cfg, _example_counts(cfg, facts), strategy.num_replicas_in_sync)
     run, chief = _run_dir(cfg, strategy)
     with folder_lock(run.path):
         effective = dataclasses.asdict(cfg) | {"data": str(Path(facts.path).resolve()), "out": str(run)}

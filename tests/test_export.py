@@ -19,7 +19,6 @@ from cmir_tf import constants as C  # noqa: E402
 from cmir_tf import export as E  # noqa: E402
 from cmir_tf import frozen as F  # noqa: E402
 from cmir_tf import formats  # noqa: E402
-from cmir_tf import zoo  # noqa: E402
 from cmir_tf.exportdir import ExportDir  # noqa: E402
 from cmir_tf.encoders import AudioEncoder, GenreEncoder  # noqa: E402
 from cmir_tf.errors import ConfigError, ExportError  # noqa: E402

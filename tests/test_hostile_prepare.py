@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from cmir_tf.errors import ConfigError, DataError
+from cmir_tf.errors import DataError
 from cmir_tf.melon import MelError, MelonLayout, inspect_mel, load_mel
 from cmir_tf.prepare import main, prepare
 from cmir_tf.prepared import PreparedData

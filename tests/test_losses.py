@@ -1,4 +1,5 @@
-"""NT-Xent (eq. 9–12) against an independent float64 implementation written from the equations."""
+"""NT-Xent (eq. 9–12) and the weighted NT-Xent of the ICASSP 2025 study against independent float64
+implementations written from the equations."""
 import math
 import os
 import subprocess
@@ -11,7 +12,8 @@ import pytest
 
 tf = pytest.importorskip("tensorflow")
 
-from cmir_tf.losses import nt_xent, nt_xent_replica_share  # noqa: E402
+from cmir_tf.losses import (nt_xent, nt_xent_replica_share, semantic_weights, weighted_nt_xent,  # noqa: E402
+                            weighted_nt_xent_replica_share)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -87,14 +89,19 @@ def test_gradient_matches_finite_differences():
     with tf.GradientTape() as tape:
         loss = nt_xent(za, b.astype(np.float32), 0.5)
     g = tape.gradient(loss, za).numpy()
-    eps = 1e-5
+    num = numeric_gradient(lambda x: symmetric_mean(x, b, 0.5), a, 1e-5)
+    np.testing.assert_allclose(g, num, rtol=1e-3, atol=1e-5)
+
+
+def numeric_gradient(f, a, eps):
+    """Central differences of the scalar f at a, element by element."""
     num = np.zeros_like(a)
     for idx in np.ndindex(*a.shape):
         ap, am = a.copy(), a.copy()
         ap[idx] += eps
         am[idx] -= eps
-        num[idx] = (symmetric_mean(ap, b, 0.5) - symmetric_mean(am, b, 0.5)) / (2 * eps)
-    np.testing.assert_allclose(g, num, rtol=1e-3, atol=1e-5)
+        num[idx] = (f(ap) - f(am)) / (2 * eps)
+    return num
 
 
 def test_rejects_bad_arguments():
@@ -171,3 +178,102 @@ def test_replica_shares_sum_to_the_one_device_loss_and_gradient():
         assert value == pytest.approx(res["ref_loss"], rel=1e-6)
     for err in res["grad_err"]:
         assert err <= 1e-6 * max(1.0, res["grad_scale"])
+
+
+# ------------------------------------------------------------------------------------ weighted NT-Xent
+def weighted_reference(za, zb, w, tau):
+    """The weighted NT-Xent literally, float64 loops: ℓ_i = −Σ_j (W_ij/Σ_k W_ik) s_ij + log Σ_{k≠i} e^{s_ik},
+    mean over the anchors whose weight row (diagonal excluded) is not all zero."""
+    z = np.concatenate([np.asarray(za, np.float64), np.asarray(zb, np.float64)])
+    z /= np.linalg.norm(z, axis=1, keepdims=True)
+    n = len(z)
+    terms = []
+    for i in range(n):
+        row = [0.0 if j == i else float(w[i][j]) for j in range(n)]
+        if sum(row) == 0:
+            continue
+        s = [float(z[i] @ z[j]) / tau for j in range(n)]
+        top = max(s[k] for k in range(n) if k != i)
+        log_denominator = top + math.log(sum(math.exp(s[k] - top) for k in range(n) if k != i))
+        terms.append(-sum(row[j] / sum(row) * s[j] for j in range(n)) + log_denominator)
+    return sum(terms) / len(terms)
+
+
+def pair_permutation(m):
+    w = np.zeros((2 * m, 2 * m))
+    w[np.arange(m), np.arange(m) + m] = 1.0
+    w[np.arange(m) + m, np.arange(m)] = 1.0
+    return w
+
+
+@pytest.mark.parametrize("tau", [1.0, 0.1, 0.01])
+def test_weighted_matches_independent_float64_implementation(tau):
+    rng = np.random.default_rng(int(10 / tau))
+    m = 6
+    a = rng.normal(size=(m, 8)).astype(np.float32)
+    b = (0.5 * a + rng.normal(size=(m, 8))).astype(np.float32)
+    w = rng.random((2 * m, 2 * m)) * (rng.random((2 * m, 2 * m)) < 0.4)  # sparse, some rows all zero
+    w[3] = 0.0
+    w[5] = 0.0
+    w[5, 5] = 4.0  # a diagonal weight alone does not make a positive row
+    got = float(weighted_nt_xent(a, b, w, tau))
+    assert math.isfinite(got)
+    assert got == pytest.approx(weighted_reference(a, b, w, tau), rel=1e-5)
+
+
+def test_weighted_with_the_pair_permutation_is_nt_xent():
+    rng = np.random.default_rng(11)
+    for m in (1, 4, 9):
+        a, b = rng.normal(size=(2, m, 6)).astype(np.float32)
+        expected = float(nt_xent(a, b, 0.1))
+        assert float(weighted_nt_xent(a, b, pair_permutation(m), 0.1)) == pytest.approx(expected, rel=1e-6)
+        # any positive scale of a row's weights is the same loss (rows are normalised)
+        assert float(weighted_nt_xent(a, b, 3.5 * pair_permutation(m), 0.1)) == pytest.approx(expected, rel=1e-6)
+
+
+def test_weighted_gradient_matches_finite_differences():
+    rng = np.random.default_rng(12)
+    a, b = rng.normal(size=(2, 3, 4))
+    w = rng.random((6, 6))
+    w[2] = 0.0
+    za = tf.Variable(a)
+    with tf.GradientTape() as tape:
+        loss = weighted_nt_xent(za, b, w, 0.5)
+    g = tape.gradient(loss, za).numpy()
+    num = numeric_gradient(lambda x: weighted_reference(x, b, w, 0.5), a, 1e-6)
+    np.testing.assert_allclose(g, num, rtol=1e-5, atol=1e-8)
+
+
+def test_weighted_is_finite_at_low_temperature_and_a_batch_without_positives_is_an_error():
+    # identical vectors and far-apart positives at τ = 0.01 (logits ±100): finite loss and gradient in float32
+    v = np.tile(np.array([[0.3, -1.2, 2.0]], np.float32), (3, 1))
+    w = np.array([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]], np.float32)
+    weights = np.random.default_rng(13).random((6, 6)).astype(np.float32)
+    for za, zb in ((v, 7.0 * v), (w, -w)):
+        var = tf.Variable(za)
+        with tf.GradientTape() as tape:
+            loss = weighted_nt_xent(var, zb, weights, 0.01)
+        assert math.isfinite(float(loss)) and np.all(np.isfinite(tape.gradient(loss, var).numpy()))
+        assert float(loss) == pytest.approx(weighted_reference(za, zb, weights, 0.01), rel=1e-5)
+    only_diagonal = np.eye(6, dtype=np.float32)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="no anchor of the batch has a positive weight"):
+        weighted_nt_xent(w, -w, only_diagonal, 0.1)
+    with pytest.raises(ValueError, match=r"\(6, 6\)"):
+        weighted_nt_xent(w, -w, np.ones((4, 4), np.float32), 0.1)
+    # outside a strategy the replica share is the plain weighted loss
+    assert float(weighted_nt_xent_replica_share(w, -w, weights, 0.1)) == pytest.approx(
+        float(weighted_nt_xent(w, -w, weights, 0.1)), rel=1e-7)
+
+
+def test_semantic_weights_on_a_hand_worked_batch():
+    # genres of four songs: {0, 1}, {1, 2, 3}, {4}, {0, 1}
+    sets = np.zeros((4, 5), np.float32)
+    for row, genres in enumerate(([0, 1], [1, 2, 3], [4], [0, 1])):
+        sets[row, genres] = 1.0
+    expected = np.array([
+        [0, 1 / 5, 0, 2 / 4],   # |{1}| / (2 + 3), nothing shared with {4}, |{0,1}| / (2 + 2)
+        [1 / 5, 0, 0, 1 / 5],
+        [0, 0, 0, 0],
+        [2 / 4, 1 / 5, 0, 0],
+    ])
+    np.testing.assert_allclose(semantic_weights(sets).numpy(), expected, rtol=1e-6)

@@ -220,29 +220,36 @@ _EQUIVALENCE_SCRIPT = textwrap.dedent(
     batches = [make_batch() for _ in range(STEPS)]
     w2v = rng.normal(size=(V, 200))
 
-    def dataset():  # STEPS global batches of B rows; under the strategy each replica gets B/2 rows
-        stacked = {k: np.concatenate([b[k] for b in batches]) for k in batches[0]}
+    def dataset(order=np.arange(B)):  # STEPS global batches of B rows; under the strategy each replica gets B/2
+        stacked = {k: np.concatenate([b[k][order] for b in batches]) for k in batches[0]}
         return tf.data.Dataset.from_tensor_slices(stacked).batch(B)
 
+    # "mode:source" = mode with audio pairs (mixup off): a replica's rows are [its first songs; partners],
+    # so the one-device batch holds the same pairs as [every replica's first songs; every partner]
+    h = B // 2
+    pair_order = np.concatenate([np.arange(h // 2), h + np.arange(h // 2), h // 2 + np.arange(h // 2),
+                                 h + h // 2 + np.arange(h // 2)])
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])  # one per process: collective keys
     result = {}
-    for mode in sys.argv[1:]:
+    for spec in sys.argv[1:]:
+        mode, _, pairs = spec.partition(":")
+        kwargs = {"audio_pairs": pairs, "mixup": 0} if pairs else {}
         keras.utils.set_random_seed(0)
-        one = build_model(mode, w2v, dropout=0.0, compile=False)
+        one = build_model(mode, w2v, dropout=0.0, compile=False, **kwargs)
         # SGD: the update is proportional to the gradient, so a mis-scaled gradient shows
         # (Adam's first steps are nearly scale-invariant and would hide it).
         one.compile(optimizer=keras.optimizers.SGD(0.01), jit_compile=False)
         init = {v.path: v.numpy() for v in one.weights}
         with strategy.scope():
-            two = build_model(mode, w2v, dropout=0.0, compile=False)
+            two = build_model(mode, w2v, dropout=0.0, compile=False, **kwargs)
             two.compile(optimizer=keras.optimizers.SGD(0.01), jit_compile=False)
         for v in two.weights:
             v.assign(init[v.path])
-        h1 = one.fit(dataset(), epochs=1, verbose=0).history
+        h1 = one.fit(dataset(pair_order if pairs else np.arange(B)), epochs=1, verbose=0).history
         h2 = two.fit(dataset(), epochs=1, verbose=0).history
         w1 = {v.path: v.numpy() for v in one.weights}
         w2 = {v.path: v.numpy() for v in two.weights}
-        result[mode] = {
+        result[spec] = {
             "replicas": strategy.num_replicas_in_sync,
             "synced": [bool(two.audio_encoder.input_bn.synchronized), bool(one.audio_encoder.input_bn.synchronized)],
             "losses": [h1, h2],

@@ -1,4 +1,5 @@
-"""synth.py: Melon's exact layout and field names, determinism, and the planted genre / taste structure."""
+"""synth.py: Melon's exact layout and field names, determinism, and the planted genre / taste / artist
+structure."""
 import filecmp
 import json
 import os
@@ -110,6 +111,33 @@ def test_taste_faintly_tilts_the_spectrum(synth_melon):
     major = s["major"]
     resid = tilt - np.array([tilt[major == k].mean() for k in major])  # remove the genre's own tilt
     assert np.corrcoef(s["taste"], resid)[0, 1] > 0.3
+
+
+def test_artists_share_genre_and_taste_and_a_sound(synth_melon):
+    """Each artist works in one (major genre, taste) cell, and its songs share an audio signature: among
+    the artists of a song's genre, the nearest artist (centroid of the others' songs, per-band spread of
+    one 256-frame crop) is its own far more often than chance."""
+    meta = _load(synth_melon, "song_meta.json")
+    artist = np.array([e["artist_id_basket"][0] for e in meta])
+    s = make_synthetic_melon(synth_melon.parent / "artist_probe", songs=300, playlists=150, seed=0, mels=False)
+    np.testing.assert_array_equal(s["artist"], artist)
+    major, taste = s["major"], s["taste"]
+    assert all(len(set(zip(major[artist == a], taste[artist == a]))) == 1 for a in np.unique(artist))
+    assert 300 // 8 <= len(np.unique(artist)) <= 300 // 4
+    lay = MelonLayout(synth_melon)
+    x = np.array([load_mel(lay.mel_path(e["id"]))[800:1056].std(0) for e in meta])
+    x = (x - x.mean(0)) / x.std(0)
+    hits = chance = n = 0
+    for i in range(len(meta)):
+        others = np.arange(len(meta)) != i
+        rivals = [a for a in np.unique(artist[major == major[i]]) if (others & (artist == a)).any()]
+        if artist[i] not in rivals or len(rivals) < 2:
+            continue
+        centroid = {a: x[others & (artist == a)].mean(0) for a in rivals}
+        hits += min(rivals, key=lambda a: ((x[i] - centroid[a]) ** 2).sum()) == artist[i]
+        chance += 1 / len(rivals)
+        n += 1
+    assert n > 200 and hits / n > chance / n + 0.5, (hits / n, chance / n)
 
 
 def test_cli_writes_and_documents_every_flag(tmp_path, capsys):

@@ -234,7 +234,53 @@ def test_two_cpu_devices_train_under_mirrored_strategy(prepared_data, tmp_path):
 
 
 @pytest.mark.slow
-def test_multiworker_strategy_trains_with_two_local_workers(prepared_data, tmp_path):
+def test_hybrid_with_genre_pairs_on_two_devices_survives_sigkill_and_exports_the_usual_encoder(
+        prepared_data, tmp_path):
+    """A pair preset through the whole CLI: MirroredStrategy on 2 logical CPUs, SIGKILL mid-epoch, resume
+    (no step twice, none lost), history/model.json naming every term, and the export every mode gets."""
+    out, export_dir = tmp_path / "hybrid", tmp_path / "exported"
+    args = ["--data", str(prepared_data), "--out", str(out), "--mode", "hybrid", "--audio-pairs", "genre",
+            "--devices", "2", "--strategy", "mirrored", "--epochs", "2", "--steps-per-epoch", "4", "--batch-size", "8",
+            "--validation-steps", "1", "--backup-every", "2", "--export-dir", str(export_dir)]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(REPO))
+    proc = subprocess.Popen([sys.executable, "-m", "cmir_tf.train", *args], cwd=tmp_path, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    state_path = out / "backup" / "state.json"
+    try:
+        deadline = time.time() + 600
+        while not (state_path.exists() and json.loads(state_path.read_text())["step"] >= 2):
+            assert proc.poll() is None and time.time() < deadline, "no mid-epoch backup before the run ended"
+            time.sleep(0.2)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    state = json.loads(state_path.read_text())
+    result = run_train(args, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "2 replica(s)" in result.stdout and f"at epoch {state['epoch'] + 1}, step {state['step']}" in result.stdout
+    with np.load(out / "backup" / "optimizer.npz", allow_pickle=False) as saved:
+        assert int(saved["v00000"]) == 2 * 4
+    with open(out / "history.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["epoch"]) for r in rows] == [0, 1]
+    for term in ("a2g", "a2p", "g2p", "a2a_genre"):
+        assert np.isfinite(float(rows[-1][term])) and np.isfinite(float(rows[-1]["val_" + term]))
+    model = json.loads((out / "model.json").read_text())
+    assert (model["mode"], model["audio_pairs"], model["align"], model["mixup"]) == (
+        "hybrid", "genre", ["a2g", "a2p", "g2p"], 7.0)
+    import tensorflow as tf
+
+    served = tf.saved_model.load(str(export_dir / "saved_model" / "1"))
+    assert set(served.signatures) == {"serving_default", "embed_waveform", "tag_genres"}
+    out_spec = served.signatures["serving_default"].structured_outputs
+    assert out_spec["embeddings"].shape.as_list() == [None, 128] and out_spec["features"].shape.as_list() == [None, 1024]
+    meta = json.loads(next(export_dir.glob("*.json")).read_text())
+    assert meta["schema"]["inputs"][0]["name"] == "melspectrogram"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["contr_cf_g", "aim_playlist"])  # aim_playlist: each worker its share of pairs
+def test_multiworker_strategy_trains_with_two_local_workers(prepared_data, tmp_path, mode):
     ports = [_free_port(), _free_port()]
     cluster = {"worker": [f"localhost:{p}" for p in ports]}
     procs = []
@@ -244,13 +290,14 @@ def test_multiworker_strategy_trains_with_two_local_workers(prepared_data, tmp_p
         procs.append(subprocess.Popen(
             [sys.executable, "-m", "cmir_tf.train", "--data", str(prepared_data), "--out", str(tmp_path / "mw"),
              "--strategy", "multiworker", "--epochs", "1", "--steps-per-epoch", "2", "--batch-size", "8",
-             "--validation-steps", "1", "--no-export"],
+             "--validation-steps", "1", "--no-export", "--mode", mode],
             cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     outputs = [p.communicate(timeout=600) for p in procs]
     for p, (out, err) in zip(procs, outputs):
         assert p.returncode == 0, err[-3000:]
     assert "2 replica(s)" in outputs[0][0]
     assert (tmp_path / "mw" / "history.csv").exists()  # the chief's run directory
+    assert ("a2a_playlist" in (tmp_path / "mw" / "history.csv").read_text()) == (mode == "aim_playlist")
     assert (tmp_path / "mw" / "workers" / "1").is_dir()  # the other worker wrote aside
 
 
