@@ -50,6 +50,9 @@ setup(
         "test": [
             *ONNX,  # the ONNX files are checked against the SavedModel with onnxruntime
             "pytest>=7",
+            # two test processes (pytest.ini: -n 2, a test file per process): the suite's CPU-bound
+            # training tests leave a core idle while others spawn processes or wait on them
+            "pytest-xdist>=3.5",
             # Essentia is the reference the exported graph and the mel front end are checked against;
             # it is only ever imported in a child process (it cannot share a process with tensorflow).
             "essentia-tensorflow==2.1b6.dev1389",

@@ -1,4 +1,4 @@
-"""The paper's and the Melon dataset's fixed numbers, in one place (paper sec. 2–3, reference.md §1–2)."""
+"""The paper's and the Melon dataset's fixed numbers, in one place (paper sec. 2–3; the sources: docs/DATASETS.md)."""
 
 # Audio front end (Melon's Essentia chain): 16 kHz mono, 512-sample frames every 256 samples, 48 mel bands.
 SAMPLE_RATE = 16000
@@ -38,5 +38,5 @@ MODES = {
     "bline_cf_g": ("genre", "cf"),
 }
 
-# Downstream datasets (reference.md §3)
+# Downstream datasets (docs/DATASETS.md)
 JAMENDO_CATEGORIES = ("genre", "instrument", "moodtheme")  # MTG-Jamendo autotagging splits

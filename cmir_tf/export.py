@@ -50,7 +50,10 @@ from cmir_tf import cli, compat, zoo
 from cmir_tf import constants as C
 from cmir_tf.errors import ConfigError, ExportError
 from cmir_tf.exportdir import ExportDir
+from cmir_tf.formats import ONNX_EXTRA_HINT
 from cmir_tf.frozen import EMBEDDINGS_NODE, FEATURES_NODE, INPUT_NODE, check_core_ops, freeze_audio_encoder, graph_op_types
+from cmir_tf.report import REPORT_FILES
+from cmir_tf.rundir import RunDir
 
 DEFAULT_NAME = "cmir-audio-encoder"
 GENRES_ASSET = "genres.txt"
@@ -215,7 +218,6 @@ def load_run_model(run_dir):
     """
     from cmir_tf.model import ContrastiveModel, dummy_batch
     from cmir_tf.prepared import PreparedFacts
-    from cmir_tf.rundir import RunDir
 
     run = RunDir(run_dir)
     config = run.read_config()
@@ -249,6 +251,34 @@ def export_run(run_dir, out_dir, version=None, name=DEFAULT_NAME, *, reports=Non
                         dataset=dataset, extra=extra, options=options)
 
 
+def _add_zoo_arguments(parser):
+    """The export command's zoo options (link base, author, e-mail, reports, ONNX)."""
+    g = parser.add_argument_group("model-zoo files")
+    g.add_argument("--link-base", default="", metavar="URL",
+                   help="URL of the folder the export will be published in; each JSON's `link` becomes "
+                        "URL/<file name> (default: no link, \"\")")
+    g.add_argument("--author", default="", help="publisher of the model files (the metadata's `author`)")
+    g.add_argument("--email", default="", help="contact address for the model files (the metadata's `email`)")
+    g.add_argument("--report", action="append", default=None, metavar="FILE",
+                   help="evaluation report (report.json of `cmir_tf.evaluate all`, or gtzan/jamendo/playlists"
+                        f".json) whose figures go into `dataset.metrics`; repeatable (default: RUN_DIR/"
+                        f"{RunDir.EVAL}/{{{','.join(REPORT_FILES)}}} when present)")
+    g.add_argument("--report-model", metavar="NAME",
+                   help="the model of a multi-model report.json this export is (default: the only one, "
+                        "else the one named like the run folder or its mode)")
+    o = g.add_mutually_exclusive_group()
+    o.add_argument("--onnx", dest="onnx", action="store_true", default=None,
+                   help=f"write NAME.onnx or fail (needs {ONNX_EXTRA_HINT}); default: when installed")
+    o.add_argument("--no-onnx", dest="onnx", action="store_false", help="do not write NAME.onnx")
+    return parser
+
+
+def _zoo_options(args):
+    """ZooOptions and the report arguments of parsed ``add_arguments`` flags, as export_run keywords."""
+    return {"options": zoo.ZooOptions(link_base=args.link_base, author=args.author, email=args.email, onnx=args.onnx),
+            "reports": args.report, "report_model": args.report_model}
+
+
 def build_arg_parser():
     p = argparse.ArgumentParser(
         prog="python -m cmir_tf.export",
@@ -269,13 +299,13 @@ def build_arg_parser():
     )
     for flag, kwargs in options:
         p.add_argument(flag, **kwargs)
-    return zoo.add_arguments(p)
+    return _add_zoo_arguments(p)
 
 
 @cli.command
 def main(argv=None):
     args = build_arg_parser().parse_args(argv)
-    res = export_run(args.run, args.out, args.version, args.name, **zoo.options_from_args(args))
+    res = export_run(args.run, args.out, args.version, args.name, **_zoo_options(args))
     print(f"SavedModel version {res.version}: {res.saved_model_dir}")
     print(f"frozen graph: {res.graph_path}\nEssentia metadata: {res.metadata_path}")
     for label, path in (("ONNX", res.onnx_path), ("Keras", res.keras_path), ("genre head", res.genres_graph_path)):

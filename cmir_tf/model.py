@@ -244,8 +244,6 @@ class ContrastiveModel(compat.BuiltModelMixin, keras.Model):
     # -- losses --------------------------------------------------------------------------------------
     def _loss_shares(self, data, training):
         """This replica's share of the total loss and of each part (sums over replicas = global means)."""
-        if training and self.preset.mixup:
-            data = dict(data, mel=mixup(data["mel"], self.preset.mixup, MIXUP_BETA, self._mixup_seed())[0])
         out = self(data, training=training)
         shares = {}
         for part in self.parts:
@@ -325,8 +323,16 @@ class ContrastiveModel(compat.BuiltModelMixin, keras.Model):
             scaled = self.optimizer.scale_loss(total)  # × the loss scale under float16, else unchanged
         return tape.gradient(scaled, self.trainable_variables), total, shares
 
+    def _mixed(self, data):
+        """The training batch with its spectrograms mixed when the preset asks (``mixup``). Drawn outside
+        the XLA-compiled replica step: TensorFlow's stateless Gamma sampler has no XLA kernel."""
+        if not self.preset.mixup:
+            return data
+        return dict(data, mel=mixup(data["mel"], self.preset.mixup, MIXUP_BETA, self._mixup_seed())[0])
+
     def train_step(self, data):
-        grads, total, shares = self._replica_step("train", self._gradients)(_features(data))
+        data = self._mixed(_features(data))
+        grads, total, shares = self._replica_step("train", self._gradients)(data)
         grads = agree_on_overflow(grads, self.optimizer)  # a float16 overflow skips the step on every replica
         self.optimizer.apply_gradients(zip(grads, self.trainable_variables))  # unscales, skips non-finite
         return self._record(total, shares)

@@ -37,7 +37,7 @@ from cmir_tf.exportdir import GENRES_SUFFIX, file_names
 from cmir_tf.formats import (HEAD_INPUT, HEAD_OUTPUT, ONNX_EXTRA_HINT, ONNX_OPSET, check_parity, convert_onnx,
                              freeze_genre_head, keras_model, onnx_missing, onnx_outputs, unit_rows)
 from cmir_tf.prepared import PreparedData
-from cmir_tf.report import REPORT_FILES, metrics_from_reports
+from cmir_tf.report import metrics_from_reports
 from cmir_tf.rundir import RunDir
 
 
@@ -373,35 +373,6 @@ def _stage_genre_head(st, genre_table, genre_names, emb, with_onnx, embed_dim, d
     st.write("genres_metadata", genre_head_metadata(st.name, st.version, list(genre_names), embed_dim=embed_dim,
                                                     options=st.options, dataset=dataset, model_types=types,
                                                     files=rel, extra=extra))
-
-
-# -------------------------------------------------------------------------------------------- CLI
-def add_arguments(parser):
-    """The export command's zoo options (link base, author, e-mail, reports, ONNX)."""
-    g = parser.add_argument_group("model-zoo files")
-    g.add_argument("--link-base", default="", metavar="URL",
-                   help="URL of the folder the export will be published in; each JSON's `link` becomes "
-                        "URL/<file name> (default: no link, \"\")")
-    g.add_argument("--author", default="", help="publisher of the model files (the metadata's `author`)")
-    g.add_argument("--email", default="", help="contact address for the model files (the metadata's `email`)")
-    g.add_argument("--report", action="append", default=None, metavar="FILE",
-                   help="evaluation report (report.json of `cmir_tf.evaluate all`, or gtzan/jamendo/playlists"
-                        f".json) whose figures go into `dataset.metrics`; repeatable (default: RUN_DIR/"
-                        f"{RunDir.EVAL}/{{{','.join(REPORT_FILES)}}} when present)")
-    g.add_argument("--report-model", metavar="NAME",
-                   help="the model of a multi-model report.json this export is (default: the only one, "
-                        "else the one named like the run folder or its mode)")
-    o = g.add_mutually_exclusive_group()
-    o.add_argument("--onnx", dest="onnx", action="store_true", default=None,
-                   help=f"write NAME.onnx or fail (needs {ONNX_EXTRA_HINT}); default: when installed")
-    o.add_argument("--no-onnx", dest="onnx", action="store_false", help="do not write NAME.onnx")
-    return parser
-
-
-def options_from_args(args):
-    """ZooOptions and the report arguments of parsed ``add_arguments`` flags, as export_run keywords."""
-    return {"options": ZooOptions(link_base=args.link_base, author=args.author, email=args.email, onnx=args.onnx),
-            "reports": args.report, "report_model": args.report_model}
 
 
 def run_metadata(run_dir, data_dir, mode, weights, *, reports=None, report_model=None):

@@ -33,3 +33,6 @@ def prepared_data(synth_melon, tmp_path_factory):
     prepare(synth_melon, out, workers=2, seed=SYNTH_SEED, shard_size=PREPARED_SHARD_SIZE, progress=False,
             verbose=False)
     return out
+
+
+from learning_common import learning  # noqa: E402,F401  (session fixture of the proof-of-learning tests)

@@ -24,6 +24,7 @@ import keras  # noqa: E402
 
 from cmir_tf.distribute import resolve_jit_compile  # noqa: E402
 from cmir_tf.errors import ConfigError  # noqa: E402
+from cmir_tf import presets  # noqa: E402
 from cmir_tf.model import LOSS_PARTS, MODES, build_model  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -52,8 +53,18 @@ def float64():
     keras.config.set_dtype_policy("float32")
 
 
+# The paper's six, and the follow-up study's Hybrid with genre pairs: intra-modal weighted NT-Xent over
+# semantic weights, cross-modal terms over all rows, mixup (drawn outside the compiled step).
+CASES = [*MODES, "hybrid:genre"]
+
+
+def _build(case, w2v, **kwargs):
+    mode, _, pairs = case.partition(":")
+    return build_model(mode, w2v, dropout=0.0, compile=False, audio_pairs=pairs or None, **kwargs)
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("mode", list(MODES))
+@pytest.mark.parametrize("mode", CASES)
 def test_xla_train_step_equals_the_uncompiled_step(mode, float64):
     """One SGD step of each preset, compiled with XLA and not, from the same weights on the same batch:
     same loss and parts, same updated weights. In float64, so that summation order (which XLA changes,
@@ -66,7 +77,7 @@ def test_xla_train_step_equals_the_uncompiled_step(mode, float64):
     keras.utils.set_random_seed(0)
     models = []
     for jit in (False, True):
-        model = build_model(mode, w2v, dropout=0.0, compile=False)
+        model = _build(mode, w2v)
         model.compile(optimizer=keras.optimizers.SGD(0.1), jit_compile=jit)
         models.append(model)
     plain, compiled = models
@@ -74,7 +85,7 @@ def test_xla_train_step_equals_the_uncompiled_step(mode, float64):
     compiled.set_weights(plain.get_weights())
     before = {w.path: w.numpy() for w in plain.trainable_weights}
     got = [m.train_on_batch(data, return_dict=True) for m in models]
-    assert set(got[1]) == {"loss", *MODES[mode]}
+    assert set(got[1]) == {"loss", *plain.parts}
     for key, value in got[0].items():
         assert got[1][key] == pytest.approx(value, rel=1e-10), key
     after = [{w.path: w.numpy() for w in m.trainable_weights} for m in models]
@@ -94,7 +105,11 @@ _REPLICA_SCRIPT = textwrap.dedent(
     from cmir_tf import compat
     from cmir_tf.distribute import resolve_jit_compile
     from cmir_tf.errors import ConfigError
-    from cmir_tf.model import LOSS_PARTS, MODES, build_model
+    from cmir_tf.model import build_model
+
+    def build(spec, w2v, **kwargs):  # "mode" or "mode:audio pairs"
+        mode, _, pairs = spec.partition(":")
+        return build_model(mode, w2v, compile=False, audio_pairs=pairs or None, **kwargs)
 
     rng = np.random.default_rng(0)
     B, V = 4, 11
@@ -121,14 +136,14 @@ _REPLICA_SCRIPT = textwrap.dedent(
     compat.in_xla_context = lambda: True
     for mode in sys.argv[1:]:
         result[mode] = {}
-        if not any(LOSS_PARTS[part].aligns for part in MODES[mode]):
-            continue
         keras.utils.set_random_seed(0)
-        one = build_model(mode, w2v, dropout=0.0, compile=False)
+        one = build(mode, w2v, dropout=0.0, mixup=0)  # mixup draws differ per replica by design
+        if one.parts[0] in ("genre", "cf"):
+            continue
         one.compile(optimizer=keras.optimizers.SGD(0.01))
         init = {v.path: v.numpy() for v in one.weights}
         with strategy.scope():
-            two = build_model(mode, w2v, dropout=0.0, compile=False)
+            two = build(mode, w2v, dropout=0.0, mixup=0)
             two.compile(optimizer=keras.optimizers.SGD(0.01))
         for v in two.weights:
             v.assign(init[v.path])
@@ -155,7 +170,7 @@ _REPLICA_SCRIPT = textwrap.dedent(
     data = next(iter(strategy.experimental_distribute_dataset(dataset("float32"))))
     for mode in sys.argv[1:]:
         with strategy.scope():
-            model = build_model(mode, w2v.astype("float32"), compile=False)  # dropout on: its RNG compiles too
+            model = build(mode, w2v.astype("float32"))  # dropout on: its RNG compiles too
             model.compile(optimizer=keras.optimizers.SGD(0.01))
         model.jit_replica_step = True  # "on" is refused for CPU replicas; this only lowers, never runs
         step = model._replica_step("train", model._gradients)
@@ -170,7 +185,7 @@ _REPLICA_SCRIPT = textwrap.dedent(
 @pytest.fixture(scope="module")
 def two_replicas():
     env = dict(os.environ, PYTHONPATH=str(REPO), TF_CPP_MIN_LOG_LEVEL="2")
-    out = subprocess.run([sys.executable, "-c", _REPLICA_SCRIPT, *MODES], capture_output=True, text=True, env=env,
+    out = subprocess.run([sys.executable, "-c", _REPLICA_SCRIPT, *CASES], capture_output=True, text=True, env=env,
                          timeout=1800)
     assert out.returncode == 0, out.stderr[-4000:]
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -184,12 +199,14 @@ def test_jit_compile_with_two_cpu_replicas_is_refused_naming_why(two_replicas):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("mode", list(MODES))
+@pytest.mark.parametrize("mode", CASES)
 def test_two_replica_xla_step_gathers_as_one_device_and_compiles_with_its_collectives(mode, two_replicas):
     res = two_replicas[mode]
-    if any(LOSS_PARTS[part].aligns for part in MODES[mode]):
+    name, _, pairs = mode.partition(":")
+    parts = presets.resolve(name, audio_pairs=pairs or None).parts
+    if any(LOSS_PARTS[part].aligns for part in parts) or pairs:  # the presets that gather
         one, two = res["losses"]
-        assert set(one) == {"loss", *MODES[mode]}
+        assert set(one) == {"loss", *parts}
         for key in one:
             assert two[key][0] == pytest.approx(one[key][0], rel=1e-10), key
         assert res["weight_err"] < 1e-10 and res["moved"] > 1e-3
