@@ -42,7 +42,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-DEFAULT_PEER = os.path.join(os.path.dirname(ROOT), "shared", "peers", "torch_peer.py")
+DEFAULT_PEER = os.path.join(ROOT, "benchmarks", "peers", "torch_peer.py")  # vendored
 MEL_FRAMES = 1876
 PATCHES_PER_FILE = MEL_FRAMES // 256  # 7
 COMPRESSED_KINDS = (("ogg", 44100), ("ogg", 48000), ("mp3", 44100), ("mp3", 48000))
