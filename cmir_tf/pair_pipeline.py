@@ -43,11 +43,11 @@ from .constants import PATCH_FRAMES
 from .errors import ConfigError, DataError
 from .pairs import EXCLUSIVE, PairSampler
 from .pipeline import _SEED_MAX, _check_parallelism, _decode_mel, _inputs, _options, _parse_and_crop
-from .prepared import PreparedData
+from .prepared import RECORDS_INDEX, PreparedData
+from .presets import AUDIO_PAIRS
 from .tfrecords import read_record
 
 SS_WINDOW = 625  # frames: the second crop of a self-supervised pair starts within ±625 of the first
-SOURCES = ("playlist", "artist", "genre", "self")
 _ROW = 8  # a pair row: song, shard, offset, length of the first song, then of its partner
 _GOLDEN = 0.6180339887498949  # evaluation: the second crop's draw is frac(song id × golden ratio)
 
@@ -56,8 +56,8 @@ class PairPlan:
     """One split's pair data and the pair rows of each epoch for one input pipeline."""
 
     def __init__(self, data_dir, split: str, source: str, seed: int, pipelines: int = 1, pipeline: int = 0):
-        if source not in SOURCES:
-            raise ConfigError(f"audio pairs: unknown source {source!r}; choose one of {', '.join(SOURCES)}")
+        if source not in AUDIO_PAIRS:
+            raise ConfigError(f"audio pairs: unknown source {source!r}; choose one of {', '.join(AUDIO_PAIRS)}")
         data = PreparedData(data_dir)
         self.files, self.index = data.read_records_index(split)
         self.source, self.seed, self.pipelines, self.pipeline = source, int(seed), int(pipelines), int(pipeline)
@@ -67,7 +67,7 @@ class PairPlan:
             unknown = np.setdiff1d(self.sampler.songs, self.index[:, 0])
             if len(unknown):
                 raise DataError(f"{data.pair_path(split, source)}: song {unknown[0]} has no record in "
-                                f"{data.pair_path(split, 'records')} ({len(unknown)} such songs)")
+                                f"{data.pair_path(split, RECORDS_INDEX)} ({len(unknown)} such songs)")
 
     def pairs(self, epoch: int) -> np.ndarray:
         """``(P, 2)`` song ids of ``epoch`` (all input pipelines)."""

@@ -23,7 +23,6 @@ import numpy as np
 from .errors import DataError
 from .tfrecords import record_spans
 
-SOURCES = ("playlist", "artist", "genre")
 EXCLUSIVE = {"playlist": True, "artist": False, "genre": True}  # a song in at most one pair per epoch
 
 

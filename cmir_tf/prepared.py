@@ -188,9 +188,13 @@ class PreparedData:
             fileio.inside(self.split_dir(split), name, self.plan_path, f"shard of split {split!r}")
         return self._shard_candidates(split, name, self.plan_path)[0]
 
+    def pair_dir(self, split: str) -> str:
+        """``pairs/{split}/``: the split's audio-pair data."""
+        return os.path.join(self.root, PAIRS_DIR, split)
+
     def pair_path(self, split: str, name: str) -> str:
         """``pairs/{split}/{name}.npy`` (``name``: a relation of :data:`RELATIONS` or the records index)."""
-        return os.path.join(self.root, PAIRS_DIR, split, f"{name}.npy")
+        return os.path.join(self.pair_dir(split), f"{name}.npy")
 
     def _read_pair_file(self, split: str, name: str, what: str, columns: int) -> np.ndarray:
         path = self.pair_path(split, name)
@@ -300,7 +304,7 @@ class PreparedData:
         pair_files = [self.pair_path(s, n) for s in PAIR_SPLITS for n in (*RELATIONS, RECORDS_INDEX)]
         for path in [*(self.path(n) for n in OUTPUT_FILES), *(self.state.path(n) for n in STATE_FILES), *pair_files]:
             _unlink(path)
-        pair_dirs = [*(os.path.dirname(self.pair_path(s, RECORDS_INDEX)) for s in PAIR_SPLITS), self.path(PAIRS_DIR)]
+        pair_dirs = [*(self.pair_dir(s) for s in PAIR_SPLITS), self.path(PAIRS_DIR)]
         for folder in (*(self.split_dir(s) for s in SPLITS), self.done_dir, self.state.root, *pair_dirs):
             fileio.remove_stale_temps(folder)
             with contextlib.suppress(OSError):
