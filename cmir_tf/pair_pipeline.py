@@ -34,7 +34,6 @@ every n-th pair; the batch is the per-replica rows, which must be even.
 from __future__ import annotations
 
 import os
-import random
 
 import numpy as np
 import tensorflow as tf
@@ -42,7 +41,7 @@ import tensorflow as tf
 from .constants import PATCH_FRAMES
 from .errors import ConfigError, DataError
 from .pairs import EXCLUSIVE, PairSampler
-from .pipeline import _SEED_MAX, _check_parallelism, _decode_mel, _inputs, _options, _parse_and_crop
+from .pipeline import _check_parallelism, _decode_mel, _inputs, _options, _parse_and_crop, checked_seed
 from .prepared import RECORDS_INDEX, PreparedData
 from .presets import AUDIO_PAIRS
 from .tfrecords import read_record
@@ -169,9 +168,7 @@ def make_pair_dataset(data_dir, split: str, batch_size: int, *, source: str, tra
         raise ConfigError(f"batch_size: audio pairs need an even number of rows per replica, got {rows}")
     m = rows // 2
     drop_remainder = bool(training) if drop_remainder is None else drop_remainder
-    seed = (random.SystemRandom().randrange(_SEED_MAX) if training else 0) if seed is None else seed
-    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or not 0 <= seed < _SEED_MAX:
-        raise ConfigError(f"seed must be an integer in [0, {_SEED_MAX}), got {seed!r}")
+    seed = checked_seed(0 if seed is None and not training else seed)  # evaluation: the fixed draw of 0
     ctx = input_context
     plan = PairPlan(data_dir, split, source, int(seed), *((ctx.num_input_pipelines, ctx.input_pipeline_id)
                                                           if ctx is not None else (1, 0)))

@@ -237,6 +237,15 @@ def tune_malloc(mmap_threshold: int = 4 << 20, trim_threshold: int = 64 << 20) -
     return bool(mallopt(m_mmap_threshold, int(mmap_threshold)) and mallopt(m_trim_threshold, int(trim_threshold)))
 
 
+def checked_seed(seed) -> int:
+    """A pipeline's seed: an integer in [0, 2³¹ − 1), or a random one for None; else ``ConfigError``."""
+    if seed is None:
+        seed = random.SystemRandom().randrange(_SEED_MAX)
+    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or not 0 <= seed < _SEED_MAX:
+        raise ConfigError(f"seed must be an integer in [0, {_SEED_MAX}), got {seed!r}")
+    return int(seed)
+
+
 def _inputs(data_dir, split: str, batch_size: int, input_context) -> tuple[list[str], int, int]:
     """Checked arguments → (shard files, CF size, this pipeline's batch size)."""
     _check_args(split, batch_size)
@@ -271,11 +280,7 @@ def make_dataset(data_dir, split: str, batch_size: int, *, training: bool = True
     files, cf_dim, batch_size = _inputs(data_dir, split, batch_size, input_context)
     if drop_remainder is None:
         drop_remainder = bool(training)
-    if seed is None:
-        seed = random.SystemRandom().randrange(_SEED_MAX)
-    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or not 0 <= seed < _SEED_MAX:
-        raise ConfigError(f"seed must be an integer in [0, {_SEED_MAX}), got {seed!r}")
-    seed = int(seed)
+    seed = checked_seed(seed)
     if shuffle_buffer < 0:
         raise ConfigError(f"shuffle_buffer must be >= 0, got {shuffle_buffer}")
 
