@@ -1,12 +1,13 @@
 """cmir_tf: Enriched music representations with multiple cross-modal contrastive learning, in TF/Keras."""
 from setuptools import find_packages, setup
 
+# ONNX copies of the exported models. No upper pins: pip takes the newest onnx / onnxruntime that install
+# beside the TensorFlow it resolved (measured: tensorflow 2.21 + numpy 2 -> onnx 1.23, onnxruntime 1.32;
+# tensorflow 2.17 + numpy 1.26 -> onnx 1.17, onnxruntime 1.20, pinned in ci/constraints-oldest.txt).
 ONNX = [
-    "tf2onnx==1.17.0",
-    "onnx==1.17.0",
-    "onnxruntime==1.20.1",
-    "protobuf>=3.20.3,<5",
-    "ml-dtypes>=0.3.1,<0.5",
+    "tf2onnx>=1.17",
+    "onnx>=1.17",
+    "onnxruntime>=1.20",
 ]
 
 setup(
@@ -19,19 +20,20 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     packages=find_packages(include=["cmir_tf", "cmir_tf.*"]),
-    python_requires=">=3.10,<3.13",
-    # tensorflow 2.17 is the newest release whose ABI tensorflow-io 0.37.1's native ops load against
-    # (measured: 2.21 fails with an undefined symbol); that pair needs numpy < 2.
+    python_requires=">=3.10,<3.14",
+    # Supported and tested (README "Supported versions"): tensorflow 2.17 (with numpy 1.26, the oldest
+    # pair, CI's fast tests) to 2.21 (with numpy 2, the newest, CI's whole suite). tensorflow-io is not a
+    # dependency: nothing imports it (decoding is libsndfile + libsoxr; docs/AUDIO.md), and its native
+    # ops load against tensorflow 2.17 alone, so requiring it would pin everyone's TensorFlow there.
     install_requires=[
-        "tensorflow==2.17.*",
-        "tensorflow-io==0.37.1",
+        "tensorflow>=2.17,<2.22",
         # audio decoding (cmir_tf.audio): wheels bundle libsndfile 1.2 with libvorbis, libFLAC, mpg123;
         # 0.13 is the first with the bitrate-mode argument the tests write CBR mp3 with
         "soundfile>=0.13",
         # resampling to 16 kHz (libsoxr); see docs/AUDIO.md for the measurements behind both
         "soxr>=0.5",
         "keras>=3.15,<3.16",  # private hooks fenced in cmir_tf/compat.py: tested with 3.15.1
-        "numpy>=1.24,<2",
+        "numpy>=1.26,<3",
         "scipy>=1.10",
         "implicit>=0.7,<0.8",
         "gensim>=4.3,<5",
