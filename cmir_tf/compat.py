@@ -1,7 +1,11 @@
 """Every use of a non-public Keras / TensorFlow API in cmir_tf, fenced and checked against the installed versions.
 
-Tested with **keras 3.15.1** and **tensorflow 2.17.1**; ``setup.py`` pins ``keras>=3.15,<3.16`` and
-``tensorflow==2.17.*``. Each hook below is probed on its first use (and all of them by
+Tested with **keras 3.15.1** on **tensorflow 2.17.1** (with numpy 1.26, the oldest supported pair) and
+**tensorflow 2.21.0** (with numpy 2, the newest); ``setup.py`` admits ``keras>=3.15,<3.16`` and
+``tensorflow>=2.17,<2.22`` (:data:`KERAS_RANGE`, :data:`TENSORFLOW_RANGE`). A Keras or TensorFlow outside
+those ranges (one a notebook image preinstalled, say) is refused on the first use of any hook, naming
+the versions, rather than left to misbehave; setting ``CMIR_TF_ALLOW_UNTESTED=1`` lets such a version
+through (each hook is still probed). Each hook below is probed on its first use (and all of them by
 ``tests/test_compat.py``); when the installed version lacks one, that use raises
 :class:`IncompatibleVersionError` (a ``ConfigError``: one ``error:`` line on the command line, exit 2)
 naming the hook, what is missing, the installed versions and the tested ones. Nothing else in the
@@ -55,7 +59,13 @@ import inspect
 
 from .errors import ConfigError
 
-TESTED = {"keras": "3.15.1", "tensorflow": "2.17.1"}
+import os
+
+TESTED = {"keras": ("3.15.1",), "tensorflow": ("2.17.1", "2.21.0")}
+# (first, last) supported minor releases, inclusive; setup.py's install_requires spells the same ranges
+KERAS_RANGE = ((3, 15), (3, 15))
+TENSORFLOW_RANGE = ((2, 17), (2, 21))
+ALLOW_UNTESTED = "CMIR_TF_ALLOW_UNTESTED"
 
 
 class IncompatibleVersionError(ConfigError):
@@ -67,6 +77,41 @@ def _installed() -> str:
     import tensorflow as tf
 
     return f"keras {keras.__version__}, tensorflow {tf.__version__}"
+
+
+def _minor(version: str) -> tuple[int, int]:
+    major, minor = (version.split("+")[0].split(".") + ["0"])[:2]
+    digits = "".join(c for c in minor if c.isdigit()) or "0"
+    return int(major), int(digits)
+
+
+def _tested() -> str:
+    return (f"keras {' / '.join(TESTED['keras'])} and tensorflow {' / '.join(TESTED['tensorflow'])}: "
+            "install keras>=3.15,<3.16 and tensorflow>=2.17,<2.22 (pip install -e .)")
+
+
+def version_problem(keras_version: str | None = None, tf_version: str | None = None) -> str | None:
+    """Why the installed (or given) Keras / TensorFlow are outside the supported ranges (None: inside)."""
+    if keras_version is None or tf_version is None:
+        import keras
+        import tensorflow as tf
+
+        keras_version, tf_version = keras.__version__, tf.__version__
+    for name, version, (low, high) in (("keras", keras_version, KERAS_RANGE),
+                                       ("tensorflow", tf_version, TENSORFLOW_RANGE)):
+        if not low <= _minor(version) <= high:
+            return (f"{name} {version} is outside the supported range "
+                    f"{low[0]}.{low[1]}–{high[0]}.{high[1]}")
+    return None
+
+
+def check_versions() -> None:
+    """Raise :class:`IncompatibleVersionError` for an untested Keras / TensorFlow (unless allowed)."""
+    reason = version_problem()
+    if reason and os.environ.get(ALLOW_UNTESTED) != "1":
+        raise IncompatibleVersionError(
+            f"{reason}; cmir_tf relies on private Keras/TensorFlow hooks tested with {_tested()}, "
+            f"or set {ALLOW_UNTESTED}=1 to try this version anyway")
 
 
 def _has_params(fn, names) -> str | None:
@@ -142,14 +187,14 @@ def problem(name: str) -> str | None:
 
 
 def require(name: str) -> None:
-    """Raise :class:`IncompatibleVersionError` unless hook ``name`` exists in the installed versions."""
+    """Raise :class:`IncompatibleVersionError` unless the versions are supported (:func:`check_versions`)
+    and hook ``name`` exists in them."""
+    check_versions()
     reason = problem(name)
     if reason:
         target, _ = HOOKS[name]
         raise IncompatibleVersionError(
-            f"cmir_tf relies on {target} ({reason}) in {_installed()}; it was tested with "
-            f"keras {TESTED['keras']} and tensorflow {TESTED['tensorflow']}: "
-            "install keras>=3.15,<3.16 and tensorflow==2.17.* (pip install -e .)")
+            f"cmir_tf relies on {target} ({reason}) in {_installed()}; it was tested with {_tested()}")
 
 
 # ------------------------------------------------------------------------------------- symbolic_build

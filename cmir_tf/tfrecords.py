@@ -68,6 +68,9 @@ def serialize_example(song_id: int, mel: np.ndarray, genres, cf=None) -> bytes:
     """Serialize one song. ``mel`` is ``(n_frames, 48)`` (time-major) and must be finite.
 
     Uses the protobuf classes directly (no TensorFlow import) so worker processes stay light.
+    Serialized deterministically (the feature map's keys in sorted order): protobuf's upb runtime
+    (protobuf >= 4.21, the only one with TensorFlow >= 2.18) otherwise writes a map in an order that
+    changes from process to process, so the same song gave different bytes in two worker processes.
     """
     from tensorflow.core.example import example_pb2, feature_pb2  # protobuf only, no TF runtime
 
@@ -87,7 +90,8 @@ def serialize_example(song_id: int, mel: np.ndarray, genres, cf=None) -> bytes:
         "genres": feature_pb2.Feature(int64_list=feature_pb2.Int64List(value=genres)),
         "cf": feature_pb2.Feature(float_list=feature_pb2.FloatList(value=cf)),
     }
-    return example_pb2.Example(features=feature_pb2.Features(feature=feats)).SerializeToString()
+    example = example_pb2.Example(features=feature_pb2.Features(feature=feats))
+    return example.SerializeToString(deterministic=True)
 
 
 def feature_spec():

@@ -45,3 +45,23 @@ def test_shard_names_sort_in_order_and_mark_gzip():
     assert shard_name("train", 3, 12) == "train-00003-of-00012.tfrecord"
     assert shard_name("val", 0, 1, compressed=True) == "val-00000-of-00001.tfrecord.gz"
     assert sorted(shard_name("test", i, 11) for i in (10, 2, 0)) == [shard_name("test", i, 11) for i in (0, 2, 10)]
+
+
+def test_a_song_serializes_to_the_same_bytes_in_every_process():
+    """protobuf's upb runtime orders a map by a per-process hash unless asked to be deterministic: the
+    same song written by two prepare workers (two processes) must give the same bytes."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import sys, numpy as np; from cmir_tf.tfrecords import serialize_example; "
+            "m = np.arange(300 * 48, dtype=np.float32).reshape(300, 48) / 100; "
+            "sys.stdout.write(serialize_example(7, m, [3, 1, 2], np.linspace(0, 1, 300)).hex())")
+    outputs = {
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                       env={**os.environ, "PYTHONHASHSEED": str(seed)}).stdout
+        for seed in range(3)
+    }
+    assert len(outputs) == 1
+    mel = np.arange(300 * 48, dtype=np.float32).reshape(300, 48) / 100
+    assert outputs == {serialize_example(7, mel, [3, 1, 2], np.linspace(0, 1, 300)).hex()}
