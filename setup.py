@@ -46,8 +46,7 @@ setup(
     ],
     extras_require={
         # ONNX copies of the exported models (python -m cmir_tf.export writes NAME.onnx when these import).
-        # The newest onnx / onnxruntime need numpy 2 and protobuf 5+, which tensorflow 2.17 cannot load;
-        # this set was measured to install beside it and convert the encoder.
+        # pip takes the newest onnx / onnxruntime that install beside the TensorFlow it chose (above).
         "onnx": ONNX,
         "test": [
             *ONNX,  # the ONNX files are checked against the SavedModel with onnxruntime

@@ -57,7 +57,12 @@ def _timed(fn, repeats):
 
 def _tfio():
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    import tensorflow_io as tfio
+    try:
+        import tensorflow_io as tfio
+    except ImportError as exc:  # not a dependency of cmir_tf (docs/AUDIO.md): a venv of its own
+        raise SystemExit("benchmarks/audio.py compares with tensorflow-io, which cmir_tf does not install: "
+                         "run it in a venv with pip install tensorflow==2.17.* tensorflow-io==0.37.1 "
+                         f"and this package ({exc})")
 
     return tfio
 

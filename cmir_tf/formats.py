@@ -1,8 +1,8 @@
 """The other formats an export ships beside the SavedModel: ONNX, a Keras file, the genre head graph.
 
 * :func:`convert_onnx` — a frozen GraphDef → an ONNX model (tf2onnx, opset 13 by default, the batch
-  dimension symbolic); optional: ``pip install -e ".[onnx]"`` (tf2onnx 1.17, onnx 1.17, onnxruntime
-  1.20 are the versions that install beside TensorFlow 2.17's numpy < 2 / protobuf < 5 pins);
+  dimension symbolic); optional: ``pip install -e ".[onnx]"`` (tested: tf2onnx 1.17 with onnx 1.23 / onnxruntime
+  1.32 beside TensorFlow 2.21, and with onnx 1.17 / onnxruntime 1.20 beside TensorFlow 2.17);
   :func:`onnx_missing` says why it is unavailable, :func:`onnx_outputs` runs a model on onnxruntime.
 * :func:`keras_model` — the audio encoder rebuilt layer for layer from Keras's built-in layers with its
   weights copied, so ``keras.saving.load_model`` opens the ``.keras`` file without cmir_tf installed.
