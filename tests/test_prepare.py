@@ -369,3 +369,40 @@ def test_both_cf_models_give_cf_dim_values_deterministically(synth_melon):
     assert default_cf_iterations("als", 10) == 15
     with pytest.raises(ConfigError, match="cf_model must be one of"):
         train_cf(meta["playlists"], ids, 16, "warp")
+
+
+# SHA-256 prefixes of every file `prepare` writes for make_synthetic_melon(songs=80, playlists=40, seed=3),
+# seed 3, shards of 40: measured alike on TensorFlow 2.21 + NumPy 2.4 + protobuf 7 (Python 3.11 and 3.13)
+# and TensorFlow 2.17 + NumPy 1.26 + protobuf 4.25. CI runs this test on each of those stacks, so a
+# stack whose preparation differs by one byte fails here, naming the file.
+CROSS_STACK_DIGESTS = {
+    "cf_factors.npy": "065c661d04e5b6f6",
+    "cf_song_ids.npy": "58c7379a975d186d",
+    "pairs/train/artist.npy": "000a13d64af33a3a",
+    "pairs/train/genre.npy": "4d4c63b7e0c20f25",
+    "pairs/train/playlist.npy": "86cec848cfb57057",
+    "pairs/train/records.npy": "9e23fa593b3421be",
+    "pairs/val/artist.npy": "d10ce84109bef927",
+    "pairs/val/genre.npy": "83c45e5884f62fe6",
+    "pairs/val/playlist.npy": "6dac861232e3e9d5",
+    "pairs/val/records.npy": "be311f405029f1f4",
+    "splits.json": "e1cea5a51869c2d8",
+    "test/test-00000-of-00001.tfrecord": "7f4cd1a500df53b0",
+    "train/train-00000-of-00002.tfrecord": "f0ed78e5f2ff5393",
+    "train/train-00001-of-00002.tfrecord": "1bb6a1287d02768f",
+    "val/val-00000-of-00001.tfrecord": "287965de65dc5d1e",
+    "vocab.json": "59370ea74e9ebe6c",
+    "word2vec.npy": "a4f89789a9e586fe",
+}
+
+
+def test_prepared_bytes_are_identical_on_every_supported_stack(tmp_path):
+    import hashlib
+
+    make_synthetic_melon(tmp_path / "melon", songs=80, playlists=40, seed=3)
+    out = tmp_path / "out"
+    prepare(tmp_path / "melon", out, workers=1, seed=3, shard_size=40, progress=False, verbose=False)
+    written = {p.relative_to(out).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()[:16]
+               for p in out.rglob("*") if p.is_file() and p.name != "manifest.json"
+               and not any(part.startswith(".") for part in p.relative_to(out).parts)}
+    assert written == CROSS_STACK_DIGESTS
