@@ -178,16 +178,17 @@ class CoupledL2Adam(keras.optimizers.Adam):
         """PyTorch's step: w ← w − lr/(1−β₁ᵗ) · m / (√v/√(1−β₂ᵗ) + ε), written as Keras's α·m/(√v + ε·√(1−β₂ᵗ))
         (Keras's own Adam adds ε to √v before the bias correction, a smaller effective ε early on)."""
         dtype = variable.dtype
+        const = lambda x: ops.convert_to_tensor(x, dtype)  # noqa: E731 — Python floats straight to the dtype
         lr = ops.cast(learning_rate, dtype)
-        gradient = ops.add(ops.cast(gradient, dtype), ops.multiply(ops.cast(self.l2, dtype), variable))
+        gradient = ops.add(ops.cast(gradient, dtype), ops.multiply(const(self.l2), variable))
         step = ops.cast(self.iterations + 1, dtype)
-        correction2 = ops.sqrt(1 - ops.power(ops.cast(self.beta_2, dtype), step))
-        alpha = lr * correction2 / (1 - ops.power(ops.cast(self.beta_1, dtype), step))
+        correction2 = ops.sqrt(1 - ops.power(const(self.beta_2), step))
+        alpha = lr * correction2 / (1 - ops.power(const(self.beta_1), step))
         m = self._momentums[self._get_variable_index(variable)]
         v = self._velocities[self._get_variable_index(variable)]
-        self.assign_add(m, ops.multiply(ops.subtract(gradient, m), 1 - self.beta_1))
-        self.assign_add(v, ops.multiply(ops.subtract(ops.square(gradient), v), 1 - self.beta_2))
-        self.assign_sub(variable, ops.divide(ops.multiply(m, alpha), ops.add(ops.sqrt(v), self.epsilon * correction2)))
+        self.assign_add(m, ops.multiply(ops.subtract(gradient, m), const(1 - self.beta_1)))
+        self.assign_add(v, ops.multiply(ops.subtract(ops.square(gradient), v), const(1 - self.beta_2)))
+        self.assign_sub(variable, ops.divide(ops.multiply(m, alpha), ops.add(ops.sqrt(v), const(self.epsilon) * correction2)))
 
     def get_config(self):
         return {**super().get_config(), "l2": self.l2}
