@@ -65,6 +65,11 @@ Optimiser: Adam, learning rate 1e-4 (paper sec. 3.2). The published code also us
 (PyTorch's coupled L2 form); ``weight_decay`` enables Keras's decoupled form (AdamW-style, applied as
 w ← w − lr·wd·w). It defaults to 0, the paper's text; at lr 1e-4 either form changes weights by ~1e-8
 of their value per step, far below anything a short run can see.
+
+``variant="published"`` (``cmir_tf.published``, docs/FIDELITY.md) trains what the published code
+trains instead: its genre and CF encoders, the loss with ``+1e-5`` inside the log, MSE for the CF
+baseline, and PyTorch's Adam with coupled L2 1e-4 and ε 1e-8. ``published_view=True`` feeds every
+training and validation crop through the published ``view`` that mixes time and bands.
 """
 from __future__ import annotations
 
