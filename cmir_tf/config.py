@@ -40,6 +40,9 @@ class TrainConfig:
 
     data: str | None = None  # prepared folder; None → the embedded synthetic default
     mode: str = "contr_cf_g"
+    variant: str = "paper"  # or "published": what the published code trains (cmir_tf.published)
+    published_view: bool = False  # the published `view` mixing time and bands in training/validation
+    random_val_crops: bool = False  # validation on random crops (seeded per epoch), as the published code
     epochs: int = 10
     steps_per_epoch: int | None = None  # None → one pass over the training split
     validation_steps: int | None = None  # None → one pass over the validation split
@@ -75,6 +78,11 @@ class TrainConfig:
 
     def validate(self) -> None:
         self._check_types()
+        if self.variant not in C.VARIANTS:
+            raise ConfigError(f"--variant: unknown variant {self.variant!r}; choose one of {', '.join(C.VARIANTS)}")
+        if self.variant == "published" and self.weight_decay:
+            raise ConfigError("--weight-decay: --variant published already uses the published coupled L2 1e-4 "
+                              "(not a decoupled decay); leave --weight-decay at 0")
         if self.mode not in MODES:
             raise ConfigError(f"--mode: unknown mode {self.mode!r}; choose one of {', '.join(MODES)}")
         if self.precision not in PRECISIONS:
@@ -104,6 +112,10 @@ class TrainConfig:
         except ConfigError as exc:
             what, _, rest = str(exc).partition(":")
             raise ConfigError(f"{_FLAG_OF.get(what, what)}:{rest}") from None
+        if (self.variant == "published" or self.random_val_crops) and self.preset().audio_pairs:
+            flag = "--variant published" if self.variant == "published" else "--random-val-crops"
+            raise ConfigError(f"{flag}: not with audio pairs (--audio-pairs / a strategy that uses them); "
+                              "the published code trains only the paper's cross-modal and baseline modes")
 
     def preset(self) -> presets.Preset:
         """The resolved strategy: the mode's preset with this run's ``align``/``audio_pairs``/``mixup``."""
@@ -150,6 +162,8 @@ def model_config(cfg: TrainConfig, facts) -> dict[str, Any]:
         "audio_pairs": cfg.audio_pairs,
         "mixup": cfg.mixup,
         "lambda_audio": cfg.lambda_audio,
+        "variant": cfg.variant,
+        "published_view": cfg.published_view,
     }
 
 
@@ -196,6 +210,9 @@ def build_arg_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--data", help="prepared folder (output of `python -m cmir_tf.prepare`); default: the embedded synthetic set, made if absent")
     p.add_argument("--mode", choices=MODES, metavar="MODE", help="what to train: " + "; ".join(f"{m}: {d}" for m, d in presets.DESCRIPTIONS.items()) + " [default contr_cf_g]")
+    p.add_argument("--variant", choices=C.VARIANTS, help="paper: the paper's text (docs/FIDELITY.md); published: what the authors' published code trains where it differs by choice (their genre and CF encoders, coupled L2 1e-4 with Adam ε 1e-8, −log(·+1e-5) in the loss, MSE for the CF baseline, crops from the first 1300 frames); needs a folder from `prepare --variant published` [default paper]")
+    p.add_argument("--published-view", action="store_true", help="feed each training and validation crop through the published code's data.view(-1, 1, 48, 256), which mixes time and bands (inference does not); not part of --variant published, as it looks unintended")
+    p.add_argument("--random-val-crops", action="store_true", help="validate on random crops, a new draw every epoch, as the published code (default: fixed centre crops, so the best checkpoint does not depend on the draw)")
     p.add_argument("--audio-pairs", choices=presets.AUDIO_PAIRS, help="add (or change) the intra-modal audio term: pairs of songs sharing a playlist / an artist / a genre (semantically weighted), or self: two crops of a song; a batch then holds batch-size/2 pairs [default: the mode's]")
     p.add_argument("--self-supervised", dest="audio_pairs", action="store_const", const="self", help="same as --audio-pairs self")
     p.add_argument("--align", help="cross-modal terms, comma-separated among a2g,a2p,g2p ('' for none) [default: the mode's]")

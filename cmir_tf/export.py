@@ -247,6 +247,8 @@ def export_run(run_dir, out_dir, version=None, name=DEFAULT_NAME, *, reports=Non
     genre_encoder = getattr(model, "genre_encoder", None)
     dataset, extra = zoo.run_metadata(run_dir, config["data"], config["mode"], weights, reports=reports,
                                       report_model=report_model)
+    if model.variant != "paper":  # what was trained: docs/FIDELITY.md's `--variant published` column
+        extra["variant"] = model.variant
     return export_model(model.audio_encoder, genre_encoder, vocab, out_dir, version, name=name,
                         dataset=dataset, extra=extra, options=options)
 

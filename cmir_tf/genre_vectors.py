@@ -35,14 +35,22 @@ def _stable_hash(s):  # gensim's seeded vectors must not depend on PYTHONHASHSEE
     return zlib.crc32(str(s).encode("utf-8"))
 
 
-def train_word2vec(baskets, vocab: list, dim: int = W2V_DIM, seed: int = 0, epochs: int = 5) -> np.ndarray:
+W2V_MODELS = ("skipgram", "cbow")
+
+
+def train_word2vec(baskets, vocab: list, dim: int = W2V_DIM, seed: int = 0, epochs: int = 5,
+                   model: str = "skipgram") -> np.ndarray:
     """Skip-gram word2vec on genre baskets → ``(len(vocab), dim)`` float32, row i = vocabulary index i.
 
     A basket is a whole "sentence" (window = the longest basket). No frequent-word down-sampling
     (``sample=0``): with ~250 codes the majors are the frequent "words", and down-sampling them dropped
     most of them (on 250 synthetic songs, detailed→own-major nearest neighbour 11 % vs 51 % without).
     Small corpora get ``min(200, ceil(W2V_MIN_TOKENS / tokens))`` epochs if that is more than ``epochs``.
+    ``model="cbow"``: the published code's ``train_genre_w2v.py`` settings instead — gensim's defaults
+    (CBOW, down-sampling ``sample=1e-3``) with the same window, ``min_count=1`` and seed.
     """
+    if model not in W2V_MODELS:
+        raise DataError(f"--w2v-model: unknown model {model!r}; choose one of {', '.join(W2V_MODELS)}")
     from gensim.models import Word2Vec
 
     baskets = [list(b) for b in baskets if b]
@@ -51,7 +59,8 @@ def train_word2vec(baskets, vocab: list, dim: int = W2V_DIM, seed: int = 0, epoc
     window = max(2, max(len(b) for b in baskets))
     n_tokens = sum(len(b) for b in baskets)
     epochs = max(int(epochs), min(W2V_MAX_EPOCHS, math.ceil(W2V_MIN_TOKENS / n_tokens)))
-    w2v = Word2Vec(sentences=baskets, vector_size=dim, window=window, min_count=1, sg=1, negative=5, sample=0,
+    sg, sample = (1, 0) if model == "skipgram" else (0, 1e-3)
+    w2v = Word2Vec(sentences=baskets, vector_size=dim, window=window, min_count=1, sg=sg, negative=5, sample=sample,
                    epochs=epochs, workers=1, seed=seed, hashfxn=_stable_hash)
     mat = np.zeros((len(vocab), dim), np.float32)
     for v in vocab:

@@ -40,6 +40,7 @@ from .distribute import gather_rows
 # Replaces the self-similarity logit. |sim/τ| ≤ 1/τ, so any τ > 1e-8 leaves the masked entry at
 # exp(-1e9 + …) = 0 exactly in float32 after the log-softmax's max subtraction.
 _MASK_LOGIT = -1e9
+PUBLISHED_LOG_EPSILON = 1e-5  # the published utils.contrastive_loss: −log(num/den + 1e-5)
 
 
 def loss_dtype(x):
@@ -66,17 +67,26 @@ def _masked_logits(anchors, candidates, self_index, temperature):
     return tf.where(is_self, tf.constant(_MASK_LOGIT, logits.dtype), logits)
 
 
-def _anchor_losses(anchors, candidates, self_index, positive_index, temperature):
-    """Per-anchor cross-entropy: anchors (n, D) and candidates (N, D) are unit vectors."""
+def _anchor_losses(anchors, candidates, self_index, positive_index, temperature, log_epsilon: float = 0.0):
+    """Per-anchor cross-entropy: anchors (n, D) and candidates (N, D) are unit vectors.
+
+    ``log_epsilon`` > 0 gives the published code's term ``−log(p_i + ε)`` instead of ``−log p_i``, where
+    p_i = num/den is the positive's softmax probability; computed as ``−log(exp(−ℓ_i) + ε)`` from the
+    stable cross-entropy ℓ_i, so it stays finite where ``exp(sim/τ)`` would overflow."""
     logits = _masked_logits(anchors, candidates, self_index, temperature)
-    return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=positive_index, logits=logits)
+    losses = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=positive_index, logits=logits)
+    if log_epsilon:
+        losses = -tf.math.log(tf.exp(-losses) + tf.constant(log_epsilon, losses.dtype))
+    return losses
 
 
-def nt_xent(za, zb, temperature: float = 0.1):
+def nt_xent(za, zb, temperature: float = 0.1, log_epsilon: float = 0.0):
     """Symmetric NT-Xent of eq. 9–12: mean over the 2M anchors of both batches (see module docstring).
 
     ``za``, ``zb``: (M, D) embeddings, row i of one paired with row i of the other (float16/bfloat16/
     float32 are computed in float32, float64 in float64). Returns a scalar of that dtype.
+    ``log_epsilon``: 0 (the paper); ``PUBLISHED_LOG_EPSILON`` = 1e-5 is the published code's
+    ``−log(num/den + 1e-5)`` (``--variant published``), which caps each term at −log 1e-5 ≈ 11.5.
     """
     za, zb = tf.convert_to_tensor(za), tf.convert_to_tensor(zb)
     _check(za, zb, temperature)
@@ -84,10 +94,10 @@ def nt_xent(za, zb, temperature: float = 0.1):
     m = tf.shape(za)[0]
     idx = tf.range(2 * m)
     positive = tf.concat([tf.range(m, 2 * m), tf.range(0, m)], axis=0)
-    return tf.reduce_mean(_anchor_losses(z, z, idx, positive, temperature))
+    return tf.reduce_mean(_anchor_losses(z, z, idx, positive, temperature, log_epsilon))
 
 
-def nt_xent_replica_share(za, zb, temperature: float = 0.1):
+def nt_xent_replica_share(za, zb, temperature: float = 0.1, log_epsilon: float = 0.0):
     """This replica's share of the global-batch NT-Xent, for a custom ``train_step`` under a strategy.
 
     Inside a replica context with R > 1 replicas, ``za``/``zb`` are this replica's (m, D) rows. The
@@ -102,13 +112,13 @@ def nt_xent_replica_share(za, zb, temperature: float = 0.1):
     Sum the shares over replicas (``all_reduce(SUM)``) to report the global loss value.
     """
     if _single_replica("nt_xent_replica_share"):
-        return nt_xent(za, zb, temperature)
+        return nt_xent(za, zb, temperature, log_epsilon)
     za, zb = tf.convert_to_tensor(za), tf.convert_to_tensor(zb)
     _check(za, zb, temperature)
     anchors, candidates, local, big_m = _replica_view(za, zb)
     self_index = tf.concat([local, local + big_m], axis=0)
     positive = tf.concat([local + big_m, local], axis=0)
-    losses = _anchor_losses(anchors, candidates, self_index, positive, temperature)
+    losses = _anchor_losses(anchors, candidates, self_index, positive, temperature, log_epsilon)
     return tf.reduce_sum(losses) / tf.cast(2 * big_m, losses.dtype)
 
 

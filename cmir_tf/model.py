@@ -65,6 +65,11 @@ Optimiser: Adam, learning rate 1e-4 (paper sec. 3.2). The published code also us
 (PyTorch's coupled L2 form); ``weight_decay`` enables Keras's decoupled form (AdamW-style, applied as
 w ← w − lr·wd·w). It defaults to 0, the paper's text; at lr 1e-4 either form changes weights by ~1e-8
 of their value per step, far below anything a short run can see.
+
+``variant="published"`` (``cmir_tf.published``, docs/FIDELITY.md) trains what the published code
+trains instead: its genre and CF encoders, the loss with ``+1e-5`` inside the log, MSE for the CF
+baseline, and PyTorch's Adam with coupled L2 1e-4 and ε 1e-8. ``published_view=True`` feeds every
+training and validation crop through the published ``view`` that mixes time and bands.
 """
 from __future__ import annotations
 
@@ -79,9 +84,10 @@ from cmir_tf import constants as C
 from cmir_tf.distribute import global_count, global_sum, resolve_jit_compile
 from cmir_tf.encoders import AudioEncoder, CFEncoder, GenreEncoder
 from cmir_tf.errors import ConfigError
-from cmir_tf.losses import (global_rows, loss_dtype, nt_xent_replica_share, semantic_weights,
+from cmir_tf.losses import (PUBLISHED_LOG_EPSILON, global_rows, loss_dtype, nt_xent_replica_share, semantic_weights,
                             weighted_nt_xent_replica_share)
 from cmir_tf.precision import agree_on_overflow, loss_scaled
+from cmir_tf.published import CoupledL2Adam, PublishedCFEncoder, PublishedGenreEncoder, published_view
 from cmir_tf.presets import AUDIO_PAIRS, MIXUP_BETA, PRESETS, resolve
 
 MODES = C.MODES  # the paper's six modes → the losses each reports (presets.PRESETS holds every preset)
@@ -159,9 +165,15 @@ class ContrastiveModel(compat.BuiltModelMixin, keras.Model):
         audio_pairs: str | None = None,
         mixup: float | None = None,
         lambda_audio: float = 1.0,
+        variant: str = "paper",
+        published_view: bool = False,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        if variant not in C.VARIANTS:
+            raise ConfigError(f"variant must be one of {', '.join(C.VARIANTS)}, got {variant!r}")
+        self.variant = variant
+        self.published_view = bool(published_view)
         if tf.distribute.has_strategy():  # Keras would build it with a batch average (compat: symbolic_build)
             compat.require("symbolic_build")
         self.preset = resolve(mode, align=align, audio_pairs=audio_pairs, mixup=mixup)
@@ -204,13 +216,19 @@ class ContrastiveModel(compat.BuiltModelMixin, keras.Model):
             dropout, embed_dim, synchronized=synchronized_bn, cnn_dtype=self.cnn_dtype, name="audio_encoder"
         )
         self.genre_encoder = self.cf_encoder = self.genre_head = self.cf_head = None
-        if "a2g" in self.parts or "g2p" in self.parts:
+        published = self.variant == "published"
+        if published and ("a2g" in self.parts or "g2p" in self.parts):
+            self.genre_encoder = PublishedGenreEncoder(
+                word2vec, self.num_heads, embed_dim, vocab_size=self.vocab_size, w2v_dim=self.w2v_dim,
+                name="genre_encoder")
+        elif "a2g" in self.parts or "g2p" in self.parts:
             self.genre_encoder = GenreEncoder(
                 word2vec, self.num_heads, dropout, embed_dim, vocab_size=self.vocab_size, w2v_dim=self.w2v_dim,
                 name="genre_encoder",
             )
         if "a2p" in self.parts or "g2p" in self.parts:
-            self.cf_encoder = CFEncoder(dropout, embed_dim, name="cf_encoder")
+            self.cf_encoder = (PublishedCFEncoder(embed_dim, name="cf_encoder") if published
+                               else CFEncoder(dropout, embed_dim, name="cf_encoder"))
         if "genre" in self.parts:
             self.genre_head = keras.layers.Dense(self.vocab_size, name="genre_head")
         if "cf" in self.parts:
@@ -244,6 +262,8 @@ class ContrastiveModel(compat.BuiltModelMixin, keras.Model):
     # -- losses --------------------------------------------------------------------------------------
     def _loss_shares(self, data, training):
         """This replica's share of the total loss and of each part (sums over replicas = global means)."""
+        if self.published_view:
+            data = dict(data, mel=published_view(data["mel"]))
         out = self(data, training=training)
         shares = {}
         for part in self.parts:
@@ -251,7 +271,7 @@ class ContrastiveModel(compat.BuiltModelMixin, keras.Model):
                 shares[part] = self._intra_share(out["audio"], data)
             elif LOSS_PARTS[part].aligns:
                 left, right = LOSS_PARTS[part].aligns
-                shares[part] = nt_xent_replica_share(out[left], out[right], self.temperature)
+                shares[part] = nt_xent_replica_share(out[left], out[right], self.temperature, self._log_epsilon)
             elif part == "genre":
                 dtype = loss_dtype(out["genre_logits"])
                 targets = tf.cast(multi_hot(data["genres"], data["genre_mask"], self.vocab_size), dtype)
@@ -259,6 +279,8 @@ class ContrastiveModel(compat.BuiltModelMixin, keras.Model):
                 bce = tf.nn.sigmoid_cross_entropy_with_logits(labels=targets, logits=logits)
                 per_example = tf.reduce_mean(bce, axis=1)
                 shares[part] = tf.reduce_sum(per_example) / global_count(tf.shape(logits)[0], dtype)
+            elif part == "cf" and self.variant == "published":
+                shares[part] = self._mse_share(out["cf_pred"], data["cf"])
             elif part == "cf":
                 dtype = loss_dtype(out["cf_pred"])
                 pred = tf.math.l2_normalize(tf.cast(out["cf_pred"], dtype), axis=1)
@@ -268,6 +290,17 @@ class ContrastiveModel(compat.BuiltModelMixin, keras.Model):
         weights = self.lambdas + (self.lambda_audio,)
         total = tf.add_n([weights[LOSS_PARTS[p].weight] * shares[p] for p in self.parts])
         return total, shares
+
+    @property
+    def _log_epsilon(self) -> float:
+        return PUBLISHED_LOG_EPSILON if self.variant == "published" else 0.0
+
+    @staticmethod
+    def _mse_share(pred, target):
+        """The published CF baseline's ``MSELoss``: mean over the batch and the CF values (this replica's share)."""
+        dtype = loss_dtype(pred)
+        per_example = tf.reduce_mean(tf.square(tf.cast(pred, dtype) - tf.cast(target, dtype)), axis=1)
+        return tf.reduce_sum(per_example) / global_count(tf.shape(per_example)[0], dtype)
 
     def _intra_share(self, audio, data):
         """The a2a term: rows [:m] against their partners [m:], weighted by shared genres for ``genre``."""
@@ -363,6 +396,8 @@ class ContrastiveModel(compat.BuiltModelMixin, keras.Model):
             "cf_dim": self.cf_dim,
             "cnn_dtype": self.cnn_dtype,
             **self._strategy_config(),
+            **({"variant": self.variant} if self.variant != "paper" else {}),
+            **({"published_view": True} if self.published_view else {}),
         }
 
     def _strategy_config(self) -> dict:
@@ -405,7 +440,8 @@ def build_model(
     config.setdefault("name", mode)
     model = ContrastiveModel(mode, word2vec, **config)
     if compile:
-        model.compile(optimizer=make_optimizer(learning_rate, weight_decay), jit_compile=jit_compile)
+        optimizer = make_optimizer(learning_rate, weight_decay, variant=model.variant)
+        model.compile(optimizer=optimizer, jit_compile=jit_compile)
     return model
 
 
@@ -420,10 +456,18 @@ def dummy_batch(cf_dim: int = C.CF_DIM, batch: int = 2) -> dict:
     }
 
 
-def make_optimizer(learning_rate: float = C.LEARNING_RATE, weight_decay: float = 0.0) -> keras.optimizers.Optimizer:
-    """Adam (paper); with ``weight_decay`` > 0, Keras's decoupled weight decay (AdamW form)."""
+def make_optimizer(learning_rate: float = C.LEARNING_RATE, weight_decay: float = 0.0, *,
+                   variant: str = "paper") -> keras.optimizers.Optimizer:
+    """Adam (paper); with ``weight_decay`` > 0, Keras's decoupled weight decay (AdamW form).
+    ``variant="published"``: PyTorch's Adam with coupled L2 1e-4 and ε 1e-8 (``published.CoupledL2Adam``);
+    a decoupled ``weight_decay`` is refused there (the published code has only the coupled one)."""
     if not learning_rate > 0:
         raise ConfigError(f"learning_rate must be > 0, got {learning_rate}")
+    if variant == "published":
+        if weight_decay:
+            raise ConfigError("--weight-decay: --variant published uses the published coupled L2 1e-4; "
+                              "a decoupled weight decay on top is not the published optimiser")
+        return CoupledL2Adam(learning_rate=learning_rate)
     if weight_decay:
         return keras.optimizers.AdamW(learning_rate=learning_rate, weight_decay=weight_decay)
     return keras.optimizers.Adam(learning_rate=learning_rate)

@@ -123,12 +123,18 @@ def _genres_and_cf(parsed, cf_dim: int):
     return padded, mask, cf
 
 
-def _crop_starts(n_frames, u, training: bool):
+def _crop_starts(n_frames, u, training: bool, window: int | None = None):
     """Crop offsets (frames): uniform over [0, n - 256] from ``u`` (uniform [0, 1) draws, one per record)
-    when training, else the centre ``(n - 256) // 2``."""
+    when training, else the centre ``(n - 256) // 2``. With ``window`` (the published variant's 1300),
+    n is ``min(n_frames, window)`` and a random start is uniform over [0, n - 256), as the published
+    loader's ``randint(0, n - 256)`` draws it."""
+    if window is not None:
+        n_frames = tf.minimum(n_frames, tf.cast(window, n_frames.dtype))
     span = tf.maximum(n_frames - PATCH_FRAMES, 0)
     if not training:
         return span // 2
+    if window is not None:
+        span = tf.maximum(span - 1, 0)
     return tf.minimum(tf.cast(tf.floor(u * tf.cast(span + 1, tf.float64)), tf.int64), span)
 
 
@@ -140,11 +146,11 @@ def _check_frames(parsed):
                                     parsed["song_id"], "n_frames:", n])
 
 
-def _parse_and_crop(serialized, u, *, training: bool, cf_dim: int):
+def _parse_and_crop(serialized, u, *, training: bool, cf_dim: int, window: int | None = None):
     """Vectorised parse of a batch of records; the crop stays float16 bytes (decoded after batching)."""
     parsed = tf.io.parse_example(serialized, feature_spec())
     with tf.control_dependencies([_check_frames(parsed)]):
-        start = _crop_starts(parsed["n_frames"], u, training)
+        start = _crop_starts(parsed["n_frames"], u, training, window)
     crop = tf.strings.substr(parsed["mel"], tf.cast(start * BYTES_PER_FRAME, tf.int32),
                              tf.fill(tf.shape(start), PATCH_FRAMES * BYTES_PER_FRAME), unit="BYTE")
     genres, mask, cf = _genres_and_cf(parsed, cf_dim)
@@ -262,7 +268,8 @@ def make_dataset(data_dir, split: str, batch_size: int, *, training: bool = True
                  input_context: "tf.distribute.InputContext | None" = None, drop_remainder: bool | None = None,
                  shuffle_buffer: int = SHUFFLE_BUFFER, cycle_length: int = CYCLE_LENGTH,
                  parse_parallelism: int | None = None, threadpool_size: int | None = None,
-                 with_crop_start: bool = False) -> tf.data.Dataset:
+                 with_crop_start: bool = False, crop_window: int | None = None,
+                 random_crops: bool = False) -> tf.data.Dataset:
     """Batches ``{"mel": f32 (B,256,48), "genres": i32 (B,10), "genre_mask": bool (B,10),
     "cf": f32 (B,cf_dim), "song_id": i64 (B,)}`` from ``data_dir/{split}`` shards.
 
@@ -274,6 +281,9 @@ def make_dataset(data_dir, split: str, batch_size: int, *, training: bool = True
     seeds, sets the record order); ``parse_parallelism`` counts the parse / decode calls in flight (None:
     tf.data's autotuning); ``threadpool_size`` gives the pipeline its own threads (None: TensorFlow's
     shared pool). :func:`host_defaults` derives the last three from the host's cores.
+    ``crop_window``: crops only from the first that many frames of each song (``--variant published``:
+    1300). ``random_crops`` with ``training=False``: seeded random crops instead of the centre ones, in
+    an endless stream without shuffling (``--random-val-crops``; each pass draws new crops).
     """
     _check_parallelism(cycle_length, parse_parallelism, threadpool_size)
     parallel = parse_parallelism or tf.data.AUTOTUNE
@@ -289,7 +299,9 @@ def make_dataset(data_dir, split: str, batch_size: int, *, training: bool = True
     # file order then stays fixed (the crops and the shuffle buffer still randomise).
     ds = _records(files, shuffle_files=training and n_rec_shards == 1, seed=seed, cycle_length=cycle_length,
                   num_shards=n_rec_shards, shard_index=rec_index)
-    if training:
+    if crop_window is not None and crop_window < PATCH_FRAMES:
+        raise ConfigError(f"crop_window must be ≥ {PATCH_FRAMES} frames, got {crop_window}")
+    if training or random_crops:
         ds = ds.repeat()
         # Crop positions: uniform draws from a seeded stateful RNG in a *sequential* map (so the n-th parse
         # batch always gets the n-th draw, in every run), then the parse runs in parallel, in order.
@@ -297,16 +309,16 @@ def make_dataset(data_dir, split: str, batch_size: int, *, training: bool = True
         # auto-sharding fail ("unshardable source dataset"). Each new iterator restarts the RNG.
         ds = ds.batch(PARSE_BATCH, drop_remainder=True)
         ds = ds.map(lambda s: (s, tf.random.uniform([PARSE_BATCH], seed=seed, dtype=tf.float64)))
-        ds = ds.map(lambda s, u: _parse_and_crop(s, u, training=True, cf_dim=cf_dim),
+        ds = ds.map(lambda s, u: _parse_and_crop(s, u, training=True, cf_dim=cf_dim, window=crop_window),
                     num_parallel_calls=parallel, deterministic=True)
         ds = ds.unbatch()
-        if shuffle_buffer > 1:
+        if training and shuffle_buffer > 1:
             ds = ds.shuffle(shuffle_buffer, seed=seed + 1, reshuffle_each_iteration=True)
         ds = ds.batch(batch_size, drop_remainder=drop_remainder)
         ds = ds.map(_decode_mel, num_parallel_calls=parallel, deterministic=True)
     else:
         ds = ds.batch(batch_size, drop_remainder=drop_remainder)
-        ds = ds.map(lambda s: _decode_mel(_parse_and_crop(s, None, training=False, cf_dim=cf_dim)),
+        ds = ds.map(lambda s: _decode_mel(_parse_and_crop(s, None, training=False, cf_dim=cf_dim, window=crop_window)),
                     num_parallel_calls=parallel, deterministic=True)
     if not with_crop_start:
         ds = ds.map(lambda b: {k: v for k, v in b.items() if k != "crop_start"})

@@ -50,7 +50,7 @@ from . import cli
 from .cf import BPR_LEARNING_RATE, CF_MODELS, check_cf_params, train_cf
 from .constants import CF_DIM, MAX_GENRES, SPLITS, W2V_DIM
 from .errors import ConfigError, DataError
-from .genre_vectors import build_vocab, train_word2vec
+from .genre_vectors import W2V_MODELS, build_vocab, train_word2vec
 from .lock import folder_lock
 from .melon import PLAYLIST_FILES, MelonLayout
 from .pairs import write_pair_data
@@ -76,6 +76,7 @@ class PrepareParams:
     compress: bool = False
     ratios: tuple = RATIOS
     metadata_only: bool = False
+    w2v_model: str = "skipgram"  # or "cbow" (the published code's); recorded only when not the default
 
     def check(self) -> None:
         """Raise :class:`ConfigError` naming the first invalid parameter."""
@@ -84,10 +85,15 @@ class PrepareParams:
         check_cf_params(self.cf_model, self.cf_dim)
         if self.w2v_dim < 1:
             raise ConfigError(f"w2v_dim must be ≥ 1, got {self.w2v_dim}")
+        if self.w2v_model not in W2V_MODELS:
+            raise ConfigError(f"--w2v-model: unknown model {self.w2v_model!r}; choose one of {', '.join(W2V_MODELS)}")
 
     def as_dict(self) -> dict:
         """The manifest's ``params`` (key order as in every manifest so far)."""
-        return {**dataclasses.asdict(self), "ratios": list(self.ratios)}
+        out = {**dataclasses.asdict(self), "ratios": list(self.ratios)}
+        if self.w2v_model == "skipgram":  # manifests and fingerprints of default preparations stay as they were
+            del out["w2v_model"]
+        return out
 
 
 @dataclass
@@ -202,7 +208,7 @@ def _fit_word2vec(p: Preparation) -> None:
     """Step 5: the genre word2vec matrix."""
     q, t = p.params, time.time()
     p.word2vec = train_word2vec([p.meta["songs"][s].genres for s in p.ids], p.vocab, q.w2v_dim, q.seed,
-                                q.w2v_epochs)
+                                q.w2v_epochs, q.w2v_model)
     p.seconds["word2vec"] = round(time.time() - t, 1)
     p.log(f"word2vec ({len(p.vocab)} genres × {q.w2v_dim}) in {p.seconds['word2vec']} s")
 
@@ -319,7 +325,7 @@ def prepare(melon_dir, out_dir, *, workers: int = 1, seed: int = 0, cf_dim: int 
             cf_threads: int = 1, cf_learning_rate: float = BPR_LEARNING_RATE, w2v_epochs: int = 5,
             shard_size: int = 256, compress: bool = False,
             metadata_only: bool = False, overwrite: bool = False, progress: bool = True,
-            verbose: bool = True) -> dict:
+            verbose: bool = True, w2v_model: str = "skipgram") -> dict:
     """Prepare ``melon_dir`` into ``out_dir`` (see the module docstring); returns the manifest dict.
 
     ``metadata_only=True`` runs steps 1–6 without opening a mel (every song with genres counts as
@@ -332,7 +338,8 @@ def prepare(melon_dir, out_dir, *, workers: int = 1, seed: int = 0, cf_dim: int 
         raise ConfigError(f"workers must be ≥ 1, got {workers}")
     params = PrepareParams(seed=seed, cf_dim=cf_dim, w2v_dim=w2v_dim, cf_model=cf_model, cf_iterations=cf_iterations,
                            cf_threads=cf_threads, cf_learning_rate=cf_learning_rate, w2v_epochs=w2v_epochs,
-                           shard_size=shard_size, compress=bool(compress), metadata_only=bool(metadata_only))
+                           shard_size=shard_size, compress=bool(compress), metadata_only=bool(metadata_only),
+                           w2v_model=w2v_model)
     params.check()
     out = PreparedData(out_dir)
     out.create()
@@ -390,6 +397,13 @@ def parser() -> argparse.ArgumentParser:
                          "too slowly at Melon scale)")
     ap.add_argument("--w2v-epochs", type=int, default=5,
                     help="word2vec epochs (default 5; small corpora get more, up to 200k tokens seen)")
+    ap.add_argument("--w2v-model", choices=W2V_MODELS, default=None,
+                    help="genre word2vec: skipgram (default) or cbow, the published code's gensim defaults")
+    ap.add_argument("--variant", choices=("paper", "published"), default="paper",
+                    help="published: the data `train --variant published` needs, i.e. --w2v-model cbow "
+                         "--w2v-dim 128 --cf-dim 301 (128-d CBOW genre vectors as the published "
+                         "embedding_matrix_128.npy; 300 factors + the item bias as its CF vectors) and "
+                         "--cf-iterations 50 unless given; those flags cannot be set otherwise with it")
     ap.add_argument("--shard-size", type=int, default=256, help="songs per TFRecord shard (default 256)")
     ap.add_argument("--gzip", action="store_true", help=f"GZIP the shards (*{SHARD_SUFFIX}{GZIP_SUFFIX})")
     ap.add_argument("--metadata-only", action="store_true",
@@ -400,9 +414,28 @@ def parser() -> argparse.ArgumentParser:
     return ap
 
 
+def _apply_variant(a) -> None:
+    """``--variant published`` sets the published data flags (a contradicting flag is a ConfigError)."""
+    published = {"w2v_model": "cbow", "w2v_dim": 128, "cf_dim": 301}
+    if a.variant == "published":
+        for key, value in published.items():
+            given = getattr(a, key)
+            if given is not None and given != value and not (key != "w2v_model" and given == _DEFAULTS[key]):
+                raise ConfigError(f"--{key.replace('_', '-')} {given}: --variant published needs {value}")
+            setattr(a, key, value)
+        if a.cf_iterations is None:
+            a.cf_iterations = 50  # the published LightFM epochs (BPR iterations here)
+    elif a.w2v_model is None:
+        a.w2v_model = "skipgram"
+
+
+_DEFAULTS = {"w2v_dim": W2V_DIM, "cf_dim": CF_DIM}
+
+
 @cli.command
 def main(argv=None) -> int:
     a = parser().parse_args(argv)
+    _apply_variant(a)
     for flag, value, minimum in (("--workers", a.workers, 1), ("--shard-size", a.shard_size, 1),
                                  ("--cf-dim", a.cf_dim, 2), ("--w2v-dim", a.w2v_dim, 1)):
         if value < minimum:
@@ -410,7 +443,8 @@ def main(argv=None) -> int:
     prepare(a.melon, a.out, workers=a.workers, seed=a.seed, cf_dim=a.cf_dim, w2v_dim=a.w2v_dim,
             cf_model=a.cf_model, cf_iterations=a.cf_iterations, cf_threads=a.cf_threads,
             cf_learning_rate=a.cf_learning_rate, w2v_epochs=a.w2v_epochs, shard_size=a.shard_size,
-            compress=a.gzip, metadata_only=a.metadata_only, overwrite=a.overwrite, progress=not a.no_progress)
+            compress=a.gzip, metadata_only=a.metadata_only, overwrite=a.overwrite, progress=not a.no_progress,
+            w2v_model=a.w2v_model)
     return 0
 
 

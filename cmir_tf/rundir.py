@@ -49,7 +49,8 @@ from .lock import LOCK_NAME
 
 # config.json keys that must not change when a run is continued from its backup (the model's variables
 # and the meaning of a step depend on them; a run saved before a key existed has it at its default, None)
-RESUME_KEYS = ("mode", "batch_size", "embed_dim", "num_heads", "data", "audio_pairs", "align")
+RESUME_KEYS = ("mode", "batch_size", "embed_dim", "num_heads", "data", "audio_pairs", "align", "variant")
+_RESUME_DEFAULTS = {"variant": "paper"}  # keys added later: what a config.json without them ran
 
 
 @contextlib.contextmanager
@@ -167,7 +168,8 @@ class RunDir:
             remove_stale_temps(folder)
         if self.config_path.exists() and self.has_backup():
             previous = read_json(self.config_path, "run configuration")
-            changed = {k for k in RESUME_KEYS if previous.get(k) != effective.get(k)}
+            changed = {k for k in RESUME_KEYS
+                       if previous.get(k, _RESUME_DEFAULTS.get(k)) != effective.get(k, _RESUME_DEFAULTS.get(k))}
             if changed:
                 raise ConfigError(
                     f"{self.path}: holds a run with different {', '.join(sorted(changed))}; "

@@ -28,6 +28,7 @@ from . import cli
 from .config import TrainConfig, config_from_args, model_config
 from .embedded import default_export_dir, default_run_dir, ensure_embedded_data
 from .errors import ConfigError, DataError, NonFiniteLossError
+from .constants import CROP_WINDOW
 from .lock import folder_lock
 from .prepared import PreparedFacts
 from .rundir import RunDir
@@ -137,11 +138,16 @@ def _datasets(cfg: TrainConfig, facts: PreparedFacts, strategy, schedule: Schedu
     host = dict(parse_parallelism=cfg.parse_parallelism, threadpool_size=cfg.input_threads)
     if pairs is None:  # the pair pipeline reads records by offset: no shard interleave to size
         host["cycle_length"] = cfg.read_parallelism
+        if cfg.variant == "published":
+            host["crop_window"] = CROP_WINDOW
 
     def train_fn(ctx):
         return make(facts.path, "train", schedule.batch, training=True, seed=seed, input_context=ctx, **host)
 
     def val_fn(ctx):
+        if cfg.random_val_crops:  # an endless stream of new random crops (the seed apart from training's)
+            return make(facts.path, "val", schedule.val_batch, training=False, input_context=ctx,
+                        drop_remainder=True, random_crops=True, seed=seed + 7, **host)
         return make(facts.path, "val", schedule.val_batch, training=False, input_context=ctx,
                     drop_remainder=True, **host).repeat()
 
@@ -212,6 +218,10 @@ def train(cfg: TrainConfig, *, restart: bool = False) -> Path:
     configure_devices(cfg.devices)
     data = Path(cfg.data) if cfg.data else ensure_embedded_data(cfg.seed, cfg.synth_songs, cfg.synth_playlists)
     facts = PreparedFacts.for_training(data)
+    if cfg.variant == "published":
+        from .published import check_prepared
+
+        check_prepared(facts.path, facts.manifest)
     strategy = make_strategy(cfg.strategy)
     jit = resolve_jit_compile(cfg.jit_compile, strategy, cnn_dtype=cnn_dtype(cfg.precision))
     cfg = _with_host_defaults(cfg)
