@@ -62,6 +62,13 @@ def _fc1_permutation(channels=512, frames=2):
     return (r % channels) * frames + r // channels
 
 
+def torch_feature_order(features):
+    """cmir_tf's 1024-d ``features`` (frame-major: index t·512 + c) → the published model's order
+    (PyTorch's channel-major flatten: index c·2 + t), the vectors encode.py saves."""
+    features = np.asarray(features)
+    return features[..., np.argsort(_fc1_permutation(features.shape[-1] // 2))]
+
+
 def keras_weights(sd) -> dict:
     """A published AudioEncoder state_dict {name: array} → {cmir_tf sublayer name: [its weights]}."""
     out = {"input_bn": _bn(sd, "audio_encoder.0")}
@@ -213,8 +220,8 @@ class PublishedEmbedder(Embedder):
     """An :class:`cmir_tf.embed.Embedder` with the published front end (``embed --published-frontend``):
     audio files are cut to their centre 29.1 s (:func:`centre_segment`) before Melon's mel, and each
     256-frame patch gives the 1024-d ``features`` output (what encode.py saves) instead of the 128-d
-    embedding. Melon mel ``.npy`` inputs are refused: encode.py cuts the waveform, which a stored mel
-    no longer has."""
+    embedding, in the published model's order (:func:`torch_feature_order`). Melon mel ``.npy`` inputs
+    are refused: encode.py cuts the waveform, which a stored mel no longer has."""
 
     output = "features"
 
@@ -223,10 +230,10 @@ class PublishedEmbedder(Embedder):
         self.dim = int(self._serve.structured_outputs[self.output].shape[-1])
 
     def embed_patches(self, patches):
-        """(P, 256, 48) float32 → (P, 1024) features, ``batch_size`` patches per model call."""
+        """(P, 256, 48) float32 → (P, 1024) features in PyTorch's order, ``batch_size`` patches per call."""
         patches = np.asarray(patches, np.float32)
-        out = [self._serve(melspectrogram=tf.constant(patches[i:i + self.batch_size]))[self.output].numpy()
-               for i in range(0, len(patches), self.batch_size)]
+        out = [torch_feature_order(self._serve(melspectrogram=tf.constant(patches[i:i + self.batch_size]))
+                                   [self.output].numpy()) for i in range(0, len(patches), self.batch_size)]
         return np.concatenate(out, axis=0) if out else np.zeros((0, self.dim), np.float32)
 
     def load_mel(self, path):
