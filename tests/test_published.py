@@ -264,3 +264,91 @@ def test_experiment_must_be_named_or_come_from_the_folder(tmp_path, capsys):
     assert "contrastive_MF_gnr" in capsys.readouterr().err
     assert export_main(["--out", str(tmp_path / "o")]) == 2
     assert "exactly one of --run" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------- published front end
+AUTHORS_CHAIN = PUBLISHED_MODEL + """
+model = PublishedAudioEncoder()
+model.load_state_dict(torch.load(str(WORKDIR / "audio_encoder.pt"), weights_only=True))
+model.eval()
+with torch.no_grad():
+    for name in ("centre", "shifted"):
+        chunks = torch.from_numpy(load(name))          # (n, 48 bands, 256 frames), as encode.py frames them
+        save(name, model(torch.unsqueeze(chunks, 1))[0].numpy())   # encode.py saves the first output
+"""
+
+
+def _write_wav16(path, x):
+    import wave
+
+    ints = np.clip(np.round(x * 32768), -32768, 32767).astype("<i2")
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(C.SAMPLE_RATE)
+        w.writeframes(ints.tobytes())
+    return ints.astype(np.float32) / 32768  # what a decoder reads back
+
+
+def _encode_py_chunks(mel_time_major):
+    """librosa.util.frame(mel.T, frame_length=256, hop_length=256, axis=-1).permute(2, 0, 1), in NumPy."""
+    bands_by_frames = mel_time_major.T
+    n = 1 + (bands_by_frames.shape[1] - 256) // 256
+    return np.stack([bands_by_frames[:, 256 * j:256 * j + 256] for j in range(n)]).astype(np.float32)
+
+
+@pytest.mark.slow
+def test_published_frontend_gives_what_encode_py_computes(exports, checkpoints, tmp_path, capsys):
+    import essentia_ref
+
+    if not essentia_ref.essentia_available():
+        pytest.skip("essentia-tensorflow is not installed (pip install -e .[test])")
+    paths, _, _ = checkpoints
+    rng = np.random.default_rng(4)
+    n = 465_600 + 12_345  # 29.87 s; the centre 29.1 s start at (n - 465,600) // 2 = 6,172
+    block = np.arange(n) // 4000  # a new random tone and loudness every 0.25 s
+    freq, amp = rng.uniform(100, 6000, block[-1] + 1)[block], rng.uniform(0.01, 0.5, block[-1] + 1)[block]
+    x = amp * np.sin(2 * np.pi * freq * np.arange(n) / C.SAMPLE_RATE) + 0.01 * rng.normal(size=n)
+    x = _write_wav16(tmp_path / "song.wav", x)
+    start = (n - round(29.1 * 16000)) // 2
+    assert start == 6172
+    mels = essentia_ref.essentia_mel({"centre": x[start:start + 465_600],
+                                      "shifted": x[start + 1280:start + 1280 + 465_600]}, tmp_path / "ess")
+    chunks = {k: _encode_py_chunks(m) for k, m in mels.items()}
+    assert chunks["centre"].shape == (7, 48, 256)  # 1820 frames → 7 patches, the tail of 28 dropped
+    (tmp_path / "torch").mkdir()
+    os.link(paths["zip"], tmp_path / "torch" / "audio_encoder.pt")
+    want = run_torch(AUTHORS_CHAIN, tmp_path / "torch", chunks, ["centre", "shifted"])
+
+    assert embed_main(["--model", str(exports["zip"]), str(tmp_path / "song.wav"), "--out", str(tmp_path / "o"),
+                       "--published-frontend", "--no-progress"]) == 0
+    got = np.load(tmp_path / "o" / "song.npy", allow_pickle=False)
+    assert got.shape == (7, 1024)
+    np.testing.assert_allclose(got, want["centre"], atol=1e-4, rtol=0)
+    np.testing.assert_allclose(np.load(tmp_path / "o" / "song.mean.npy"), want["centre"].mean(0), atol=1e-4, rtol=0)
+    # control: a cut 5 frames off moves the features 20× beyond the tolerance
+    assert np.abs(want["shifted"] - want["centre"]).max() > 2e-3
+
+
+def test_published_frontend_refuses_short_files_and_stored_mels(exports, tmp_path, capsys):
+    x = 0.1 * np.random.default_rng(5).normal(size=465_599)  # one sample short of 29.1 s
+    _write_wav16(tmp_path / "short.wav", x)
+    _write_wav16(tmp_path / "long.wav", np.concatenate([x, x[:1]]))  # exactly 29.1 s
+    np.save(tmp_path / "mel.npy", np.zeros((48, 2000), np.float32))
+    code = embed_main(["--model", str(exports["zip"]), str(tmp_path / "short.wav"), str(tmp_path / "mel.npy"),
+                       str(tmp_path / "long.wav"), "--out", str(tmp_path / "o"), "--published-frontend",
+                       "--no-progress"])
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert code == 1
+    assert len(err) == 2 and "short.wav" in err[0] and "shorter than the 29.1 s" in err[0]
+    assert "mel.npy" in err[1] and "needs an audio file" in err[1]
+    assert sorted(os.listdir(tmp_path / "o")) == ["long.mean.npy", "long.npy"]
+    assert np.load(tmp_path / "o" / "long.npy").shape == (7, 1024)
+
+
+@pytest.mark.parametrize("n", [465_600, 465_601, 465_602, 1_000_003])
+def test_centre_segment_is_encode_pys_cut(n):
+    x = np.arange(n, dtype=np.float32)
+    seg = published.centre_segment(x)
+    assert seg.shape == (465_600,)
+    assert seg[0] == (n - 465_600) // 2 and seg[-1] == seg[0] + 465_599
