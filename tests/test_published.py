@@ -352,3 +352,78 @@ def test_centre_segment_is_encode_pys_cut(n):
     seg = published.centre_segment(x)
     assert seg.shape == (465_600,)
     assert seg[0] == (n - 465_600) // 2 and seg[-1] == seg[0] + 465_599
+
+
+# ------------------------------------------------------------------- the reader without PyTorch
+def _fake_checkpoint(path, tensors, storages):
+    """A zip-format torch.save file written without torch: TENSORS {name: (storage key, offset, size,
+    stride)}, STORAGES {key: float32 array}. Stand-in modules named `torch` / `torch._utils` give the
+    pickle the same globals torch writes."""
+    import collections
+    import io
+    import types
+
+    fake_torch, fake_utils = types.ModuleType("torch"), types.ModuleType("torch._utils")
+
+    class FloatStorage:
+        pass
+
+    def _rebuild_tensor_v2(*args):
+        raise AssertionError("never called while pickling")
+
+    FloatStorage.__module__, FloatStorage.__qualname__ = "torch", "FloatStorage"
+    _rebuild_tensor_v2.__module__, _rebuild_tensor_v2.__qualname__ = "torch._utils", "_rebuild_tensor_v2"
+    fake_torch.FloatStorage, fake_utils._rebuild_tensor_v2 = FloatStorage, _rebuild_tensor_v2
+
+    class Tensor:
+        def __init__(self, key, offset, size, stride):
+            self.args = (("storage", key), offset, size, stride, False, collections.OrderedDict())
+
+        def __reduce__(self):
+            return (_rebuild_tensor_v2, self.args)
+
+    class Pickler(pickle.Pickler):
+        def persistent_id(self, obj):
+            if isinstance(obj, tuple) and obj[:1] == ("storage",) and len(obj) == 2:
+                return ("storage", FloatStorage, obj[1], "cpu", storages[obj[1]].size)
+            return None
+
+    saved = {k: sys.modules.get(k) for k in ("torch", "torch._utils")}
+    sys.modules.update({"torch": fake_torch, "torch._utils": fake_utils})
+    try:
+        buf = io.BytesIO()
+        Pickler(buf, protocol=2).dump(collections.OrderedDict((k, Tensor(*v)) for k, v in tensors.items()))
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                sys.modules.pop(k, None)
+            else:
+                sys.modules[k] = v
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("ckpt/data.pkl", buf.getvalue())
+        for key, arr in storages.items():
+            z.writestr(f"ckpt/data/{key}", np.asarray(arr, "<f4").tobytes())
+
+
+def test_reader_follows_offsets_and_strides_without_torch(tmp_path):
+    base = np.arange(12, dtype=np.float32)
+    _fake_checkpoint(tmp_path / "a.pt", {"t": ("0", 0, (3, 4), (4, 1)), "col": ("0", 1, (3,), (4,)),
+                                         "tt": ("0", 0, (4, 3), (1, 4)), "empty": ("0", 0, (0, 5), (5, 1))},
+                     {"0": base})
+    sd = torch_pickle.read_state_dict(tmp_path / "a.pt")
+    np.testing.assert_array_equal(sd["t"], base.reshape(3, 4))
+    np.testing.assert_array_equal(sd["col"], base.reshape(3, 4)[:, 1])
+    np.testing.assert_array_equal(sd["tt"], base.reshape(3, 4).T)
+    assert sd["empty"].shape == (0, 5)
+
+
+@pytest.mark.parametrize("tensor, reason", [
+    (("0", 0, (13,), (1,)), "exceeds its storage"),       # would read past the storage's memory
+    (("0", 10, (2, 2), (2, 1)), "exceeds its storage"),
+    (("0", 0, (3,), (-1,)), "malformed shape"),
+    (("0", -1, (3,), (1,)), "malformed shape"),
+])
+def test_reader_refuses_views_outside_their_storage(tmp_path, tensor, reason):
+    _fake_checkpoint(tmp_path / "b.pt", {"x": tensor}, {"0": np.zeros(12, np.float32)})
+    with pytest.raises(DataError, match=reason):
+        torch_pickle.read_state_dict(tmp_path / "b.pt")
