@@ -157,6 +157,8 @@ def _materialise(ref: _TensorRef, where: str, name: str) -> np.ndarray:
         raise DataError(f"{where}: {name}: its storage {st.key!r} is missing from the file")
     if len(size) != len(stride) or min(size + stride + (offset,), default=0) < 0:
         raise DataError(f"{where}: {name}: malformed shape {size} / strides {stride}")
+    if int(np.prod(size, dtype=object)) > len(data):  # e.g. stride 0 over 10¹² elements: a memory bomb
+        raise DataError(f"{where}: {name}: shape {size} holds more elements than its storage ({len(data)})")
     extent = 0 if 0 in size else 1 + sum((n - 1) * s for n, s in zip(size, stride))
     if extent and offset + extent > len(data):
         raise DataError(f"{where}: {name}: shape {size} at offset {offset} exceeds its storage "
@@ -181,7 +183,7 @@ def _tensors(obj, where):
 
 
 # ------------------------------------------------------------------------------------------ formats
-def _read_zip(f, where):
+def _read_zip(f, where, file_size):
     try:
         zf = zipfile.ZipFile(f)
         names = zf.namelist()
@@ -192,7 +194,7 @@ def _read_zip(f, where):
         raise DataError(f"{where}: a zip archive without exactly one <name>/data.pkl; not a torch.save file")
     prefix = pkls[0][: -len("data.pkl")]
     info = zf.getinfo(pkls[0])
-    if info.file_size > MAX_PICKLE_BYTES:
+    if info.file_size > min(MAX_PICKLE_BYTES, file_size):  # torch stores records uncompressed
         raise DataError(f"{where}: data.pkl is {info.file_size} bytes; too large for a state_dict")
     order = prefix + "byteorder"
     if order in names and zf.read(order).strip() not in (b"little", b""):
@@ -205,7 +207,7 @@ def _read_zip(f, where):
             size = zf.getinfo(record).file_size
         except KeyError:
             raise DataError(f"{where}: storage record {record} is missing") from None
-        if size != st.numel * st.kind.itemsize():
+        if size != st.numel * st.kind.itemsize() or size > file_size:
             raise DataError(f"{where}: storage record {record} holds {size} bytes, expected "
                             f"{st.numel} × {st.kind.itemsize()}")
         st.data = _array(zf.read(record), st.kind)
@@ -257,7 +259,7 @@ def read_state_dict(path) -> "collections.OrderedDict[str, np.ndarray]":
             f.seek(0)
             if zipfile.is_zipfile(f):
                 f.seek(0)
-                return _tensors(_read_zip(f, where), where)
+                return _tensors(_read_zip(f, where, size), where)
             f.seek(0)
             return _tensors(_read_legacy(f, where, size), where)
     except OSError as e:

@@ -418,8 +418,9 @@ def test_reader_follows_offsets_and_strides_without_torch(tmp_path):
 
 
 @pytest.mark.parametrize("tensor, reason", [
-    (("0", 0, (13,), (1,)), "exceeds its storage"),       # would read past the storage's memory
+    (("0", 2, (6,), (2,)), "exceeds its storage"),       # would read past the storage's memory
     (("0", 10, (2, 2), (2, 1)), "exceeds its storage"),
+    (("0", 0, (10**12,), (0,)), "more elements than its storage"),  # 4 TB from 48 bytes
     (("0", 0, (3,), (-1,)), "malformed shape"),
     (("0", -1, (3,), (1,)), "malformed shape"),
 ])
