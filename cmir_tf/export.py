@@ -315,6 +315,8 @@ def main(argv=None):
     args = build_arg_parser().parse_args(argv)
     if (args.run is None) == (args.published_checkpoint is None):
         raise ConfigError("give exactly one of --run RUN_DIR and --published-checkpoint FILE.pt")
+    if args.experiment is not None and args.published_checkpoint is None:
+        raise ConfigError("--experiment: only with --published-checkpoint")
     if args.published_checkpoint is not None:
         from cmir_tf.published import export_published
 

@@ -264,6 +264,9 @@ def test_experiment_must_be_named_or_come_from_the_folder(tmp_path, capsys):
     assert "contrastive_MF_gnr" in capsys.readouterr().err
     assert export_main(["--out", str(tmp_path / "o")]) == 2
     assert "exactly one of --run" in capsys.readouterr().err
+    assert export_main(["--run", str(tmp_path), "--experiment", "baseline_MF", "--out", str(tmp_path / "o")]) == 2
+    assert "--experiment: only with --published-checkpoint" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
 
 
 # ------------------------------------------------------------------------- published front end
