@@ -231,7 +231,7 @@ def test_malicious_checkpoint_is_refused_without_running_it(tmp_path, capsys):
     (b"not a checkpoint at all", "neither a zip archive nor a legacy torch.save file"),
     (pickle.dumps([1, 2, 3], protocol=2), "neither a zip archive nor a legacy torch.save file"),
 ])
-def test_unreadable_checkpoint_is_one_error_line(tmp_path, content, reason):
+def test_unreadable_checkpoint_is_a_data_error(tmp_path, content, reason):
     path = tmp_path / "x.pt"
     path.write_bytes(content)
     with pytest.raises(DataError, match=reason):
