@@ -358,10 +358,10 @@ def test_centre_segment_is_encode_pys_cut(n):
 
 
 # ------------------------------------------------------------------- the reader without PyTorch
-def _fake_checkpoint(path, tensors, storages):
-    """A zip-format torch.save file written without torch: TENSORS {name: (storage key, offset, size,
-    stride)}, STORAGES {key: float32 array}. Stand-in modules named `torch` / `torch._utils` give the
-    pickle the same globals torch writes."""
+def _fake_checkpoint(path, tensors, storages, legacy=False):
+    """A torch.save file written without torch (zip format, or LEGACY): TENSORS {name: (storage key,
+    offset, size, stride)}, STORAGES {key: float32 array}. Stand-in modules named `torch` /
+    `torch._utils` give the pickle the same globals torch writes."""
     import collections
     import io
     import types
@@ -388,7 +388,8 @@ def _fake_checkpoint(path, tensors, storages):
     class Pickler(pickle.Pickler):
         def persistent_id(self, obj):
             if isinstance(obj, tuple) and obj[:1] == ("storage",) and len(obj) == 2:
-                return ("storage", FloatStorage, obj[1], "cpu", storages[obj[1]].size)
+                pid = ("storage", FloatStorage, obj[1], "cuda:0", storages[obj[1]].size)
+                return pid + (None,) if legacy else pid  # legacy ids end with view_metadata
             return None
 
     saved = {k: sys.modules.get(k) for k in ("torch", "torch._utils")}
@@ -402,18 +403,30 @@ def _fake_checkpoint(path, tensors, storages):
                 sys.modules.pop(k, None)
             else:
                 sys.modules[k] = v
+    if legacy:  # magic number, protocol, sys info, the object, the storage keys; then each storage
+        head = b"".join(pickle.dumps(o, protocol=2) for o in (torch_pickle.LEGACY_MAGIC, 1001, {"little_endian": True}))
+        tail = pickle.dumps(sorted(storages), protocol=2)
+        for key in sorted(storages):
+            tail += np.int64(storages[key].size).tobytes() + np.asarray(storages[key], "<f4").tobytes()
+        path.write_bytes(head + buf.getvalue() + tail)
+        return
     with zipfile.ZipFile(path, "w") as z:
         z.writestr("ckpt/data.pkl", buf.getvalue())
         for key, arr in storages.items():
             z.writestr(f"ckpt/data/{key}", np.asarray(arr, "<f4").tobytes())
 
 
-def test_reader_follows_offsets_and_strides_without_torch(tmp_path):
+@pytest.mark.parametrize("legacy", [False, True])
+def test_reader_follows_offsets_and_strides_without_torch(tmp_path, legacy):
     base = np.arange(12, dtype=np.float32)
     _fake_checkpoint(tmp_path / "a.pt", {"t": ("0", 0, (3, 4), (4, 1)), "col": ("0", 1, (3,), (4,)),
-                                         "tt": ("0", 0, (4, 3), (1, 4)), "empty": ("0", 0, (0, 5), (5, 1))},
-                     {"0": base})
+                                         "tt": ("0", 0, (4, 3), (1, 4)), "empty": ("0", 0, (0, 5), (5, 1)),
+                                         "other": ("1", 0, (2,), (1,))},
+                     {"0": base, "1": np.array([7, 8], np.float32)}, legacy=legacy)
+    assert zipfile.is_zipfile(tmp_path / "a.pt") != legacy
     sd = torch_pickle.read_state_dict(tmp_path / "a.pt")
+    assert list(sd) == ["t", "col", "tt", "empty", "other"]
+    np.testing.assert_array_equal(sd["other"], [7, 8])
     np.testing.assert_array_equal(sd["t"], base.reshape(3, 4))
     np.testing.assert_array_equal(sd["col"], base.reshape(3, 4)[:, 1])
     np.testing.assert_array_equal(sd["tt"], base.reshape(3, 4).T)
@@ -431,3 +444,11 @@ def test_reader_refuses_views_outside_their_storage(tmp_path, tensor, reason):
     _fake_checkpoint(tmp_path / "b.pt", {"x": tensor}, {"0": np.zeros(12, np.float32)})
     with pytest.raises(DataError, match=reason):
         torch_pickle.read_state_dict(tmp_path / "b.pt")
+
+
+def test_reader_refuses_a_truncated_legacy_file(tmp_path):
+    _fake_checkpoint(tmp_path / "c.pt", {"x": ("0", 0, (12,), (1,))}, {"0": np.ones(12, np.float32)}, legacy=True)
+    whole = (tmp_path / "c.pt").read_bytes()
+    (tmp_path / "c.pt").write_bytes(whole[:-4])  # the last float is missing
+    with pytest.raises(DataError, match="storage 0 announces 12 elements"):
+        torch_pickle.read_state_dict(tmp_path / "c.pt")
