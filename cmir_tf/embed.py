@@ -206,7 +206,7 @@ def collect_inputs(inputs):
 def embed_to_folder(model_dir, inputs, out_dir, batch_size=DEFAULT_BATCH_SIZE, progress=True, log=None,
                     published_frontend=False):
     """Embed INPUTS into OUT_DIR (see the module doc); returns (number written, [(path, error)]).
-    PUBLISHED_FRONTEND: `cmir_tf.published.PublishedEmbedder` (the published encode.py's choices)."""
+    PUBLISHED_FRONTEND: `cmir_tf.released.PublishedEmbedder` (the published encode.py's choices)."""
     from tqdm import tqdm
 
     log = log or sys.stderr
@@ -217,7 +217,7 @@ def embed_to_folder(model_dir, inputs, out_dir, batch_size=DEFAULT_BATCH_SIZE, p
     remove_stale_temps(out_dir)
     make = Embedder
     if published_frontend:
-        from cmir_tf.published import PublishedEmbedder as make
+        from cmir_tf.released import PublishedEmbedder as make
     embedder = make(model_dir, batch_size)
     out_of = dict(items)
     written, failed = 0, []

@@ -3,7 +3,7 @@
     python -m cmir_tf.export --run RUN_DIR --out DIR [--version N] [--name NAME] [--link-base URL]
         [--author NAME] [--email ADDRESS] [--report FILE ...] [--report-model NAME] [--onnx | --no-onnx]
     python -m cmir_tf.export --published-checkpoint FILE.pt [--experiment NAME] --out DIR [...]
-        (the authors' released audio encoders, `cmir_tf.published`)
+        (the authors' released audio encoders, `cmir_tf.released`)
 
 writes, atomically (everything is staged in a temporary folder inside DIR, then renamed into place;
 nothing under DIR changes unless every part was written):
@@ -318,7 +318,7 @@ def main(argv=None):
     if args.experiment is not None and args.published_checkpoint is None:
         raise ConfigError("--experiment: only with --published-checkpoint")
     if args.published_checkpoint is not None:
-        from cmir_tf.published import export_published
+        from cmir_tf.released import export_published
 
         res = export_published(args.published_checkpoint, args.out, args.version, args.name,
                                experiment=args.experiment, **_zoo_options(args))

@@ -24,7 +24,7 @@ sys.path.insert(0, HERE)
 from torch_side import run_torch  # noqa: E402
 
 from cmir_tf import constants as C  # noqa: E402
-from cmir_tf import published, torch_pickle  # noqa: E402
+from cmir_tf import released, torch_pickle  # noqa: E402
 from cmir_tf.embed import main as embed_main  # noqa: E402
 from cmir_tf.errors import DataError  # noqa: E402
 from cmir_tf.export import main as export_main  # noqa: E402
@@ -100,11 +100,12 @@ def _mel(patches, seed=0):
 def checkpoints(tmp_path_factory):
     """Both serialisations of one random published AudioEncoder, and PyTorch's outputs on 3 patches."""
     work = tmp_path_factory.mktemp("torch_ckpt")
+    side = work / "torch_side"  # the snippet's WORKDIR (tests/torch_side.py)
     for fmt, experiment in FORMATS.items():
-        (work / fmt / experiment).mkdir(parents=True)
+        (side / fmt / experiment).mkdir(parents=True)
     mel = _mel(3)
-    out = run_torch(MAKE_CHECKPOINTS, work, {"mel": mel}, ["features", "embeddings", "n_entries"])
-    paths = {fmt: work / fmt / experiment / "audio_encoder.pt" for fmt, experiment in FORMATS.items()}
+    out = run_torch(MAKE_CHECKPOINTS, {"mel": mel}, work)
+    paths = {fmt: side / fmt / experiment / "audio_encoder.pt" for fmt, experiment in FORMATS.items()}
     return paths, mel, out
 
 
@@ -124,9 +125,9 @@ def exports(checkpoints, tmp_path_factory):
 
 def test_reader_gives_pytorchs_state_dict_in_both_serialisations(checkpoints):
     paths, _, out = checkpoints
-    legacy, zipped = (published.read_state_dict(paths[f]) for f in ("legacy", "zip"))
+    legacy, zipped = (released.read_state_dict(paths[f]) for f in ("legacy", "zip"))
     assert zipfile.is_zipfile(paths["zip"]) and not zipfile.is_zipfile(paths["legacy"])
-    assert list(legacy) == list(zipped) == published.expected_keys()
+    assert list(legacy) == list(zipped) == released.expected_keys()
     assert len(legacy) == int(out["n_entries"]) == 65
     for k in legacy:
         np.testing.assert_array_equal(legacy[k], zipped[k])
@@ -144,7 +145,7 @@ def test_serving_signature_equals_pytorch(exports, checkpoints, fmt):
     got = m.signatures["serving_default"](melspectrogram=tf.constant(mel))
     np.testing.assert_allclose(got["embeddings"].numpy(), want["embeddings"], atol=1e-4, rtol=0)
     feats = got["features"].numpy()  # cmir_tf's frame-major flatten; PyTorch's is channel-major
-    np.testing.assert_allclose(published.torch_feature_order(feats), want["features"], atol=1e-4, rtol=0)
+    np.testing.assert_allclose(released.torch_feature_order(feats), want["features"], atol=1e-4, rtol=0)
     np.testing.assert_allclose(feats[:, :512], want["features"][:, 0::2], atol=1e-4, rtol=0)  # frame 0, by hand
     assert np.abs(want["embeddings"]).max() > 0.5  # not a degenerate comparison
 
@@ -159,7 +160,7 @@ def test_metadata_names_the_paper_experiment_and_licence(exports, checkpoints):
         pub = meta["cmir_tf"]["published"]
         assert pub["experiment"] == experiment and pub["licence"] == "MIT"
         assert pub["repository"].endswith("andrebola/contrastive-mir-learning")
-        assert pub["sha256"] == published._sha256(paths[fmt])
+        assert pub["sha256"] == released._sha256(paths[fmt])
         assert meta["cmir_tf"]["mode"] == "published"
         want = {"frozen_model", "SavedModel", "keras"} | ({"onnx"} if fmt == "legacy" else set())
         assert set(meta["model_types"]) == want
@@ -175,7 +176,7 @@ def test_onnx_and_keras_files_equal_pytorch(exports, checkpoints):
     sess = ort.InferenceSession(str(exports["legacy"] / "enc.onnx"), providers=["CPUExecutionProvider"])
     emb, feat = sess.run(["embeddings", "features"], {"melspectrogram": mel})
     np.testing.assert_allclose(emb, want["embeddings"], atol=1e-4, rtol=0)
-    np.testing.assert_allclose(published.torch_feature_order(feat), want["features"], atol=1e-4, rtol=0)
+    np.testing.assert_allclose(released.torch_feature_order(feat), want["features"], atol=1e-4, rtol=0)
     kmodel = keras.saving.load_model(str(exports["zip"] / "enc.keras"))
     np.testing.assert_allclose(np.asarray(kmodel(mel)["embeddings"]), want["embeddings"], atol=1e-4, rtol=0)
 
@@ -192,7 +193,7 @@ def test_essentia_runs_the_imported_graph_like_pytorch(exports, checkpoints, fmt
     got_emb, got_feat = essentia_ref.essentia_predict2d(exports[fmt] / "enc.pb", whole, "melspectrogram",
                                                         ["embeddings", "features"], tmp_path, patch_hop_size=256)
     np.testing.assert_allclose(got_emb, want["embeddings"][:2], atol=1e-4, rtol=0)
-    np.testing.assert_allclose(published.torch_feature_order(got_feat), want["features"][:2], atol=1e-4, rtol=0)
+    np.testing.assert_allclose(released.torch_feature_order(got_feat), want["features"][:2], atol=1e-4, rtol=0)
 
 
 # ------------------------------------------------------------------------------- hostile files
@@ -235,7 +236,7 @@ def test_unreadable_checkpoint_is_a_data_error(tmp_path, content, reason):
     path = tmp_path / "x.pt"
     path.write_bytes(content)
     with pytest.raises(DataError, match=reason):
-        published.read_state_dict(path)
+        released.read_state_dict(path)
 
 
 def test_checkpoint_with_other_weights_is_refused(tmp_path, capsys):
@@ -247,7 +248,7 @@ def test_checkpoint_with_other_weights_is_refused(tmp_path, capsys):
     path.parent.mkdir()
     path.write_bytes(b"".join(pickle.dumps(o, protocol=2) for o in
                               (torch_pickle.LEGACY_MAGIC, 1001, {}, collections.OrderedDict(), [])))
-    assert published.read_state_dict(path) == {}
+    assert released.read_state_dict(path) == {}
     assert export_main(["--published-checkpoint", str(path), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "not a published AudioEncoder state_dict" in err[0]
@@ -319,9 +320,9 @@ def test_published_frontend_gives_what_encode_py_computes(exports, checkpoints, 
                                       "shifted": x[start + 1280:start + 1280 + 465_600]}, tmp_path / "ess")
     chunks = {k: _encode_py_chunks(m) for k, m in mels.items()}
     assert chunks["centre"].shape == (7, 48, 256)  # 1820 frames → 7 patches, the tail of 28 dropped
-    (tmp_path / "torch").mkdir()
-    os.link(paths["zip"], tmp_path / "torch" / "audio_encoder.pt")
-    want = run_torch(AUTHORS_CHAIN, tmp_path / "torch", chunks, ["centre", "shifted"])
+    (tmp_path / "torch" / "torch_side").mkdir(parents=True)
+    os.link(paths["zip"], tmp_path / "torch" / "torch_side" / "audio_encoder.pt")
+    want = run_torch(AUTHORS_CHAIN, chunks, tmp_path / "torch")
 
     assert embed_main(["--model", str(exports["zip"]), str(tmp_path / "song.wav"), "--out", str(tmp_path / "o"),
                        "--published-frontend", "--no-progress"]) == 0
@@ -352,7 +353,7 @@ def test_published_frontend_refuses_short_files_and_stored_mels(exports, tmp_pat
 @pytest.mark.parametrize("n", [465_600, 465_601, 465_602, 1_000_003])
 def test_centre_segment_is_encode_pys_cut(n):
     x = np.arange(n, dtype=np.float32)
-    seg = published.centre_segment(x)
+    seg = released.centre_segment(x)
     assert seg.shape == (465_600,)
     assert seg[0] == (n - 465_600) // 2 and seg[-1] == seg[0] + 465_599
 
