@@ -203,8 +203,10 @@ def collect_inputs(inputs):
     return found
 
 
-def embed_to_folder(model_dir, inputs, out_dir, batch_size=DEFAULT_BATCH_SIZE, progress=True, log=None):
-    """Embed INPUTS into OUT_DIR (see the module doc); returns (number written, [(path, error)])."""
+def embed_to_folder(model_dir, inputs, out_dir, batch_size=DEFAULT_BATCH_SIZE, progress=True, log=None,
+                    published_frontend=False):
+    """Embed INPUTS into OUT_DIR (see the module doc); returns (number written, [(path, error)]).
+    PUBLISHED_FRONTEND: `cmir_tf.released.PublishedEmbedder` (the published encode.py's choices)."""
     from tqdm import tqdm
 
     log = log or sys.stderr
@@ -213,7 +215,10 @@ def embed_to_folder(model_dir, inputs, out_dir, batch_size=DEFAULT_BATCH_SIZE, p
         raise ConfigError("INPUTS: no audio or .npy files given")
     require_output_dir(out_dir, "output folder")
     remove_stale_temps(out_dir)
-    embedder = Embedder(model_dir, batch_size)
+    make = Embedder
+    if published_frontend:
+        from cmir_tf.released import PublishedEmbedder as make
+    embedder = make(model_dir, batch_size)
     out_of = dict(items)
     written, failed = 0, []
     bar = tqdm(total=len(items), unit="file", disable=not progress, file=log)
@@ -249,6 +254,10 @@ def main(argv=None):
     p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, metavar="N",
                    help=f"patches per model call, across files (default {DEFAULT_BATCH_SIZE})")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    p.add_argument("--published-frontend", action="store_true",
+                   help="the published encode.py's choices: the centre 29.1 s of each audio file (shorter files "
+                        "are skipped), and the 1024-d `features` per patch instead of the 128-d embeddings; "
+                        "audio inputs only")
     args = p.parse_args(argv)
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size: must be ≥ 1, got {args.batch_size}")
@@ -257,7 +266,7 @@ def main(argv=None):
     except ExportError as e:
         raise ExportError(f"--model: {e}") from None
     written, failed = embed_to_folder(args.model, args.inputs, args.out, args.batch_size,
-                                      progress=not args.no_progress)
+                                      progress=not args.no_progress, published_frontend=args.published_frontend)
     print(f"{written} embedded into {args.out}" + (f", {len(failed)} failed" if failed else ""), file=sys.stderr)
     return EXIT_PARTIAL if failed else 0
 

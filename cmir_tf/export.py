@@ -2,6 +2,8 @@
 
     python -m cmir_tf.export --run RUN_DIR --out DIR [--version N] [--name NAME] [--link-base URL]
         [--author NAME] [--email ADDRESS] [--report FILE ...] [--report-model NAME] [--onnx | --no-onnx]
+    python -m cmir_tf.export --published-checkpoint FILE.pt [--experiment NAME] --out DIR [...]
+        (the authors' released audio encoders, `cmir_tf.released`)
 
 writes, atomically (everything is staged in a temporary folder inside DIR, then renamed into place;
 nothing under DIR changes unless every part was written):
@@ -291,8 +293,14 @@ def build_arg_parser():
                     "tagger as a zoo classification head DIR/<NAME>-genres.pb/.json. Written atomically; "
                     "an existing version is never overwritten.")
     options = (
-        ("--run", dict(required=True, metavar="RUN_DIR",
+        ("--run", dict(metavar="RUN_DIR",
                        help="training run folder (config.json, model.json, checkpoints/best.weights.h5 or last.weights.h5)")),
+        ("--published-checkpoint", dict(metavar="FILE.pt",
+                                        help="instead of --run: an audio_encoder.pt released with the paper "
+                                             "(andrebola/contrastive-mir-learning, models/<experiment>/), read "
+                                             "without PyTorch and without running pickled code")),
+        ("--experiment", dict(help="with --published-checkpoint: the published experiment it belongs to "
+                                   "(default: the checkpoint's folder name)")),
         ("--out", dict(required=True, metavar="DIR", help="export folder (created if missing)")),
         ("--version", dict(type=int, default=None, metavar="N",
                            help="SavedModel version folder (positive integer); default: 1 + the highest existing one")),
@@ -307,7 +315,17 @@ def build_arg_parser():
 @cli.command
 def main(argv=None):
     args = build_arg_parser().parse_args(argv)
-    res = export_run(args.run, args.out, args.version, args.name, **_zoo_options(args))
+    if (args.run is None) == (args.published_checkpoint is None):
+        raise ConfigError("give exactly one of --run RUN_DIR and --published-checkpoint FILE.pt")
+    if args.experiment is not None and args.published_checkpoint is None:
+        raise ConfigError("--experiment: only with --published-checkpoint")
+    if args.published_checkpoint is not None:
+        from cmir_tf.released import export_published
+
+        res = export_published(args.published_checkpoint, args.out, args.version, args.name,
+                               experiment=args.experiment, **_zoo_options(args))
+    else:
+        res = export_run(args.run, args.out, args.version, args.name, **_zoo_options(args))
     print(f"SavedModel version {res.version}: {res.saved_model_dir}")
     print(f"frozen graph: {res.graph_path}\nEssentia metadata: {res.metadata_path}")
     for label, path in (("ONNX", res.onnx_path), ("Keras", res.keras_path), ("genre head", res.genres_graph_path)):
