@@ -7,6 +7,8 @@ PyTorch is a test-time tool only, never a dependency of cmir_tf: it lives in a s
 ``run_torch(code, inputs, tmp_path)`` writes each input array to ``<name>.npy``, runs ``code`` under that
 interpreter with ``torch``, ``np`` (NumPy), ``nn`` (``torch.nn``), ``IN`` (the inputs as float32/int64…
 tensors, by name) and an empty dict ``OUT`` in scope, and returns ``OUT``'s values as NumPy arrays.
+For snippets that work with files and NumPy: ``WORKDIR`` (``tmp_path/torch_side``, where the inputs
+lie), ``load(name)`` (an input as a NumPy array) and ``save(name, value)`` (``OUT[name] = value``).
 """
 from __future__ import annotations
 
@@ -35,6 +37,11 @@ torch.set_grad_enabled(True)
 _dir = Path(sys.argv[1])
 IN = {p.stem[3:]: torch.from_numpy(np.load(p, allow_pickle=False)) for p in _dir.glob("in_*.npy")}
 OUT = {}
+WORKDIR = _dir
+def load(name):
+    return IN[name].numpy()
+def save(name, value):
+    OUT[name] = value
 """
 
 _EPILOGUE = """
