@@ -16,7 +16,8 @@ gives ``ceil(n · rate_out / rate_in)`` samples, like ``scipy.signal.resample_po
 
 Errors: anything wrong with a file raises :class:`~cmir_tf.errors.DataError` with the one-line message
 ``"<path>: <reason>"`` — missing, a directory, a FIFO or device, empty, not audio, truncated, damaged
-(a CRC failure, a broken MPEG frame chain, fewer samples than the header announces) — and never hangs
+(a CRC failure, a broken MPEG frame chain, fewer samples than the header announces; an Ogg file
+whose pages are all intact may fall short by up to ``OGG_SHORT_TAIL_SECONDS``, see docs/AUDIO.md) — and never hangs
 or crashes the process. Before libsndfile sees an mp3 or Ogg file its framing is checked here (MPEG
 frame chain, Ogg last page), because mpg123 prints its own diagnostics to stderr on broken streams and
 libsndfile hides an Ogg file's missing end; see docs/AUDIO.md for what each check catches and what no
@@ -45,6 +46,9 @@ from cmir_tf.errors import DataError
 AUDIO_EXTENSIONS = (".wav", ".mp3", ".flac", ".ogg")
 RESAMPLE_QUALITY = "HQ"  # libsoxr recipe: 20-bit precision, passband to 91 % of Nyquist, linear phase
 BLOCK_FRAMES = 1 << 15  # frames decoded per libsndfile call (256 KB of float32 stereo: stays in cache)
+# An intact Ogg file (every page's CRC and sequence checked) may decode this much short of its last
+# granule position; real files fall short by up to 0.13 s (docs/AUDIO.md, "Short Ogg tails").
+OGG_SHORT_TAIL_SECONDS = 0.25
 _PREALLOC_LIMIT = 1 << 27  # frames allocated up front at most (a damaged header may announce any number)
 
 _OPEN_LOCK = threading.Lock()
@@ -98,13 +102,33 @@ def decode(path) -> tuple[np.ndarray, int]:
     n = len(x)
     if n == 0:
         raise DataError(f"{path}: no audio samples")
-    if 0 <= frames < (1 << 62) and n < frames:
+    header = frames if 0 <= frames < (1 << 62) else None
+    if kind == "ogg" and _short_ogg_tail(path, n, max(v for v in (header, expected, n) if v is not None), rate, size):
+        header = expected = None  # every page intact: the shortfall is the granule's, not lost audio
+    if header is not None and n < header:
         raise DataError(f"{path}: damaged or truncated: {n} samples decoded of the {frames} its header announces")
     if expected is not None and n != expected:
         raise DataError(f"{path}: damaged or truncated: {n} samples decoded, {announcer} {expected}")
     if kind == "wav":
         _check_wav_log(path, log)
     return x, rate
+
+
+def _short_ogg_tail(path: str, n: int, announced: int, rate: int, size: int) -> bool:
+    """True when an Ogg file decoded to ``n`` samples, at most :data:`OGG_SHORT_TAIL_SECONDS` short of
+    the ``announced`` length, has every page intact (CRC and sequence, :func:`framing.ogg_damage`).
+
+    Real encoders and editors write final granule positions that the decoder does not reach: a first
+    page with a negative granule (pre-roll libsndfile counts twice), trailing end-of-stream pages after
+    the first one (libvorbisfile stops at the first), an Opus end trim that libsndfile rounds. A damaged
+    file within the tolerance is refused here, naming the page (libogg drops it without a word)."""
+    short = announced - n
+    if short <= 0 or short > round(OGG_SHORT_TAIL_SECONDS * rate):
+        return False
+    damage = framing.ogg_damage(_read_range(path, 0, size))
+    if damage:
+        raise DataError(f"{path}: damaged Ogg file: {damage} ({n} samples decoded of {announced})")
+    return True
 
 
 def resample(x, rate_in: int, rate_out: int = C.SAMPLE_RATE) -> np.ndarray:
