@@ -32,6 +32,7 @@ Why libsndfile and libsoxr, with measurements: docs/AUDIO.md.
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import re
 import stat
@@ -43,7 +44,13 @@ from cmir_tf import audio_framing as framing
 from cmir_tf import constants as C
 from cmir_tf.errors import DataError
 
-AUDIO_EXTENSIONS = (".wav", ".mp3", ".flac", ".ogg")
+AUDIO_EXTENSIONS = (".wav", ".mp3", ".flac", ".ogg")  # the core formats, decoded and tested everywhere
+# Names libsndfile decodes but lists under another extension (its OGG is ".oga", AIFF ".aiff", MPEG ".m1a").
+_EXTENSION_ALIASES = (".ogg", ".opus", ".aif", ".aifc", ".mp1", ".mp2", ".mp3", ".snd", ".wave")
+# Not collected from folders: header-less ".raw" (libsndfile needs its rate and format told); ".mat" and
+# ".mpc", names far more often of MATLAB data and Musepack (which libsndfile cannot decode) than of
+# libsndfile's MAT4/MAT5 and Akai MPC 2k sound. Such a file named on the command line is still tried.
+_NOT_COLLECTED = (".raw", ".mat", ".mpc")
 RESAMPLE_QUALITY = "HQ"  # libsoxr recipe: 20-bit precision, passband to 91 % of Nyquist, linear phase
 BLOCK_FRAMES = 1 << 15  # frames decoded per libsndfile call (256 KB of float32 stereo: stays in cache)
 # An intact Ogg file (every page's CRC and sequence checked) may decode this much short of its last
@@ -160,6 +167,32 @@ def resample(x, rate_in: int, rate_out: int = C.SAMPLE_RATE) -> np.ndarray:
     return np.ascontiguousarray(y[:n_out], dtype=np.float32)
 
 
+def audio_extensions() -> tuple[str, ...]:
+    """File extensions (lower case, with the dot) of every format the installed libsndfile decodes: its
+    major formats' own extensions (``sf_command(SFC_GET_FORMAT_MAJOR)``) and the usual other names of
+    the same formats (``.ogg``/``.opus`` for its ``.oga``, ``.aif``, ``.mp3``…); ``.raw``, ``.mat``, ``.mpc`` out."""
+    return _audio_extensions()
+
+
+@functools.lru_cache(maxsize=1)
+def _audio_extensions() -> tuple[str, ...]:
+    found = set(AUDIO_EXTENSIONS) | set(_EXTENSION_ALIASES)
+    try:
+        sf, _ = _libs()
+        snd, ffi = sf._snd, sf._ffi
+        count = ffi.new("int*")
+        snd.sf_command(ffi.NULL, snd.SFC_GET_FORMAT_MAJOR_COUNT, count, ffi.sizeof("int"))
+        for i in range(count[0]):
+            info = ffi.new("SF_FORMAT_INFO*")
+            info.format = i
+            snd.sf_command(ffi.NULL, snd.SFC_GET_FORMAT_MAJOR, info, ffi.sizeof("SF_FORMAT_INFO"))
+            if info.extension:
+                found.add("." + ffi.string(info.extension).decode("ascii", "replace").lower())
+    except (DataError, AttributeError, TypeError):  # pragma: no cover - soundfile without its cffi handle
+        pass
+    return tuple(sorted(found - set(_NOT_COLLECTED)))
+
+
 # ---------------------------------------------------------------------------------------------
 # The file itself
 # ---------------------------------------------------------------------------------------------
@@ -231,7 +264,8 @@ def _decode_libsndfile(path: str, span=None, capacity=None):
             read_fd, feeder = _pipe_from(path, *span)
         with _OPEN_LOCK:  # sf_open's failure code and log live in process-global variables
             try:
-                f = sf.SoundFile(path if read_fd is None else read_fd, closefd=False)
+                # bytes: soundfile encodes a str name strictly, so a non-UTF-8 name (surrogates) would fail
+                f = sf.SoundFile(os.fsencode(path) if read_fd is None else read_fd, closefd=False)
             except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as e:
                 reason = _libsndfile_reason(getattr(e, "error_string", None) or e)
                 raise DataError(f"{path}: not a readable audio file ({reason})") from None
