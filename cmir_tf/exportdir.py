@@ -228,6 +228,12 @@ def find_saved_model(model_dir) -> str:
         found = _versions(base, complete=True)
         if found:
             return os.path.join(base, str(found[-1]))
+    if os.path.isfile(model_dir):
+        kind = {".onnx": "an ONNX model", ".keras": "a Keras model", ".pb": "a frozen graph",
+                ".json": "a JSON file"}.get(os.path.splitext(model_dir)[1].lower(), "a file")
+        raise ExportError(f"{model_dir}: is {kind}, not a folder; give the export folder that holds "
+                          f"{SAVED_MODEL}/<N>/ (or a SavedModel folder with {SAVED_MODEL_PB})")
     if not os.path.isdir(model_dir):
-        raise ExportError(f"{model_dir}: no such folder")
+        why = "a symbolic link that leads nowhere" if os.path.islink(model_dir) else "no such folder"
+        raise ExportError(f"{model_dir}: {why}")
     raise ExportError(f"{model_dir}: no SavedModel (expected {SAVED_MODEL_PB}, {SAVED_MODEL}/<N>/ or <N>/)")

@@ -188,6 +188,25 @@ def create_output_folder(path, own_names, marker: str, what: str) -> None:
         raise ConfigError(f"{path}: cannot create the folder ({e.strerror or e})") from None
 
 
+def why_not_a_file(path) -> str | None:
+    """None if ``path`` is (a link to) a regular file; else what it is, for a message: "missing",
+    "a folder, not a file", "a symbolic link that leads nowhere (dangling, or a loop)", …"""
+    path = os.fspath(path)
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return "a symbolic link that leads nowhere (dangling, or a loop)" if os.path.islink(path) else "missing"
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return "a symbolic link that leads nowhere (dangling, or a loop)"
+        if e.errno == errno.ENOTDIR:
+            return "missing (a parent is a file, not a folder)"
+        return f"unreadable ({e.strerror or e})"
+    if stat.S_ISREG(mode):
+        return None
+    return f"{_kind(mode)}, not a file" if stat.S_ISDIR(mode) else _kind(mode)
+
+
 class NotAFile(OSError):
     """The path exists but is not a regular file (a folder, FIFO, socket or device); ``kind`` says which."""
 

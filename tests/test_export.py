@@ -21,7 +21,7 @@ from cmir_tf import frozen as F  # noqa: E402
 from cmir_tf import formats  # noqa: E402
 from cmir_tf.exportdir import ExportDir  # noqa: E402
 from cmir_tf.encoders import AudioEncoder, GenreEncoder  # noqa: E402
-from cmir_tf.errors import ConfigError, ExportError  # noqa: E402
+from cmir_tf.errors import ConfigError, DataError, ExportError  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 VENV_BIN = os.path.dirname(sys.executable)
@@ -460,3 +460,37 @@ def test_a_second_export_into_a_folder_in_use_exits_4(encoders, tmp_path, capsys
         assert sorted(os.listdir(out)) == [".cmir-lock"]
     finally:
         holder.communicate("", timeout=60)
+
+
+def test_misleading_messages_say_what_the_path_is(exported, tmp_path, capsys):
+    """An .onnx/.keras given as --model is named as such (was "no such folder"); a run whose config.json is
+    a folder or a symbolic-link loop says so (was "missing")."""
+    from cmir_tf import embed as EM
+    from cmir_tf.exportdir import find_saved_model
+
+    out, _ = exported
+    for fname, kind in (("enc.onnx", "an ONNX model"), ("enc.keras", "a Keras model"), ("enc.pb", "a frozen graph")):
+        if (out / fname).exists():
+            with pytest.raises(ExportError, match=rf"{fname}: is {kind}, not a folder; give the export folder"):
+                find_saved_model(out / fname)
+    assert EM.main(["--model", str(out / "enc.keras"), str(tmp_path), "--out", str(tmp_path / "e")]) == 2
+    assert capsys.readouterr().err == (f"error: --model: {out / 'enc.keras'}: is a Keras model, not a folder; give "
+                                       "the export folder that holds saved_model/<N>/ (or a SavedModel folder with "
+                                       "saved_model.pb)\n")
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    with pytest.raises(ExportError, match="loop: a symbolic link that leads nowhere"):
+        find_saved_model(tmp_path / "loop")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").mkdir()
+    assert E.main(["--run", str(run), "--out", str(tmp_path / "x")]) == 2
+    assert "config.json: a folder, not a file (run configuration)" in capsys.readouterr().err
+    (run / "config.json").rmdir()
+    (run / "config.json").symlink_to(run / "config.json")
+    assert E.main(["--run", str(run), "--out", str(tmp_path / "x")]) == 2
+    assert "config.json: a symbolic link that leads nowhere (dangling, or a loop)" in capsys.readouterr().err
+    from cmir_tf.downstream import require_files
+
+    (tmp_path / "d.wav").mkdir()
+    with pytest.raises(DataError, match=r"2 audio files are missing or not files: .*gone\.wav, .*d\.wav \(a folder"):
+        require_files([tmp_path / "gone.wav", tmp_path / "d.wav"], "audio files are")
