@@ -103,8 +103,13 @@ def atomic_write_text(path, text: str) -> None:
 
 
 def write_json(path, obj, indent=None) -> None:
-    """Atomically write ``obj`` as UTF-8 JSON (non-ASCII kept, as in Melon's files)."""
-    atomic_write_bytes(path, json.dumps(obj, ensure_ascii=False, indent=indent).encode("utf-8"))
+    """Atomically write ``obj`` as UTF-8 JSON (non-ASCII kept, as in Melon's files; strings holding the
+    escaped bytes of a non-UTF-8 file name are written as ``\\udcXX`` escapes, which read back the same)."""
+    try:
+        data = json.dumps(obj, ensure_ascii=False, indent=indent).encode("utf-8")
+    except UnicodeEncodeError:
+        data = json.dumps(obj, ensure_ascii=True, indent=indent).encode("ascii")
+    atomic_write_bytes(path, data)
 
 
 def save_npy(path, arr) -> None:
