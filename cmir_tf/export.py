@@ -259,10 +259,11 @@ def export_run(run_dir, out_dir, version=None, name=DEFAULT_NAME, *, reports=Non
     """
     model, config, vocab, weights = load_run_model(run_dir)
     genre_encoder = getattr(model, "genre_encoder", None)
+    description, strategy = zoo.describe_strategy(model.mode, model.preset, model.lambdas, model.lambda_audio)
     dataset, extra = zoo.run_metadata(run_dir, config["data"], config["mode"], weights, reports=reports,
-                                      report_model=report_model)
+                                      report_model=report_model, strategy=strategy)
     return export_model(model.audio_encoder, genre_encoder, vocab, out_dir, version, name=name,
-                        dataset=dataset, extra=extra, options=options)
+                        description=description, dataset=dataset, extra=extra, options=options)
 
 
 def _add_zoo_arguments(parser):

@@ -347,6 +347,10 @@ def test_export_run_without_genre_encoder_has_no_tag_genres(tmp_path):
     m = tf.saved_model.load(res.saved_model_dir)
     assert set(m.signatures) == {"serving_default", "embed_waveform"}
     assert not os.path.exists(os.path.join(res.saved_model_dir, "assets", "genres.txt"))
+    meta = json.loads(open(res.metadata_path, encoding="utf-8").read())  # described as what it trained
+    assert "(mode contr_cf: audio aligned with playlist co-occurrence vectors (A2P), λ=1; no mixup)" in meta["description"]
+    assert "genre" not in meta["description"] and meta["cmir_tf"]["strategy"]["align"] == ["a2p"]
+    assert meta["schema"]["outputs"][0]["description"].startswith("embeddings in the space shared with playlist")
     # rebuilt from the run's model.json: the served encoder is the best checkpoint's
     mel = _mel_patches(2, 6)
     r = m.signatures["serving_default"](melspectrogram=tf.constant(mel))
