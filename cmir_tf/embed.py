@@ -239,8 +239,10 @@ def _refuse_colliding_outputs(found):
 def _recorded_outputs(out_dir) -> set:
     """Output files (relative names) that embed recorded writing into OUT_DIR."""
     path = os.path.join(out_dir, MANIFEST)
-    if not os.path.isfile(path):
+    if not os.path.lexists(path):
         return set()
+    if not os.path.isfile(path):
+        raise ConfigError(f"{path}: embed's record of its outputs is not a file; move it away")
     names = set()
     with open(path, "rb") as f:
         for line in f:
@@ -251,8 +253,9 @@ def _recorded_outputs(out_dir) -> set:
     return names
 
 
-def _refuse_foreign_outputs(items, out_dir) -> None:
-    """Refuse (``ConfigError``) before any work to overwrite a file in OUT_DIR that embed did not write."""
+def _refuse_foreign_outputs(items, out_dir) -> set:
+    """Refuse (``ConfigError``) before any work to overwrite a file in OUT_DIR that embed did not write;
+    returns the outputs recorded so far."""
     recorded = _recorded_outputs(out_dir)
     for path, ident in items:
         for suffix in OUTPUT_SUFFIXES:
@@ -263,6 +266,7 @@ def _refuse_foreign_outputs(items, out_dir) -> None:
             if os.path.lexists(target) and rel not in recorded:
                 raise ConfigError(f"{target}: exists and was not written by embed (the output of {path}); "
                                   "refusing to overwrite it: move it away or choose another --out")
+    return recorded
 
 
 def _record_output(out_dir, rel) -> None:
@@ -289,7 +293,7 @@ def embed_to_folder(model_dir, inputs, out_dir, batch_size=DEFAULT_BATCH_SIZE, p
     if not items:
         raise ConfigError("INPUTS: no audio or .npy files given")
     require_output_dir(out_dir, "output folder")
-    _refuse_foreign_outputs(items, out_dir)
+    recorded = _refuse_foreign_outputs(items, out_dir)
     remove_stale_temps(out_dir)
     embedder = Embedder(model_dir, batch_size)
     out_of = dict(items)
@@ -304,7 +308,8 @@ def embed_to_folder(model_dir, inputs, out_dir, batch_size=DEFAULT_BATCH_SIZE, p
                 failed.append((path, err))
                 continue
             for suffix, arr in zip(OUTPUT_SUFFIXES, (patches, mean)):
-                _record_output(out_dir, out_of[path] + suffix)
+                if out_of[path] + suffix not in recorded:
+                    _record_output(out_dir, out_of[path] + suffix)
                 save_npy(os.path.join(out_dir, *(out_of[path] + suffix).split("/")), np.asarray(arr, np.float32))
             written += 1
     finally:
