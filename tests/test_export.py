@@ -82,7 +82,10 @@ def test_layout_is_tf_serving_and_nothing_is_left_behind(exported):
     zoo_files = {"enc.keras", "enc-genres.pb", "enc-genres.json"}  # cmir_tf.zoo (tests/test_zoo.py)
     if not formats.onnx_missing():
         zoo_files |= {"enc.onnx", "enc-genres.onnx"}
-    assert set(os.listdir(out)) == {"enc.json", "enc.pb", "saved_model"} | zoo_files  # no staging folder left
+    own = {".cmir-export-files.json", ".cmir-lock"}  # the files it wrote, the folder's lock (no staging left)
+    assert set(os.listdir(out)) == {"enc.json", "enc.pb", "saved_model"} | zoo_files | own
+    recorded = json.loads((out / ".cmir-export-files.json").read_text(encoding="utf-8"))["files"]
+    assert recorded == sorted({"enc.json", "enc.pb"} | zoo_files)
 
 
 def test_saved_model_in_fresh_process_reproduces_keras_and_uses_core_ops_only(exported, encoders, tmp_path):
