@@ -28,7 +28,7 @@ nothing under DIR changes unless every part was written):
 never overwritten (ExportError). The top-level files describe the highest version (what TF Serving and
 `embed` use; their `version` field says which): a new highest version replaces them and removes the
 other top-level files earlier exports wrote; a lower `--version` writes its version folder only. Only
-files an export wrote (listed in DIR/.cmir-export-files.json) are ever replaced or removed: any other
+files an export wrote (listed in DIR/.cmir-export-files) are ever replaced or removed: any other
 file in the way is refused before any work (exit 2). A second export into the same folder while one
 runs gets exit 4 (the folder's lock, `cmir_tf.lock`).
 

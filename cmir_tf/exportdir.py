@@ -12,7 +12,7 @@
     DIR/<NAME>-genres.json
     DIR/<NAME>.json        the encoder's metadata (Essentia model-zoo schema)
     DIR/.export-tmp-<pid>-*/  staging folder of an export in progress (renamed into place, then removed)
-    DIR/.cmir-export-files.json  the top-level files exports wrote here (the only ones an export replaces
+    DIR/.cmir-export-files the top-level files exports wrote here, JSON (the only ones an export replaces
                            or removes)
     DIR/.cmir-lock         held by the export writing here (``cmir_tf.lock``: a second one gets BusyError)
 
@@ -46,7 +46,7 @@ SAVED_MODEL = "saved_model"
 SAVED_MODEL_PB = "saved_model.pb"
 _VERSION_RE = re.compile(r"^[0-9]+$")
 STAGING_PREFIX = ".export-tmp-"
-MANIFEST = ".cmir-export-files.json"  # {"files": [top-level file names exports wrote here]}
+MANIFEST = ".cmir-export-files"  # {"files": [top-level file names exports wrote here]}
 _STAGING_RE = re.compile(r"^\.export-tmp-(\d+)-")
 GENRES_SUFFIX = "-genres"
 # Every top-level file of an export by kind, in publication order (the JSONs, which list the rest, last).

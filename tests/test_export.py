@@ -82,9 +82,9 @@ def test_layout_is_tf_serving_and_nothing_is_left_behind(exported):
     zoo_files = {"enc.keras", "enc-genres.pb", "enc-genres.json"}  # cmir_tf.zoo (tests/test_zoo.py)
     if not formats.onnx_missing():
         zoo_files |= {"enc.onnx", "enc-genres.onnx"}
-    own = {".cmir-export-files.json", ".cmir-lock"}  # the files it wrote, the folder's lock (no staging left)
+    own = {".cmir-export-files", ".cmir-lock"}  # the files it wrote, the folder's lock (no staging left)
     assert set(os.listdir(out)) == {"enc.json", "enc.pb", "saved_model"} | zoo_files | own
-    recorded = json.loads((out / ".cmir-export-files.json").read_text(encoding="utf-8"))["files"]
+    recorded = json.loads((out / ".cmir-export-files").read_text(encoding="utf-8"))["files"]
     assert recorded == sorted({"enc.json", "enc.pb"} | zoo_files)
 
 
@@ -269,7 +269,7 @@ def test_refuses_to_overwrite_a_version_and_counts_up(exported, encoders):
         E.export_model(audio, None, [], str(out), version=1, name="enc")
     assert sorted(os.listdir(out / "saved_model" / "1")) == before
     assert os.stat(out / "saved_model" / "1" / "saved_model.pb").st_mtime_ns == stamp
-    assert sorted(d for d in os.listdir(out) if d.startswith(".")) == [".cmir-export-files.json", ".cmir-lock"]
+    assert sorted(d for d in os.listdir(out) if d.startswith(".")) == [".cmir-export-files", ".cmir-lock"]
     assert ExportDir(out).resolve_version() == 2
     with pytest.raises(ConfigError, match="version: must be a positive integer"):
         ExportDir(out).resolve_version(0)
@@ -415,7 +415,7 @@ def test_export_never_replaces_or_deletes_a_file_it_did_not_write(encoders, tmp_
     _quick_export(audio, out, name="enc2")
     assert sorted(f for f in os.listdir(out) if not f.startswith(".")) == [
         "enc2.json", "enc2.keras", "enc2.pb", "saved_model"]
-    assert json.loads((out / ".cmir-export-files.json").read_text()) == {
+    assert json.loads((out / ".cmir-export-files").read_text()) == {
         "files": ["enc2.json", "enc2.keras", "enc2.pb"]}
 
 

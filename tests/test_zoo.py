@@ -262,7 +262,7 @@ def test_without_the_onnx_extra_everything_else_is_written_and_stale_files_go(en
     assert res.version == 2 and res.onnx_path is None and res.genres_graph_path is None
     assert res.notes and "ONNX skipped" in res.notes[0]
     # the top-level files describe the newest version only: v1's ONNX and genre head are gone
-    assert set(os.listdir(out)) == {"enc.pb", "enc.json", "enc.keras", "saved_model", ".cmir-export-files.json",
+    assert set(os.listdir(out)) == {"enc.pb", "enc.json", "enc.keras", "saved_model", ".cmir-export-files",
                                     ".cmir-lock"}
     meta = json.loads((out / "enc.json").read_text(encoding="utf-8"))
     assert meta["version"] == "2" and meta["model_types"] == ["frozen_model", "SavedModel", "keras"]
