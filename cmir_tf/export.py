@@ -54,8 +54,8 @@ from cmir_tf import constants as C
 from cmir_tf.errors import ConfigError, ExportError
 from cmir_tf.exportdir import ExportDir
 from cmir_tf.formats import ONNX_EXTRA_HINT
-from cmir_tf.lock import folder_lock
 from cmir_tf.frozen import EMBEDDINGS_NODE, FEATURES_NODE, INPUT_NODE, check_core_ops, freeze_audio_encoder, graph_op_types
+from cmir_tf.lock import folder_lock
 from cmir_tf.report import REPORT_FILES
 from cmir_tf.rundir import RunDir
 
