@@ -16,7 +16,8 @@ gives ``ceil(n · rate_out / rate_in)`` samples, like ``scipy.signal.resample_po
 
 Errors: anything wrong with a file raises :class:`~cmir_tf.errors.DataError` with the one-line message
 ``"<path>: <reason>"`` — missing, a directory, a FIFO or device, empty, not audio, truncated, damaged
-(a CRC failure, a broken MPEG frame chain, fewer samples than the header announces) — and never hangs
+(a CRC failure, a broken MPEG frame chain, fewer samples than the header announces; an Ogg file
+whose pages are all intact may fall short by up to ``OGG_SHORT_TAIL_SECONDS``, see docs/AUDIO.md) — and never hangs
 or crashes the process. Before libsndfile sees an mp3 or Ogg file its framing is checked here (MPEG
 frame chain, Ogg last page), because mpg123 prints its own diagnostics to stderr on broken streams and
 libsndfile hides an Ogg file's missing end; see docs/AUDIO.md for what each check catches and what no
@@ -31,6 +32,7 @@ Why libsndfile and libsoxr, with measurements: docs/AUDIO.md.
 from __future__ import annotations
 
 import errno
+import functools
 import os
 import re
 import stat
@@ -42,9 +44,18 @@ from cmir_tf import audio_framing as framing
 from cmir_tf import constants as C
 from cmir_tf.errors import DataError
 
-AUDIO_EXTENSIONS = (".wav", ".mp3", ".flac", ".ogg")
+AUDIO_EXTENSIONS = (".wav", ".mp3", ".flac", ".ogg")  # the core formats, decoded and tested everywhere
+# Names libsndfile decodes but lists under another extension (its OGG is ".oga", AIFF ".aiff", MPEG ".m1a").
+_EXTENSION_ALIASES = (".ogg", ".opus", ".aif", ".aifc", ".mp1", ".mp2", ".mp3", ".snd", ".wave")
+# Not collected from folders: header-less ".raw" (libsndfile needs its rate and format told); ".mat" and
+# ".mpc", names far more often of MATLAB data and Musepack (which libsndfile cannot decode) than of
+# libsndfile's MAT4/MAT5 and Akai MPC 2k sound. Such a file named on the command line is still tried.
+_NOT_COLLECTED = (".raw", ".mat", ".mpc")
 RESAMPLE_QUALITY = "HQ"  # libsoxr recipe: 20-bit precision, passband to 91 % of Nyquist, linear phase
 BLOCK_FRAMES = 1 << 15  # frames decoded per libsndfile call (256 KB of float32 stereo: stays in cache)
+# An intact Ogg file (every page's CRC and sequence checked) may decode this much short of its last
+# granule position; real files fall short by up to 0.13 s (docs/AUDIO.md, "Short Ogg tails").
+OGG_SHORT_TAIL_SECONDS = 0.25
 _PREALLOC_LIMIT = 1 << 27  # frames allocated up front at most (a damaged header may announce any number)
 
 _OPEN_LOCK = threading.Lock()
@@ -98,13 +109,33 @@ def decode(path) -> tuple[np.ndarray, int]:
     n = len(x)
     if n == 0:
         raise DataError(f"{path}: no audio samples")
-    if 0 <= frames < (1 << 62) and n < frames:
+    header = frames if 0 <= frames < (1 << 62) else None
+    if kind == "ogg" and _short_ogg_tail(path, n, max(v for v in (header, expected, n) if v is not None), rate, size):
+        header = expected = None  # every page intact: the shortfall is the granule's, not lost audio
+    if header is not None and n < header:
         raise DataError(f"{path}: damaged or truncated: {n} samples decoded of the {frames} its header announces")
     if expected is not None and n != expected:
         raise DataError(f"{path}: damaged or truncated: {n} samples decoded, {announcer} {expected}")
     if kind == "wav":
         _check_wav_log(path, log)
     return x, rate
+
+
+def _short_ogg_tail(path: str, n: int, announced: int, rate: int, size: int) -> bool:
+    """True when an Ogg file decoded to ``n`` samples, at most :data:`OGG_SHORT_TAIL_SECONDS` short of
+    the ``announced`` length, has every page intact (CRC and sequence, :func:`framing.ogg_damage`).
+
+    Real encoders and editors write final granule positions that the decoder does not reach: a first
+    page with a negative granule (pre-roll libsndfile counts twice), trailing end-of-stream pages after
+    the first one (libvorbisfile stops at the first), an Opus end trim that libsndfile rounds. A damaged
+    file within the tolerance is refused here, naming the page (libogg drops it without a word)."""
+    short = announced - n
+    if short <= 0 or short > round(OGG_SHORT_TAIL_SECONDS * rate):
+        return False
+    damage = framing.ogg_damage(_read_range(path, 0, size))
+    if damage:
+        raise DataError(f"{path}: damaged Ogg file: {damage} ({n} samples decoded of {announced})")
+    return True
 
 
 def resample(x, rate_in: int, rate_out: int = C.SAMPLE_RATE) -> np.ndarray:
@@ -134,6 +165,32 @@ def resample(x, rate_in: int, rate_out: int = C.SAMPLE_RATE) -> np.ndarray:
     padded[len(x):] = 0.0
     y = soxr.resample(padded, rate_in, rate_out, quality=RESAMPLE_QUALITY)
     return np.ascontiguousarray(y[:n_out], dtype=np.float32)
+
+
+def audio_extensions() -> tuple[str, ...]:
+    """File extensions (lower case, with the dot) of every format the installed libsndfile decodes: its
+    major formats' own extensions (``sf_command(SFC_GET_FORMAT_MAJOR)``) and the usual other names of
+    the same formats (``.ogg``/``.opus`` for its ``.oga``, ``.aif``, ``.mp3``…); ``.raw``, ``.mat``, ``.mpc`` out."""
+    return _audio_extensions()
+
+
+@functools.lru_cache(maxsize=1)
+def _audio_extensions() -> tuple[str, ...]:
+    found = set(AUDIO_EXTENSIONS) | set(_EXTENSION_ALIASES)
+    try:
+        sf, _ = _libs()
+        snd, ffi = sf._snd, sf._ffi
+        count = ffi.new("int*")
+        snd.sf_command(ffi.NULL, snd.SFC_GET_FORMAT_MAJOR_COUNT, count, ffi.sizeof("int"))
+        for i in range(count[0]):
+            info = ffi.new("SF_FORMAT_INFO*")
+            info.format = i
+            snd.sf_command(ffi.NULL, snd.SFC_GET_FORMAT_MAJOR, info, ffi.sizeof("SF_FORMAT_INFO"))
+            if info.extension:
+                found.add("." + ffi.string(info.extension).decode("ascii", "replace").lower())
+    except (DataError, AttributeError, TypeError):  # pragma: no cover - soundfile without its cffi handle
+        pass
+    return tuple(sorted(found - set(_NOT_COLLECTED)))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -207,7 +264,8 @@ def _decode_libsndfile(path: str, span=None, capacity=None):
             read_fd, feeder = _pipe_from(path, *span)
         with _OPEN_LOCK:  # sf_open's failure code and log live in process-global variables
             try:
-                f = sf.SoundFile(path if read_fd is None else read_fd, closefd=False)
+                # bytes: soundfile encodes a str name strictly, so a non-UTF-8 name (surrogates) would fail
+                f = sf.SoundFile(os.fsencode(path) if read_fd is None else read_fd, closefd=False)
             except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as e:
                 reason = _libsndfile_reason(getattr(e, "error_string", None) or e)
                 raise DataError(f"{path}: not a readable audio file ({reason})") from None

@@ -9,6 +9,8 @@ here and a broken file becomes one :class:`~cmir_tf.errors.DataError` line:
   the stream (tolerating what mpg123 tolerates: trailing ID3v1/APE tags, junk after the last frame).
 * :func:`check_ogg` — the last Ogg page's granule position (the stream's length in samples) and the
   codec (Vorbis, Opus) of the first page.
+* :func:`ogg_damage` — every Ogg page's CRC and sequence number, to tell a damaged file from an intact
+  one whose decoded length falls a little short of its last granule position (see ``cmir_tf.audio``).
 
 What no framing check can see (a flipped bit inside PCM or inside mp3 audio data) is listed in
 docs/AUDIO.md.
@@ -16,6 +18,7 @@ docs/AUDIO.md.
 from __future__ import annotations
 
 import functools
+import zlib
 
 from cmir_tf.errors import DataError
 
@@ -207,3 +210,40 @@ def check_ogg(path: str, head: bytes, tail: bytes):
     if first_packet[:8] == b"OpusHead" and len(first_packet) >= 12 and granule >= 0:
         return "opus", granule - int.from_bytes(first_packet[10:12], "little")
     return None, None
+
+
+# Ogg's CRC-32 is the unreflected polynomial 0x04C11DB7 with initial value 0 and no final xor (RFC 3533):
+# zlib's reflected CRC-32 of the bit-reversed bytes, its own pre/post inversion undone, bit-reversed.
+_BIT_REVERSED = bytes(int(f"{i:08b}"[::-1], 2) for i in range(256))
+
+
+def ogg_crc(page: bytes) -> int:
+    """The Ogg CRC of ``page`` (its CRC field must be zeroed by the caller)."""
+    reflected = zlib.crc32(page.translate(_BIT_REVERSED), 0xFFFFFFFF) ^ 0xFFFFFFFF
+    return int(f"{reflected:032b}"[::-1], 2)
+
+
+def ogg_damage(data: bytes) -> str | None:
+    """Walk every page of a whole Ogg file → None if each page is complete, passes its CRC and follows
+    the previous page of its stream in sequence; else the first fault, e.g. ``"page 12 at byte 48213
+    fails its CRC"``. libogg drops a page that fails its CRC without a word, so this is what tells lost
+    audio from a short final granule."""
+    at, page_no, next_seq = 0, 0, {}
+    while at < len(data):
+        head = data[at:at + 27]
+        if len(head) < 27 or head[:4] != b"OggS":
+            return f"no Ogg page at byte {at} (after page {page_no - 1})"
+        n_seg = head[26]
+        length = 27 + n_seg + sum(data[at + 27:at + 27 + n_seg])
+        page = data[at:at + length]
+        if len(page) < length:
+            return f"page {page_no} at byte {at} is incomplete"
+        crc = int.from_bytes(page[22:26], "little")
+        if ogg_crc(page[:22] + b"\0\0\0\0" + page[26:]) != crc:
+            return f"page {page_no} at byte {at} fails its CRC"
+        serial, seq = int.from_bytes(page[14:18], "little"), int.from_bytes(page[18:22], "little")
+        if next_seq.get(serial, seq) != seq:
+            return f"page {page_no} at byte {at} has sequence number {seq}, expected {next_seq[serial]} (pages lost)"
+        next_seq[serial] = seq + 1
+        at, page_no = at + length, page_no + 1
+    return None

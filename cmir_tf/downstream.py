@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from cmir_tf.errors import ConfigError, DataError
+from cmir_tf.fileio import why_not_a_file
 
 __all__ = ["Params", "require_dir", "require_files", "read_lines", "summary"]
 
@@ -59,10 +60,11 @@ def require_dir(path, what: str) -> Path:
 
 def require_files(paths, what: str) -> None:
     """Raise one ``DataError`` naming the missing ones among ``paths`` (``what``: "GTZAN files … are")."""
-    missing = [str(p) for p in paths if not Path(p).is_file()]
+    missing = [(str(p), why) for p in paths if (why := why_not_a_file(p)) is not None]
     if missing:
         more = f" (and {len(missing) - 5} more)" if len(missing) > 5 else ""
-        raise DataError(f"{len(missing)} {what} missing: {', '.join(missing[:5])}{more}")
+        shown = ", ".join(p if why == "missing" else f"{p} ({why})" for p, why in missing[:5])
+        raise DataError(f"{len(missing)} {what} missing or not files: {shown}{more}")
 
 
 def read_lines(path, what: str) -> list[tuple[int, str]]:

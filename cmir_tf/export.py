@@ -27,9 +27,12 @@ nothing under DIR changes unless every part was written):
     DIR/<NAME>-genres.json   encoder's embeddings (+ .onnx), for models with a genre encoder
 
 `N` defaults to one more than the highest version already in DIR/saved_model; an existing version is
-never overwritten (ExportError). The top-level files describe the newest export: a later version
-replaces them (their `version` field says which SavedModel version they match) and removes those it
-does not have.
+never overwritten (ExportError). The top-level files describe the highest version (what TF Serving and
+`embed` use; their `version` field says which): a new highest version replaces them and removes the
+other top-level files earlier exports wrote; a lower `--version` writes its version folder only. Only
+files an export wrote (listed in DIR/.cmir-export-files) are ever replaced or removed: any other
+file in the way is refused before any work (exit 2). A second export into the same folder while one
+runs gets exit 4 (the folder's lock, `cmir_tf.lock`).
 
 The folder's layout, versions and publishing are owned by `cmir_tf.exportdir`, the frozen graph by
 `cmir_tf.frozen`, the zoo files (metadata, ONNX, Keras, genre head) by `cmir_tf.zoo` (export/README.md
@@ -54,6 +57,7 @@ from cmir_tf.errors import ConfigError, ExportError
 from cmir_tf.exportdir import ExportDir
 from cmir_tf.formats import ONNX_EXTRA_HINT
 from cmir_tf.frozen import EMBEDDINGS_NODE, FEATURES_NODE, INPUT_NODE, check_core_ops, freeze_audio_encoder, graph_op_types
+from cmir_tf.lock import folder_lock
 from cmir_tf.report import REPORT_FILES
 from cmir_tf.rundir import RunDir
 
@@ -68,8 +72,8 @@ class ExportResult:
     out_dir: str
     version: int
     saved_model_dir: str
-    graph_path: str
-    metadata_path: str
+    graph_path: str | None  # None (and every top-level path): a version below the highest, its folder only
+    metadata_path: str | None
     onnx_path: str | None = None
     keras_path: str | None = None
     genres_graph_path: str | None = None
@@ -183,9 +187,16 @@ def export_model(audio_encoder, genre_encoder, vocab, out_dir, version=None, *, 
     if not re.match(r"^[A-Za-z0-9][A-Za-z0-9._-]*$", name or ""):
         raise ConfigError(f"name: {name!r} must be a plain file name (letters, digits, . _ -)")
     out = ExportDir(out_dir)
-    os.makedirs(out.saved_model_root, exist_ok=True)
-    version = out.resolve_version(version)
+    out.check_writable(name, top_level=False)  # a file in the way is named before any work
+    with folder_lock(out.path):  # a second export into this folder: BusyError (exit 4)
+        version = out.resolve_version(version)
+        out.check_writable(name, top_level=out.is_highest(version))
+        return _export_locked(out, audio_encoder, genre_encoder, vocab, version, name,
+                              dict(description=description, dataset=dataset, extra=extra, options=options))
 
+
+def _export_locked(out, audio_encoder, genre_encoder, vocab, version, name, zoo_args):
+    """export_model's work, with the folder locked and checked, into ``version``."""
     genre_table, names = None, None
     if genre_encoder is not None:
         names = genre_names(vocab)
@@ -202,12 +213,15 @@ def export_model(audio_encoder, genre_encoder, vocab, out_dir, version=None, *, 
             check_core_ops(graph_op_types(mg.graph_def), f"{out.version_dir(version)}/saved_model.pb")
         staged = zoo.stage_files(staging, name=name, version=version, audio_encoder=audio_encoder,
                                  graph_def=graph_def, genre_table=genre_table, genre_names=names,
-                                 embed_dim=int(out_shapes[0]), feature_dim=int(out_shapes[1]),
-                                 description=description, dataset=dataset, extra=extra, options=options)
+                                 embed_dim=int(out_shapes[0]), feature_dim=int(out_shapes[1]), **zoo_args)
         published = out.publish(staged_sm, version, name, staged.files)
-    return ExportResult(os.fspath(out_dir), version, published["saved_model"], published["graph"],
-                        published["metadata"], published.get("onnx"), published.get("keras"),
-                        published.get("genres_graph"), published.get("genres_metadata"), tuple(staged.notes))
+    notes = tuple(staged.notes)
+    if "graph" not in published:
+        notes += (f"top-level files left as they were: they describe version {out.latest_version()}, the highest "
+                  f"(the one TF Serving and embed use); version {version} is in {published['saved_model']} only",)
+    return ExportResult(out.path, version, published["saved_model"], published.get("graph"),
+                        published.get("metadata"), published.get("onnx"), published.get("keras"),
+                        published.get("genres_graph"), published.get("genres_metadata"), notes)
 
 
 # ----------------------------------------------------------------------------------- from a run
@@ -247,12 +261,13 @@ def export_run(run_dir, out_dir, version=None, name=DEFAULT_NAME, *, reports=Non
     """
     model, config, vocab, weights = load_run_model(run_dir)
     genre_encoder = getattr(model, "genre_encoder", None)
+    description, strategy = zoo.describe_strategy(model.mode, model.preset, model.lambdas, model.lambda_audio)
     dataset, extra = zoo.run_metadata(run_dir, config["data"], config["mode"], weights, reports=reports,
-                                      report_model=report_model)
+                                      report_model=report_model, strategy=strategy)
     if model.variant != "paper":  # what was trained: docs/FIDELITY.md's `--variant published` column
         extra["variant"] = model.variant
     return export_model(model.audio_encoder, genre_encoder, vocab, out_dir, version, name=name,
-                        dataset=dataset, extra=extra, options=options)
+                        description=description, dataset=dataset, extra=extra, options=options)
 
 
 def _add_zoo_arguments(parser):
@@ -327,10 +342,12 @@ def main(argv=None):
     else:
         res = export_run(args.run, args.out, args.version, args.name, **_zoo_options(args))
     print(f"SavedModel version {res.version}: {res.saved_model_dir}")
-    print(f"frozen graph: {res.graph_path}\nEssentia metadata: {res.metadata_path}")
-    for label, path in (("ONNX", res.onnx_path), ("Keras", res.keras_path), ("genre head", res.genres_graph_path)):
+    for label, path in (("frozen graph", res.graph_path), ("Essentia metadata", res.metadata_path),
+                        ("ONNX", res.onnx_path), ("Keras", res.keras_path), ("genre head", res.genres_graph_path)):
         if path:
             print(f"{label}: {path}")
+    if res.graph_path is None:
+        print(f"note: {res.notes[-1]}")
     return 0
 
 

@@ -103,8 +103,13 @@ def atomic_write_text(path, text: str) -> None:
 
 
 def write_json(path, obj, indent=None) -> None:
-    """Atomically write ``obj`` as UTF-8 JSON (non-ASCII kept, as in Melon's files)."""
-    atomic_write_bytes(path, json.dumps(obj, ensure_ascii=False, indent=indent).encode("utf-8"))
+    """Atomically write ``obj`` as UTF-8 JSON (non-ASCII kept, as in Melon's files; strings holding the
+    escaped bytes of a non-UTF-8 file name are written as ``\\udcXX`` escapes, which read back the same)."""
+    try:
+        data = json.dumps(obj, ensure_ascii=False, indent=indent).encode("utf-8")
+    except UnicodeEncodeError:
+        data = json.dumps(obj, ensure_ascii=True, indent=indent).encode("ascii")
+    atomic_write_bytes(path, data)
 
 
 def save_npy(path, arr) -> None:
@@ -186,6 +191,25 @@ def create_output_folder(path, own_names, marker: str, what: str) -> None:
         os.makedirs(path, exist_ok=True)
     except OSError as e:
         raise ConfigError(f"{path}: cannot create the folder ({e.strerror or e})") from None
+
+
+def why_not_a_file(path) -> str | None:
+    """None if ``path`` is (a link to) a regular file; else what it is, for a message: "missing",
+    "a folder, not a file", "a symbolic link that leads nowhere (dangling, or a loop)", …"""
+    path = os.fspath(path)
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return "a symbolic link that leads nowhere (dangling, or a loop)" if os.path.islink(path) else "missing"
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return "a symbolic link that leads nowhere (dangling, or a loop)"
+        if e.errno == errno.ENOTDIR:
+            return "missing (a parent is a file, not a folder)"
+        return f"unreadable ({e.strerror or e})"
+    if stat.S_ISREG(mode):
+        return None
+    return f"{_kind(mode)}, not a file" if stat.S_ISDIR(mode) else _kind(mode)
 
 
 class NotAFile(OSError):

@@ -44,7 +44,8 @@ import time
 from pathlib import Path
 
 from .errors import ConfigError, DataError
-from .fileio import atomic_path, atomic_write_text, create_output_folder, read_json, remove_stale_temps, write_json
+from .fileio import (atomic_path, atomic_write_text, create_output_folder, read_json, remove_stale_temps,
+                     why_not_a_file, write_json)
 from .lock import LOCK_NAME
 
 # config.json keys that must not change when a run is continued from its backup (the model's variables
@@ -237,8 +238,9 @@ class RunDir:
 
     # ------------------------------------------------------------------------------------- reading
     def _read(self, path: Path, what: str):
-        if not path.exists():
-            raise DataError(f"{path}: missing ({what})")
+        why = why_not_a_file(path)
+        if why is not None:
+            raise DataError(f"{path}: {why} ({what})")
         return read_json(path, what)
 
     def read_config(self) -> dict:

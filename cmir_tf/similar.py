@@ -99,7 +99,8 @@ def _folder_fingerprint(folder: Path) -> str:
     h = hashlib.sha256()
     for i, p in sorted(_embedding_files(folder).items()):
         st = p.stat()
-        h.update(f"{i}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        # surrogatepass: ids of non-UTF-8 file names hold escaped bytes (the same digest for UTF-8 ones)
+        h.update(f"{i}\0{st.st_size}\0{st.st_mtime_ns}\n".encode("utf-8", "surrogatepass"))
     return h.hexdigest()
 
 
@@ -202,7 +203,8 @@ def _meta_path(path) -> Path:
 
 def _checksum(meta: dict) -> str:
     fields = {k: meta[k] for k in _META_TYPES if k != "checksum"}
-    return hashlib.sha256(json.dumps(fields, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+    text = json.dumps(fields, sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def _file_sha256(path) -> tuple[int, str]:
@@ -333,16 +335,26 @@ def build_arg_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _utf8(text: str) -> bool:
+    """Whether ``text`` is printable as UTF-8 (an id from a non-UTF-8 file name holds escaped bytes)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 @cli.command
 def main(argv=None) -> int:
     args = build_arg_parser().parse_args(argv)
     hits = find_similar(args.embeddings, track_id=args.track_id, file=args.file, k=args.k,
                         model=args.model, index_path=args.index, n_trees=args.trees)
-    if args.json:
-        print(json.dumps([{"id": i, "score": round(s, 6)} for i, s in hits], ensure_ascii=False))
+    if args.json:  # ids of non-UTF-8 file names (escaped bytes) as \\udcXX escapes, which json reads back
+        text = json.dumps([{"id": i, "score": round(s, 6)} for i, s in hits], ensure_ascii=False)
+        print(text if text.isascii() or _utf8(text) else json.dumps(json.loads(text), ensure_ascii=True))
     else:
         for rank, (i, s) in enumerate(hits, 1):
-            print(f"{rank}\t{s:.4f}\t{i}")
+            print(f"{rank}\t{s:.4f}\t{i if _utf8(i) else os.fsencode(i).decode('utf-8', 'backslashreplace')}")
     return 0
 
 

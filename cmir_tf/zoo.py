@@ -63,6 +63,48 @@ ENCODER_DESCRIPTION = (
     "Audio encoder of a cross-modal contrastive model (Ferraro et al., 2021: audio aligned with genre word "
     "embeddings and playlist co-occurrence) trained with cmir_tf; maps 256-frame 48-band mel-spectrogram "
     "patches (Melon's front end) to 128-d embeddings.")
+# What each part of a training strategy does, for the description of the exported model.
+_TERM_TEXT = {
+    "a2g": "audio aligned with genre word embeddings (A2G)",
+    "a2p": "audio aligned with playlist co-occurrence vectors (A2P)",
+    "g2p": "genre embeddings aligned with playlist vectors (G2P)",
+    "genre": "a head predicting the genres",
+    "cf": "a head regressing the playlist co-occurrence (CF) vector",
+}
+_PAIR_TEXT = {"playlist": "audio pairs of songs sharing a playlist", "artist": "audio pairs of songs sharing an artist",
+              "genre": "audio pairs of songs sharing a genre (semantically weighted NT-Xent)",
+              "self": "two crops of each song (self-supervised)"}
+
+
+def describe_strategy(mode, preset, lambdas=(1.0, 1.0, 1.0), lambda_audio=1.0) -> tuple[str, dict]:
+    """(description, strategy) of a model trained with ``preset`` (``presets.Preset``) in ``mode``: the
+    description names its actual loss terms, audio pairs and mixup; ``strategy`` records them for the
+    metadata's ``cmir_tf`` section (``align``, ``targets``, ``audio_pairs``, ``mixup``, ``lambdas``)."""
+    weights = dict(zip(("a2g", "a2p", "g2p"), lambdas))
+    parts = [f"{_TERM_TEXT[t]}, λ={weights[t]:g}" for t in preset.align]
+    parts += [_TERM_TEXT[t] for t in preset.targets]
+    if preset.audio_pairs:
+        parts.append(f"contrastive {_PAIR_TEXT[preset.audio_pairs]}, λ={float(lambda_audio):g}")
+    mix = f"mixup α={preset.mixup:g} (β=2)" if preset.mixup else "no mixup"
+    kind = "Baseline audio encoder" if preset.targets else "Audio encoder of a contrastive model"
+    text = (f"{kind} trained with cmir_tf (mode {mode}: {'; '.join(parts)}; {mix}), after Ferraro et al., "
+            f"2021; maps 256-frame 48-band mel-spectrogram patches (Melon's front end) to 128-d embeddings.")
+    strategy = {"align": list(preset.align), "targets": list(preset.targets), "audio_pairs": preset.audio_pairs,
+                "mixup": preset.mixup, "lambdas": [float(x) for x in lambdas], "lambda_audio": float(lambda_audio)}
+    return text, strategy
+
+
+def _embedding_space(extra) -> str:
+    """The encoder output's description: the space its training aligned audio with."""
+    align = ((extra or {}).get("strategy") or {}).get("align")
+    if align is None:
+        return "embeddings in the shared audio/genre/playlist space (compare with cosine)"
+    others = [m for t, m in (("a2g", "genre"), ("a2p", "playlist")) if t in align]
+    if others:
+        return f"embeddings in the space shared with {' and '.join(others)} embeddings (compare with cosine)"
+    return "audio embeddings (compare with cosine); not aligned with genre or playlist embeddings"
+
+
 _EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _ABS_PATH_RE = re.compile(r"^(/|~|[A-Za-z]:[\\/]|\\\\)")
 
@@ -184,7 +226,7 @@ def encoder_metadata(name, version, *, embed_dim, feature_dim, options=None, des
         "inputs": [{"name": "melspectrogram", "type": "float", "shape": [C.PATCH_FRAMES, C.N_BANDS]}],
         "outputs": [
             {"name": "embeddings", "type": "float", "shape": [1, embed_dim], "op": "LayerNormalization",
-             "description": "embeddings in the shared audio/genre/playlist space (compare with cosine)",
+             "description": _embedding_space(extra),
              "output_purpose": "embeddings"},
             {"name": "features", "type": "float", "shape": [1, feature_dim], "op": "Flatten",
              "description": "flattened output of the convolutional blocks (input of the feed-forward block)",
@@ -375,9 +417,10 @@ def _stage_genre_head(st, genre_table, genre_names, emb, with_onnx, embed_dim, d
                                                     files=rel, extra=extra))
 
 
-def run_metadata(run_dir, data_dir, mode, weights, *, reports=None, report_model=None):
+def run_metadata(run_dir, data_dir, mode, weights, *, reports=None, report_model=None, strategy=None):
     """(dataset, extra) of the metadata for a training run: counts from the prepared folder's manifest,
-    metrics from the run's reports (REPORTS, else ``RunDir.report_files``), the run named without paths."""
+    metrics from the run's reports (REPORTS, else ``RunDir.report_files``), the run named without paths,
+    and the training STRATEGY (of :func:`describe_strategy`) when given."""
     try:
         manifest = PreparedData(data_dir).read_manifest() or None
     except DataError:  # the counts are a courtesy: an unreadable manifest leaves `size` empty
@@ -389,6 +432,8 @@ def run_metadata(run_dir, data_dir, mode, weights, *, reports=None, report_model
     if paths:
         metrics, source = metrics_from_reports(paths, model=report_model, candidates=(ident["name"], mode))
     extra = {"mode": mode, "run": ident, "weights": os.path.basename(weights)}
+    if strategy is not None:
+        extra["strategy"] = strategy
     if source:
         extra["metrics_source"] = source
     return dataset_info(manifest, metrics), extra

@@ -238,3 +238,91 @@ def test_cli_on_a_good_and_a_bad_wav_reports_one_error_line_and_exits_1(model, t
     assert errors == [f"error: {tmp_path / 'bad.wav'}: not a readable audio file (Format not recognised)"]
     assert "1 embedded" in proc.stderr and "1 failed" in proc.stderr
     assert np.load(tmp_path / "emb" / "good.npy").shape == (1, 128)
+
+
+# ------------------------------------------------------------------------------------------------
+# What embed may write (issue 16): only its own outputs; every decodable format; non-UTF-8 names
+# ------------------------------------------------------------------------------------------------
+def _run_cli(out, inputs, dst, capsys):
+    code = EM.main(["--model", str(out), *map(str, inputs), "--out", str(dst), "--no-progress"])
+    return code, capsys.readouterr().err
+
+
+def test_a_users_file_in_out_is_never_overwritten_but_embeds_own_outputs_are(model, tmp_path, capsys):
+    out, enc = model
+    _write_melon(tmp_path / "song.npy", _mel(300, 5))
+    dst = tmp_path / "emb"
+    dst.mkdir()
+    (dst / "song.mean.npy").write_bytes(b"the user's own file")
+    code, err = _run_cli(out, [tmp_path / "song.npy"], dst, capsys)
+    assert code == 2 and err.count("error:") == 1, err
+    assert f"error: {dst / 'song.mean.npy'}: exists and was not written by embed" in err
+    assert (dst / "song.mean.npy").read_bytes() == b"the user's own file" and not (dst / "song.npy").exists()
+
+    (dst / "song.mean.npy").unlink()
+    for _ in range(2):  # a rerun replaces embed's own outputs
+        assert _run_cli(out, [tmp_path / "song.npy"], dst, capsys)[0] == 0
+        np.testing.assert_allclose(np.load(dst / "song.mean.npy"), _reference(enc, _mel(300, 5))[1], atol=1e-5)
+    # an input inside --out (its output would replace it) is refused too
+    _write_melon(dst / "mine.npy", _mel(300, 6))
+    code, err = _run_cli(out, [dst / "mine.npy"], dst, capsys)
+    assert code == 2 and f"{dst / 'mine.npy'}: exists and was not written by embed" in err
+    np.testing.assert_array_equal(np.load(dst / "mine.npy"), _mel(300, 6).T)
+
+
+def test_an_input_named_like_another_inputs_track_mean_is_refused_naming_both(tmp_path):
+    _write_melon(tmp_path / "x.npy", _mel(300, 1))
+    _write_melon(tmp_path / "x.mean.npy", _mel(300, 2))
+    with pytest.raises(ConfigError, match=r"x\.npy and .*x\.mean\.npy would both be written to x\.mean\.npy"):
+        EM.collect_inputs([tmp_path / "x.npy", tmp_path / "x.mean.npy"])
+    with pytest.raises(ConfigError, match=r"x\.mean\.npy and .*x\.npy would both be written to x\.mean\.npy"):
+        EM.collect_inputs([tmp_path / "x.mean.npy", tmp_path / "x.npy"])
+    ignored = []  # in a walked folder, x.mean.npy is a track mean: ignored, and counted
+    assert EM.collect_inputs([tmp_path], ignored) == [(str(tmp_path / "x.npy"), "x")]
+    assert ignored == [str(tmp_path / "x.mean.npy")]
+
+
+def test_folder_walk_takes_every_format_libsndfile_decodes_and_counts_the_rest(model, tmp_path, capsys):
+    """.opus, .oga, .aif and .aiff are collected (libsndfile decodes them); a .txt and a .mean.npy are
+    ignored and counted. The list comes from libsndfile itself (its major formats' extensions)."""
+    sf = pytest.importorskip("soundfile")
+    from cmir_tf import audio
+
+    exts = audio.audio_extensions()
+    assert {".opus", ".oga", ".ogg", ".aif", ".aiff", ".wav", ".flac", ".mp3", ".caf", ".w64"} <= set(exts)
+    assert ".raw" not in exts
+    src = tmp_path / "music"
+    src.mkdir()
+    x = 0.3 * np.sin(2 * np.pi * 330 * np.arange(3 * 48000) / 48000)
+    for name, fmt, sub in (("a.opus", "OGG", "OPUS"), ("b.oga", "OGG", "VORBIS"), ("c.aif", "AIFF", "PCM_16"),
+                           ("d.aiff", "AIFF", "PCM_24")):
+        sf.write(str(src / name), x, 48000, format=fmt, subtype=sub)
+    (src / "notes.txt").write_text("x")
+    (src / "e.mean.npy").write_bytes(b"")
+    out, enc = model
+    code, err = _run_cli(out, [src], tmp_path / "emb", capsys)
+    assert code == 0, err
+    assert "4 embedded" in err and "2 file(s) in the folders ignored" in err
+    embedder = EM.Embedder(out)
+    for stem in "abcd":
+        want = _reference(enc, embedder.load_mel(next(src.glob(stem + ".*"))))[1]
+        np.testing.assert_allclose(np.load(tmp_path / "emb" / f"{stem}.mean.npy"), want, atol=1e-5)
+
+
+def test_a_wav_whose_name_is_not_utf8_is_embedded_under_the_same_bytes(model, tmp_path, capsys):
+    """A file name of Latin-1 bytes (b'caf\\xe9.wav', refused before: soundfile encodes str names
+    strictly): embedded (exit 0), its outputs named with the same bytes; a collision names it."""
+    out, enc = model
+    src = os.path.join(os.fsencode(tmp_path), b"in")
+    os.mkdir(src)
+    wav = os.fsdecode(os.path.join(src, b"caf\xe9.wav"))  # the str os.walk gives: surrogate-escaped
+    _write_wav(wav, 3.0, 1)
+    dst = tmp_path / "emb"
+    with pytest.raises(ConfigError, match="would both be written to caf"):
+        EM.collect_inputs([os.fsdecode(src), wav])
+    code, err = _run_cli(out, [os.fsdecode(src)], dst, capsys)
+    assert code == 0, err
+    assert sorted(os.listdir(os.fsencode(dst))) == sorted([b"caf\xe9.npy", b"caf\xe9.mean.npy",
+                                                           os.fsencode(EM.MANIFEST)])
+    want = _reference(enc, EM.Embedder(out).load_mel(wav))[1]
+    np.testing.assert_allclose(np.load(os.path.join(os.fsencode(dst), b"caf\xe9.mean.npy")), want, atol=1e-5)

@@ -21,7 +21,7 @@ from cmir_tf import frozen as F  # noqa: E402
 from cmir_tf import formats  # noqa: E402
 from cmir_tf.exportdir import ExportDir  # noqa: E402
 from cmir_tf.encoders import AudioEncoder, GenreEncoder  # noqa: E402
-from cmir_tf.errors import ConfigError, ExportError  # noqa: E402
+from cmir_tf.errors import ConfigError, DataError, ExportError  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 VENV_BIN = os.path.dirname(sys.executable)
@@ -82,7 +82,10 @@ def test_layout_is_tf_serving_and_nothing_is_left_behind(exported):
     zoo_files = {"enc.keras", "enc-genres.pb", "enc-genres.json"}  # cmir_tf.zoo (tests/test_zoo.py)
     if not formats.onnx_missing():
         zoo_files |= {"enc.onnx", "enc-genres.onnx"}
-    assert set(os.listdir(out)) == {"enc.json", "enc.pb", "saved_model"} | zoo_files  # no staging folder left
+    own = {".cmir-export-files", ".cmir-lock"}  # the files it wrote, the folder's lock (no staging left)
+    assert set(os.listdir(out)) == {"enc.json", "enc.pb", "saved_model"} | zoo_files | own
+    recorded = json.loads((out / ".cmir-export-files").read_text(encoding="utf-8"))["files"]
+    assert recorded == sorted({"enc.json", "enc.pb"} | zoo_files)
 
 
 def test_saved_model_in_fresh_process_reproduces_keras_and_uses_core_ops_only(exported, encoders, tmp_path):
@@ -266,7 +269,7 @@ def test_refuses_to_overwrite_a_version_and_counts_up(exported, encoders):
         E.export_model(audio, None, [], str(out), version=1, name="enc")
     assert sorted(os.listdir(out / "saved_model" / "1")) == before
     assert os.stat(out / "saved_model" / "1" / "saved_model.pb").st_mtime_ns == stamp
-    assert not [d for d in os.listdir(out) if d.startswith(".")]
+    assert sorted(d for d in os.listdir(out) if d.startswith(".")) == [".cmir-export-files", ".cmir-lock"]
     assert ExportDir(out).resolve_version() == 2
     with pytest.raises(ConfigError, match="version: must be a positive integer"):
         ExportDir(out).resolve_version(0)
@@ -347,8 +350,154 @@ def test_export_run_without_genre_encoder_has_no_tag_genres(tmp_path):
     m = tf.saved_model.load(res.saved_model_dir)
     assert set(m.signatures) == {"serving_default", "embed_waveform"}
     assert not os.path.exists(os.path.join(res.saved_model_dir, "assets", "genres.txt"))
+    meta = json.loads(open(res.metadata_path, encoding="utf-8").read())  # described as what it trained
+    assert "(mode contr_cf: audio aligned with playlist co-occurrence vectors (A2P), λ=1; no mixup)" in meta["description"]
+    assert "genre" not in meta["description"] and meta["cmir_tf"]["strategy"]["align"] == ["a2p"]
+    assert meta["schema"]["outputs"][0]["description"].startswith("embeddings in the space shared with playlist")
     # rebuilt from the run's model.json: the served encoder is the best checkpoint's
     mel = _mel_patches(2, 6)
     r = m.signatures["serving_default"](melspectrogram=tf.constant(mel))
     np.testing.assert_allclose(r["embeddings"].numpy(), np.asarray(best.audio_encoder(mel, training=False)[0]),
                                atol=1e-5, rtol=0)
+
+
+# ------------------------------------------------------------------------------------------------
+# Export under hostile use (issue 16): highest version on top, only its own files, one error line
+# ------------------------------------------------------------------------------------------------
+def _quick_export(audio, out, version=None, name="enc", genre=None):
+    from cmir_tf.zoo import ZooOptions
+
+    return E.export_model(audio, genre, VOCAB, str(out), version, name=name, options=ZooOptions(onnx=False))
+
+
+@pytest.mark.slow
+def test_a_lower_version_leaves_the_top_level_files_of_the_highest(encoders, tmp_path):
+    """`--version 5` then `--version 3`: TF Serving and embed use 5, so the .pb/.keras/JSON stay 5's."""
+    audio, _ = encoders
+    other = AudioEncoder(dropout=0.5)
+    other(tf.zeros([1, C.PATCH_FRAMES, C.N_BANDS]))
+    _randomise_batch_norm(other, np.random.default_rng(9))
+    out = tmp_path / "exp"
+    _quick_export(audio, out, 5)
+    top = {f: (out / f).read_bytes() for f in ("enc.pb", "enc.json", "enc.keras")}
+    res = _quick_export(other, out, 3)
+    assert res.version == 3 and res.graph_path is None and res.metadata_path is None
+    assert "describe version 5, the highest" in res.notes[-1]
+    assert {f: (out / f).read_bytes() for f in top} == top
+    assert json.loads(top["enc.json"])["cmir_tf"]["saved_model_version"] == 5
+    assert ExportDir(out).versions() == [3, 5]
+    from cmir_tf.exportdir import find_saved_model
+
+    assert find_saved_model(out) == str(out / "saved_model" / "5")
+    mel = _mel_patches(2, 3)  # the frozen graph on top is version 5's model, not 3's
+    got = tf.saved_model.load(str(out / "saved_model" / "3")).signatures["serving_default"](melspectrogram=mel)
+    np.testing.assert_allclose(got["embeddings"].numpy(), np.asarray(other(mel, training=False)[0]), atol=1e-5)
+
+
+@pytest.mark.slow
+def test_export_never_replaces_or_deletes_a_file_it_did_not_write(encoders, tmp_path, capsys):
+    audio, _ = encoders
+    run, _ = _fake_run(tmp_path, "contr_cf", 3, model_json=True)
+    for fname in ("cmir-audio-encoder-genres.json", "cmir-audio-encoder.onnx"):
+        out = tmp_path / f"exp_{fname}"
+        out.mkdir()
+        (out / fname).write_text("the user's own file")
+        assert E.main(["--run", str(run), "--out", str(out), "--no-onnx"]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith(f"error: {out / fname}: exists and was not written by an "
+                                                       "export into this folder"), err
+        assert (out / fname).read_text() == "the user's own file"
+        assert sorted(os.listdir(out)) == sorted([fname, ".cmir-lock"])  # no saved_model/, no staging
+    # what an export wrote is its own: the next export replaces it and removes what it lacks
+    out = tmp_path / "own"
+    _quick_export(audio, out, genre=encoders[1])
+    assert (out / "enc-genres.json").exists()
+    _quick_export(audio, out, name="enc2")
+    assert sorted(f for f in os.listdir(out) if not f.startswith(".")) == [
+        "enc2.json", "enc2.keras", "enc2.pb", "saved_model"]
+    assert json.loads((out / ".cmir-export-files").read_text()) == {
+        "files": ["enc2.json", "enc2.keras", "enc2.pb"]}
+
+
+def test_files_in_the_way_are_one_error_line_and_nothing_is_left(encoders, tmp_path, capsys, monkeypatch):
+    audio, _ = encoders
+    run, _ = _fake_run(tmp_path, "contr_cf", 4, model_json=True)
+    (tmp_path / "afile").write_text("x")
+    (tmp_path / "sm").mkdir()
+    (tmp_path / "sm" / "saved_model").write_text("x")
+    (tmp_path / "dirs" / "cmir-audio-encoder.json").mkdir(parents=True)
+    cases = {str(tmp_path / "afile"): "is a file, not a folder",
+             str(tmp_path / "afile" / "sub"): f"{tmp_path / 'afile'} is a file, not a folder",
+             str(tmp_path / "sm"): f"{tmp_path / 'sm' / 'saved_model'}: is a file, not a folder",
+             str(tmp_path / "dirs"): f"{tmp_path / 'dirs' / 'cmir-audio-encoder.json'}: is a folder, where the "
+                                     "export's metadata file goes"}
+    for out, reason in cases.items():
+        assert E.main(["--run", str(run), "--out", out, "--no-onnx"]) == 2, out
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith("error: ") and reason in err, err
+
+    # a failed export leaves no empty saved_model/ (nor staging)
+    from cmir_tf import zoo
+
+    def fail(*a, **k):
+        raise ExportError("ONNX differs from the TensorFlow model by nan")
+
+    monkeypatch.setattr(zoo, "stage_files", fail)
+    with pytest.raises(ExportError, match="by nan"):
+        _quick_export(audio, tmp_path / "failed")
+    assert os.listdir(tmp_path / "failed") == [".cmir-lock"]
+
+
+def test_a_second_export_into_a_folder_in_use_exits_4(encoders, tmp_path, capsys):
+    run, _ = _fake_run(tmp_path, "contr_cf", 5, model_json=True)
+    out = tmp_path / "exp"
+    out.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import sys, time
+        from cmir_tf.lock import folder_lock
+        with folder_lock({str(out)!r}):
+            print("held", flush=True)
+            sys.stdin.read()
+        """)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert E.main(["--run", str(run), "--out", str(out), "--no-onnx"]) == 4
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: {out}: in use by process {holder.pid}") and err.count("\n") == 1, err
+        assert sorted(os.listdir(out)) == [".cmir-lock"]
+    finally:
+        holder.communicate("", timeout=60)
+
+
+def test_misleading_messages_say_what_the_path_is(exported, tmp_path, capsys):
+    """An .onnx/.keras given as --model is named as such (was "no such folder"); a run whose config.json is
+    a folder or a symbolic-link loop says so (was "missing")."""
+    from cmir_tf import embed as EM
+    from cmir_tf.exportdir import find_saved_model
+
+    out, _ = exported
+    for fname, kind in (("enc.onnx", "an ONNX model"), ("enc.keras", "a Keras model"), ("enc.pb", "a frozen graph")):
+        if (out / fname).exists():
+            with pytest.raises(ExportError, match=rf"{fname}: is {kind}, not a folder; give the export folder"):
+                find_saved_model(out / fname)
+    assert EM.main(["--model", str(out / "enc.keras"), str(tmp_path), "--out", str(tmp_path / "e")]) == 2
+    assert capsys.readouterr().err == (f"error: --model: {out / 'enc.keras'}: is a Keras model, not a folder; give "
+                                       "the export folder that holds saved_model/<N>/ (or a SavedModel folder with "
+                                       "saved_model.pb)\n")
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    with pytest.raises(ExportError, match="loop: a symbolic link that leads nowhere"):
+        find_saved_model(tmp_path / "loop")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").mkdir()
+    assert E.main(["--run", str(run), "--out", str(tmp_path / "x")]) == 2
+    assert "config.json: a folder, not a file (run configuration)" in capsys.readouterr().err
+    (run / "config.json").rmdir()
+    (run / "config.json").symlink_to(run / "config.json")
+    assert E.main(["--run", str(run), "--out", str(tmp_path / "x")]) == 2
+    assert "config.json: a symbolic link that leads nowhere (dangling, or a loop)" in capsys.readouterr().err
+    from cmir_tf.downstream import require_files
+
+    (tmp_path / "d.wav").mkdir()
+    with pytest.raises(DataError, match=r"2 audio files are missing or not files: .*gone\.wav, .*d\.wav \(a folder"):
+        require_files([tmp_path / "gone.wav", tmp_path / "d.wav"], "audio files are")

@@ -128,3 +128,32 @@ def test_zero_trees_is_refused(built, capsys):
     assert main([str(built[0]), "--id", "t00", "--trees", "0"]) == 2
     out, err = capsys.readouterr()
     assert out == "" and err == "error: the number of annoy trees must be at least 1, got 0\n"
+
+
+def test_ids_that_are_not_utf8_are_indexed_saved_and_reused(tmp_path, capsys):
+    """Embeddings named by non-UTF-8 bytes (b'caf\\xe9', as embed writes them for such audio): the index is
+    saved (its ids file holds \\udce9 escapes), reused, and answers the same; before: a traceback."""
+    import os
+
+    emb = os.path.join(os.fsencode(tmp_path), b"emb")
+    os.mkdir(emb)
+    rng = np.random.default_rng(1)
+    vectors = {name: rng.normal(size=8).astype(np.float32) for name in (b"a", b"caf\xe9", b"b", b"c")}
+    for name, v in vectors.items():
+        np.save(os.fsdecode(os.path.join(emb, name + b".mean.npy")), v)
+    index = tmp_path / "idx.ann"
+    args = [os.fsdecode(emb), "--id", os.fsdecode(b"caf\xe9"), "-k", "3", "--index", str(index), "--json"]
+    assert main(args) == 0
+    first = json.loads(capsys.readouterr().out)
+    want = sorted((n for n in vectors if n != b"caf\xe9"), key=lambda n: -float(
+        vectors[n] @ vectors[b"caf\xe9"] / np.linalg.norm(vectors[n]) / np.linalg.norm(vectors[b"caf\xe9"])))
+    assert [os.fsencode(h["id"]) for h in first] == want
+    ids = json.loads(Path(str(index) + ".ids.json").read_text(encoding="ascii"))["ids"]
+    assert sorted(os.fsencode(i) for i in ids) == sorted(vectors)
+    stamp = index.stat().st_mtime_ns
+    assert main(args) == 0 and json.loads(capsys.readouterr().out) == first
+    assert index.stat().st_mtime_ns == stamp  # reused, not rebuilt
+    assert main([os.fsdecode(emb), "--id", os.fsdecode(b"a"), "--index", str(index), "--json"]) == 0
+    assert os.fsencode(json.loads(capsys.readouterr().out)[0]["id"]) in vectors
+    assert main([os.fsdecode(emb), "--id", "a", "-k", "3", "--index", str(index)]) == 0
+    assert "\tcaf\\xe9\n" in capsys.readouterr().out  # the table shows the byte escaped, printable anywhere

@@ -262,7 +262,8 @@ def test_without_the_onnx_extra_everything_else_is_written_and_stale_files_go(en
     assert res.version == 2 and res.onnx_path is None and res.genres_graph_path is None
     assert res.notes and "ONNX skipped" in res.notes[0]
     # the top-level files describe the newest version only: v1's ONNX and genre head are gone
-    assert set(os.listdir(out)) == {"enc.pb", "enc.json", "enc.keras", "saved_model"}
+    assert set(os.listdir(out)) == {"enc.pb", "enc.json", "enc.keras", "saved_model", ".cmir-export-files",
+                                    ".cmir-lock"}
     meta = json.loads((out / "enc.json").read_text(encoding="utf-8"))
     assert meta["version"] == "2" and meta["model_types"] == ["frozen_model", "SavedModel", "keras"]
     assert (out / "saved_model" / "1" / "assets" / "genres.txt").is_file()  # older versions stay
@@ -471,3 +472,28 @@ def test_export_run_cli_fills_zoo_metadata_from_the_run(tmp_path, report_files, 
     capsys.readouterr()
     assert E.main(["--run", str(run), "--out", str(out), "--no-onnx", "--report", str(tmp_path / "nope.json")]) == 2
     assert "nope.json: evaluation report not found" in capsys.readouterr().err
+
+
+def test_description_names_the_presets_own_terms_pairs_and_mixup():
+    """Issue 16: every mode was described as "cross-modal … genre … playlist"; now each preset says what it
+    trained (terms with their λ, audio pairs, mixup) and the strategy is recorded beside it."""
+    from cmir_tf.presets import PRESETS, resolve
+
+    text, strategy = zoo.describe_strategy("ss", PRESETS["ss"], (1, 1, 1), 0.5)
+    assert "mode ss: contrastive two crops of each song (self-supervised), λ=0.5; mixup α=7 (β=2)" in text
+    assert "genre" not in text and "playlist" not in text
+    assert strategy == {"align": [], "targets": [], "audio_pairs": "self", "mixup": 7.0, "lambdas": [1.0, 1.0, 1.0],
+                        "lambda_audio": 0.5}
+    text, _ = zoo.describe_strategy("aim_genre", PRESETS["aim_genre"])
+    assert "audio pairs of songs sharing a genre (semantically weighted NT-Xent), λ=1; mixup α=7" in text
+    text, _ = zoo.describe_strategy("bline_g", PRESETS["bline_g"])
+    assert text.startswith("Baseline audio encoder trained with cmir_tf (mode bline_g: a head predicting the "
+                           "genres; no mixup)")
+    text, s = zoo.describe_strategy("contr_g", resolve("contr_g", align="a2g,a2p", mixup=3), (0.5, 2, 1))
+    assert ("(mode contr_g: audio aligned with genre word embeddings (A2G), λ=0.5; audio aligned with playlist "
+            "co-occurrence vectors (A2P), λ=2; mixup α=3 (β=2))") in text
+    assert zoo._embedding_space({"strategy": s}) == ("embeddings in the space shared with genre and playlist "
+                                                     "embeddings (compare with cosine)")
+    assert zoo._embedding_space({"strategy": strategy}).startswith("audio embeddings (compare with cosine); not")
+    texts = {zoo.describe_strategy(m, p)[0] for m, p in PRESETS.items()}
+    assert len(texts) == len(PRESETS)
