@@ -281,16 +281,16 @@ def page_html(fig, data: dict, title: str) -> str:
 _PAGE = """<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>%TITLE%</title>
 <style>
+/* the panel comes first in the page so that its width is known when Plotly sizes the map */
 body{margin:0;font:14px system-ui,sans-serif;display:flex;height:100vh;color:#222}
-#plot{flex:1;min-width:0}#plot>div,#map{height:100%}
-#panel{width:340px;padding:10px 12px;overflow-y:auto;border-left:1px solid #ddd;background:#fafafa}
+#plot{order:1;flex:1;min-width:0}#plot>div,#map{height:100%}
+#panel{order:2;flex:none;width:340px;padding:10px 12px;overflow-y:auto;border-left:1px solid #ddd;background:#fafafa}
 #search{width:100%;box-sizing:border-box;padding:6px;font-size:14px}
 ul,ol{padding-left:22px;margin:6px 0}li{margin:3px 0;cursor:pointer}li:hover{text-decoration:underline}
 li.undrawn{color:#888;cursor:default}li.undrawn:hover{text-decoration:none}
 .score{color:#666;font-variant-numeric:tabular-nums}audio{width:100%;height:30px;margin-top:2px}
 h3{margin:12px 0 4px;font-size:15px}.hint{color:#666;font-size:12px}
 </style></head><body>
-<div id="plot">%PLOT%</div>
 <div id="panel">
 <input id="search" type="search" placeholder="Find a track by name…" autocomplete="off">
 <ul id="matches"></ul>
@@ -298,6 +298,7 @@ h3{margin:12px 0 4px;font-size:15px}.hint{color:#666;font-size:12px}
 <code>python -m cmir_tf.similar</code> gives them) and play them when their audio is linked.
 Scroll to zoom, drag to pan, double-click to reset; click a legend entry to hide it.</p></div>
 </div>
+<div id="plot">%PLOT%</div>
 <script type="application/json" id="cmir-data">%DATA%</script>
 <script>%SCRIPT%</script>
 </body></html>
