@@ -255,12 +255,11 @@ def _figure(xy: np.ndarray, names: list[str], labels: list[str], drawn: list[int
                              line=dict(color="rgba(40,40,40,0.45)", width=1)))
     fig.add_trace(go.Scatter(x=[], y=[], mode="markers", showlegend=False, name="selection", customdata=[],
                              hovertext=[], hovertemplate="%{hovertext}<extra></extra>",
-                             marker=dict(size=[], symbol=[], color="rgba(0,0,0,0)",
-                                         line=dict(width=2.5, color="black"))))
+                             marker=dict(size=[], symbol=[], color="black", line=dict(width=2.5))))
     axis = dict(showticklabels=False, showgrid=False, zeroline=False, title=None)
     fig.update_layout(template="plotly_white", title=dict(text=title, x=0.01, font=dict(size=15)),
                       legend=dict(title=dict(text=field), itemsizing="constant"), xaxis=axis,
-                      yaxis=dict(axis, scaleanchor="x"), margin=dict(l=10, r=10, t=40, b=10),
+                      yaxis=axis, margin=dict(l=10, r=10, t=40, b=10),
                       hovermode="closest", dragmode="pan", uirevision="map")
     return fig
 

@@ -144,3 +144,84 @@ def test_tsne_keeps_more_neighbourhoods_than_pca(library):
     tsne, pca = explore.project(x, "tsne"), explore.project(x, "pca")
     assert np.abs(tsne).max() == pytest.approx(1.0) and np.isfinite(tsne).all()
     assert kept(tsne) > kept(pca) + 0.1
+
+
+# ------------------------------------------------------------------------------------ in a real browser
+SCREENSHOT_ENV = "CMIR_SCREENSHOT_DIR"  # when set, the browser test also saves its screenshot there
+
+
+@pytest.fixture
+def chrome(tmp_path):
+    reason = browser.missing()
+    if reason:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"browser test cannot run in CI: {reason}")
+        pytest.skip(reason)
+    driver = browser.chromium(tmp_path / "profile")
+    yield driver
+    driver.quit()
+
+
+_DRAWN = """const gd = document.getElementById('map');
+const rows = [], pts = gd.querySelectorAll('.scatterlayer .trace .points path.point').length;
+gd._fullData.forEach(t => { if (t.name !== 'links' && t.name !== 'selection') rows.push(...Array.from(t.customdata)); });
+return [rows, pts];"""
+_POINT_AT = """const gd = document.getElementById('map'), row = arguments[0], box = gd.getBoundingClientRect();
+const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis, D = JSON.parse(document.getElementById('cmir-data').textContent);
+return [box.left + xa._offset + xa.l2p(D.x[row]), box.top + ya._offset + ya.l2p(D.y[row])];"""
+
+
+def _neighbours_on_page(driver) -> list[tuple[str, float]]:
+    return [(li.get_attribute("data-id"), float(li.get_attribute("data-score")))
+            for li in driver.find_elements("css selector", "#selected li.nbr")]
+
+
+@pytest.mark.slow  # 30 s on 2 busy cores, most of it Chromium starting and parsing 4.8 MB of plotly.js
+def test_page_in_chromium_draws_every_track_and_a_click_lists_similars_neighbours(library, tmp_path, chrome):
+    """Tracks drawn (read off the page's SVG and Plotly's data), a real mouse click on a point (Selenium's
+    pointer at the point's pixel: Plotly turns it into its plotly_click), the neighbours read off the
+    panel against similar's, search, audio that loads through its relative link; a screenshot."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    out = tmp_path / "map"
+    explore.write_explorer(library / "emb", out, k=K, color="genre", melon=library / "melon",
+                           audio=library / "audio")
+    data = page_data(out / "index.html")
+    chrome.get((out / "index.html").as_uri())
+    rows, points = chrome.execute_script(_DRAWN)
+    assert sorted(rows) == list(range(N_SONGS)) and points == N_SONGS
+    row = data["ids"].index("0/42")  # a song with audio, as are some of its neighbours maybe
+    x, y = chrome.execute_script(_POINT_AT, row)
+    ActionChains(chrome).move_by_offset(round(x), round(y)).click().perform()
+    WebDriverWait(chrome, 10).until(lambda d: d.find_element("id", "selected").get_attribute("data-id"))
+    assert chrome.find_element("id", "selected").get_attribute("data-id") == "0/42"
+    expected = find_similar(library / "emb", track_id="0/42", k=K)
+    shown = _neighbours_on_page(chrome)
+    assert [t for t, _ in shown] == [t for t, _ in expected]
+    np.testing.assert_allclose([s for _, s in shown], [s for _, s in expected], atol=1e-6)
+    # the track's audio plays from the file system: the browser reads the wav's duration through the link
+    duration = chrome.execute_async_script(
+        "const a = document.querySelector('#selected audio'), done = arguments[0];"
+        "a.preload = 'auto'; a.addEventListener('loadedmetadata', () => done(a.duration));"
+        "a.addEventListener('error', () => done(-1)); a.load();")
+    assert duration == pytest.approx(sf.info(library / "audio" / "0" / "42.wav").duration, abs=0.05)
+    _save_screenshot(chrome, tmp_path)
+    # search: typing part of a name and Enter selects the first match
+    name = data["names"][data["ids"].index("0/7")]
+    box = chrome.find_element("id", "search")
+    box.send_keys(name.split(" — ")[0] + "\n")
+    WebDriverWait(chrome, 10).until(lambda d: d.find_element("id", "selected").get_attribute("data-id") != "0/42")
+    first = chrome.find_elements("css selector", "#matches li.match")[0].get_attribute("data-id")
+    assert chrome.find_element("id", "selected").get_attribute("data-id") == first
+    assert name in [data["names"][data["ids"].index(li.get_attribute("data-id"))]
+                    for li in chrome.find_elements("css selector", "#matches li.match")]
+
+
+def _save_screenshot(driver, tmp_path) -> None:
+    shot = tmp_path / "explore.png"
+    driver.save_screenshot(str(shot))
+    assert shot.stat().st_size > 10_000
+    if os.environ.get(SCREENSHOT_ENV):
+        os.makedirs(os.environ[SCREENSHOT_ENV], exist_ok=True)
+        shutil.copy(shot, os.environ[SCREENSHOT_ENV])
