@@ -1,0 +1,102 @@
+"""The explore page at scale: time to write it, and its load time and memory in headless Chromium; and
+the projection choice (t-SNE vs PCA): neighbourhoods kept and time.
+
+Synthetic tracks: unit vectors around 30 random centres in 128-D (noise 0.9 per dimension, so clusters
+overlap as a model's genres do), one ``.mean.npy`` each, ids ``<i // 1000>/<i>``. For each N:
+
+  write      python's ``explore.write_explorer`` (annoy index, k=10 neighbours of every track, projection,
+             page) with its step times;
+  page       file size; in Chromium (tests/browser.py: Debian's chromium + chromedriver, offline) the time
+             from navigation to every point drawn, the JS heap after it (CDP Performance.getMetrics), and
+             the time from a click on a track (select()) to its neighbours listed;
+  kept@10    the share of each track's 10 nearest tracks (cosine, 128-D) that are among its 10 nearest on
+             the map, over 1,000 random tracks, for t-SNE and PCA.
+
+    python benchmarks/explore.py 100 5000 50000 [--projection tsne] [--no-browser]
+"""
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from cmir_tf import explore  # noqa: E402
+from cmir_tf.fileio import save_npy  # noqa: E402
+
+
+def vectors(n, d=128, centres=30, seed=0):
+    r = np.random.default_rng(seed)
+    c = r.normal(size=(centres, d))
+    x = c[r.integers(0, centres, n)] + 0.9 * r.normal(size=(n, d))
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+def kept(x, y, k=10, queries=1000, seed=1):
+    from sklearn.neighbors import NearestNeighbors
+
+    q = np.random.default_rng(seed).choice(len(x), min(len(x), queries), replace=False)
+    a = NearestNeighbors(n_neighbors=k + 1, metric="cosine").fit(x).kneighbors(x[q], return_distance=False)[:, 1:]
+    b = NearestNeighbors(n_neighbors=k + 1).fit(y).kneighbors(y[q], return_distance=False)[:, 1:]
+    return float(np.mean([len(set(p) & set(r)) / k for p, r in zip(a, b)]))
+
+
+def in_browser(page):
+    import browser
+
+    driver = browser.chromium(tempfile.mkdtemp(prefix="cmir-explore-profile-"))
+    try:
+        t = time.perf_counter()
+        driver.get(Path(page).resolve().as_uri())
+        driver.execute_async_script(
+            "const done = arguments[0], gd = document.getElementById('map');"
+            "const ready = () => gd._fullData && gd._fullLayout && gd.querySelector('.scatterlayer, .gl-container');"
+            "(function wait(){ ready() ? requestAnimationFrame(() => done()) : setTimeout(wait, 20); })();")
+        load = time.perf_counter() - t
+        webgl = driver.execute_script("return !!document.createElement('canvas').getContext('webgl')")
+        metrics = {m["name"]: m["value"] for m in driver.execute_cdp_cmd("Performance.getMetrics", {})["metrics"]} \
+            if driver.execute_cdp_cmd("Performance.enable", {}) is not None else {}
+        t = time.perf_counter()
+        driver.execute_script("cmirSelect(0, false)")
+        click = time.perf_counter() - t
+        errors = driver.execute_script("return document.body.innerText.includes('WebGL is not supported')")
+        return {"load_s": load, "js_heap_mb": metrics.get("JSHeapUsedSize", 0) / 1e6, "select_s": click,
+                "webgl": webgl, "webgl_error_shown": errors}
+    finally:
+        driver.quit()
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("sizes", nargs="+", type=int)
+    p.add_argument("--projection", default="tsne", choices=("tsne", "pca"))
+    p.add_argument("--no-browser", action="store_true")
+    p.add_argument("--quality", action="store_true", help="also compare t-SNE and PCA (kept@10, time)")
+    args = p.parse_args()
+    for n in args.sizes:
+        x = vectors(n)
+        with tempfile.TemporaryDirectory(prefix="cmir-explore-bench-") as tmp:
+            for i, v in enumerate(x):
+                save_npy(os.path.join(tmp, "emb", str(i // 1000), f"{i}.mean.npy"), v)
+            t = time.perf_counter()
+            s = explore.write_explorer(os.path.join(tmp, "emb"), os.path.join(tmp, "map"), projection=args.projection)
+            total = time.perf_counter() - t
+            size = os.path.getsize(s["page"]) / 1e6
+            steps = ", ".join(f"{k} {v:.1f}" for k, v in s["seconds"].items())
+            print(f"N={n} write {total:.1f}s ({steps}) page {size:.1f} MB", flush=True)
+            if not args.no_browser:
+                print(f"  browser {in_browser(s['page'])}", flush=True)
+        if args.quality:
+            for method in ("pca", "tsne"):
+                t, c = time.perf_counter(), time.process_time()
+                y = explore.project(x, method)
+                print(f"  {method}: {time.perf_counter() - t:.1f}s wall {time.process_time() - c:.1f}s CPU, "
+                      f"kept@10 {kept(x, y):.3f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
