@@ -73,6 +73,7 @@ setup(
             "cmir-export=cmir_tf.export:main",
             "cmir-embed=cmir_tf.embed:main",
             "cmir-similar=cmir_tf.similar:main",
+            "cmir-explore=cmir_tf.explore:main",
             "cmir-evaluate=cmir_tf.evaluate:main",
         ],
     },

@@ -45,7 +45,33 @@ def kept(x, y, k=10, queries=1000, seed=1):
     return float(np.mean([len(set(p) & set(r)) / k for p, r in zip(a, b)]))
 
 
-def in_browser(page):
+def _browser_pss_mb(driver):
+    """Proportional set size (shared pages split between their users) of every process under the driver,
+    i.e. Chromium's memory, summed from /proc/PID/smaps_rollup (Linux)."""
+    parent = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            parent[int(stat.parent.name)] = int(fields[1])
+        except (OSError, IndexError, ValueError):
+            continue
+    todo, found = [driver.service.process.pid], []
+    while todo:
+        pid = todo.pop()
+        kids = [p for p, pp in parent.items() if pp == pid]
+        found += kids
+        todo += kids
+    pss = 0
+    for pid in found:
+        try:
+            lines = Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()
+            pss += sum(int(line.split()[1]) * 1024 for line in lines if line.startswith("Pss:"))
+        except (OSError, IndexError, ValueError):
+            continue
+    return round(pss / 1e6)
+
+
+def in_browser(page, shot=None):
     import browser
 
     driver = browser.chromium(tempfile.mkdtemp(prefix="cmir-explore-profile-"))
@@ -64,7 +90,13 @@ def in_browser(page):
         driver.execute_script("cmirSelect(0, false)")
         click = time.perf_counter() - t
         errors = driver.execute_script("return document.body.innerText.includes('WebGL is not supported')")
-        return {"load_s": load, "js_heap_mb": metrics.get("JSHeapUsedSize", 0) / 1e6, "select_s": click,
+        drawn = driver.execute_script(
+            "return document.getElementById('map')._fullData.filter(t => t.name !== 'links' && t.name !== 'selection')"
+            ".reduce((n, t) => n + t.customdata.length, 0)")
+        if shot:
+            driver.save_screenshot(shot)
+        return {"load_s": round(load, 2), "js_heap_mb": round(metrics.get("JSHeapUsedSize", 0) / 1e6, 1),
+                "browser_pss_mb": _browser_pss_mb(driver), "select_s": round(click, 3), "points": drawn,
                 "webgl": webgl, "webgl_error_shown": errors}
     finally:
         driver.quit()
@@ -75,6 +107,7 @@ def main():
     p.add_argument("sizes", nargs="+", type=int)
     p.add_argument("--projection", default="tsne", choices=("tsne", "pca"))
     p.add_argument("--no-browser", action="store_true")
+    p.add_argument("--screenshot", metavar="DIR", help="save the page of each N as DIR/explore-N.png")
     p.add_argument("--quality", action="store_true", help="also compare t-SNE and PCA (kept@10, time)")
     args = p.parse_args()
     for n in args.sizes:
@@ -89,7 +122,8 @@ def main():
             steps = ", ".join(f"{k} {v:.1f}" for k, v in s["seconds"].items())
             print(f"N={n} write {total:.1f}s ({steps}) page {size:.1f} MB", flush=True)
             if not args.no_browser:
-                print(f"  browser {in_browser(s['page'])}", flush=True)
+                shot = os.path.join(args.screenshot, f"explore-{n}.png") if args.screenshot else None
+                print(f"  browser {in_browser(s['page'], shot)}", flush=True)
         if args.quality:
             for method in ("pca", "tsne"):
                 t, c = time.perf_counter(), time.process_time()
