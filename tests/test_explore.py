@@ -225,3 +225,24 @@ def _save_screenshot(driver, tmp_path) -> None:
     if os.environ.get(SCREENSHOT_ENV):
         os.makedirs(os.environ[SCREENSHOT_ENV], exist_ok=True)
         shutil.copy(shot, os.environ[SCREENSHOT_ENV])
+
+
+def test_playlist_colour_is_the_largest_playlist_a_track_is_in(library, tmp_path):
+    from cmir_tf.melon import read_playlists
+
+    explore.write_explorer(library / "emb", tmp_path, k=1, color="playlist", melon=library / "melon",
+                           projection="pca")
+    data = page_data(tmp_path / "index.html")
+    lists = [p for s in ("train", "val", "test") for p in read_playlists(MelonLayout(library / "melon").playlists(s))]
+    on_map = {int(t.split("/")[1]) for t in data["ids"]}
+    for r, track in enumerate(data["ids"]):
+        song = int(track.split("/")[1])
+        mine = [p for p in lists if song in p["songs"]]
+        best = max(mine, key=lambda p: (len(set(p["songs"]) & on_map), -p["id"]), default=None)
+        assert data["labels"][r] == (best["plylst_title"] or f"playlist {best['id']}" if best else "unknown")
+
+
+def test_names_cannot_end_the_data_script():
+    obj = {"names": ["</script><script>alert(1)</script>", "a</b"]}
+    text = explore._json_script(obj)
+    assert "</" not in text and json.loads(text) == obj
