@@ -176,7 +176,7 @@ def _neighbours_on_page(driver) -> list[tuple[str, float]]:
             for li in driver.find_elements("css selector", "#selected li.nbr")]
 
 
-@pytest.mark.slow  # 30 s on 2 busy cores, most of it Chromium starting and parsing 4.8 MB of plotly.js
+@pytest.mark.slow  # 8 s on a quiet machine, 30-70 s on 2 busy cores: Chromium starting, 4.8 MB of plotly.js
 def test_page_in_chromium_draws_every_track_and_a_click_lists_similars_neighbours(library, tmp_path, chrome):
     """Tracks drawn (read off the page's SVG and Plotly's data), a real mouse click on a point (Selenium's
     pointer at the point's pixel: Plotly turns it into its plotly_click), the neighbours read off the
