@@ -4,6 +4,7 @@ import json
 import os
 import re
 import shutil
+import urllib.parse
 from pathlib import Path
 
 import numpy as np
@@ -18,12 +19,13 @@ from cmir_tf.similar import find_similar
 import browser
 
 N_SONGS, K = 60, 5
-AUDIO_SONGS = (3, 17, 42)  # songs with a wav file under audio/
+AUDIO_SONGS = (3, 17, 42)  # songs with a wav file under AUDIO_DIR
+AUDIO_DIR = "my música"  # a link to it must be URL-quoted
 
 
 def make_library(root: Path, n: int = N_SONGS) -> dict:
     """A synthetic Melon folder, embeddings clustered by major genre (ids ``0/<song>``), a splits.json and
-    tagged wav files for :data:`AUDIO_SONGS` in the embed id layout (``audio/0/<song>.wav``)."""
+    tagged wav files for :data:`AUDIO_SONGS` in the embed id layout (``AUDIO_DIR/0/<song>.wav``)."""
     facts = synth.make_synthetic_melon(root / "melon", songs=n, playlists=15, mels=False)
     rng = np.random.default_rng(0)
     centres = rng.normal(size=(8, 16))
@@ -33,8 +35,8 @@ def make_library(root: Path, n: int = N_SONGS) -> dict:
     write_json(root / "prepared" / "splits.json", {"train": list(range(0, n, 3)), "val": list(range(1, n, 3)),
                                                    "test": [2]})
     for i in AUDIO_SONGS:
-        (root / "audio" / "0").mkdir(parents=True, exist_ok=True)
-        with sf.SoundFile(root / "audio" / "0" / f"{i}.wav", "w", 16000, 1) as f:
+        (root / AUDIO_DIR / "0").mkdir(parents=True, exist_ok=True)
+        with sf.SoundFile(root / AUDIO_DIR / "0" / f"{i}.wav", "w", 16000, 1) as f:
             f.title, f.artist = f"Tagged {i}", "Tag Artist"
             f.write(0.1 * np.sin(np.arange(16000 * (i % 3 + 1)) / 5.0))
     return facts
@@ -55,7 +57,7 @@ def page_data(page) -> dict:
 def test_page_lists_similars_neighbours_and_the_metadata(library, tmp_path):
     out = tmp_path / "map"
     summary = explore.write_explorer(library / "emb", out, k=K, color="genre", melon=library / "melon",
-                                     prepared=library / "prepared", audio=library / "audio", projection="pca")
+                                     prepared=library / "prepared", audio=library / AUDIO_DIR, projection="pca")
     assert summary["drawn"] == summary["tracks"] == N_SONGS
     data = page_data(out / "index.html")
     assert sorted(data["ids"]) == sorted(f"0/{i}" for i in range(N_SONGS)) and all(data["drawn"])
@@ -77,14 +79,15 @@ def test_page_lists_similars_neighbours_and_the_metadata(library, tmp_path):
         assert data["labels"][r] == genres[song.major[0]]
         link = data["audio"][r]
         if song.id in AUDIO_SONGS:  # a relative URL from the page to the file
-            assert (out / link).resolve() == (library / "audio" / "0" / f"{song.id}.wav").resolve()
+            target = (out / urllib.parse.unquote(link)).resolve()
+            assert target == (library / AUDIO_DIR / "0" / f"{song.id}.wav").resolve()
         else:
             assert link is None
 
 
 def test_split_colours_and_tag_names_without_melon(library, tmp_path):
     explore.write_explorer(library / "emb", tmp_path, k=2, color="split", prepared=library / "prepared",
-                           audio=library / "audio", projection="pca")
+                           audio=library / AUDIO_DIR, projection="pca")
     data = page_data(tmp_path / "index.html")
     for r, track in enumerate(data["ids"]):
         song = int(track.split("/")[1])
@@ -186,7 +189,7 @@ def test_page_in_chromium_draws_every_track_and_a_click_lists_similars_neighbour
 
     out = tmp_path / "map"
     explore.write_explorer(library / "emb", out, k=K, color="genre", melon=library / "melon",
-                           audio=library / "audio")
+                           audio=library / AUDIO_DIR)
     data = page_data(out / "index.html")
     chrome.get((out / "index.html").as_uri())
     rows, points = chrome.execute_script(_DRAWN)
@@ -196,6 +199,8 @@ def test_page_in_chromium_draws_every_track_and_a_click_lists_similars_neighbour
     ActionChains(chrome).move_by_offset(round(x), round(y)).click().perform()
     WebDriverWait(chrome, 10).until(lambda d: d.find_element("id", "selected").get_attribute("data-id"))
     assert chrome.find_element("id", "selected").get_attribute("data-id") == "0/42"
+    hover = chrome.execute_script("return [...document.querySelectorAll('.hoverlayer .hovertext')].map(e => e.textContent)")
+    assert data["names"][row] in hover  # the pointer rests on the point: its hover label names the track
     expected = find_similar(library / "emb", track_id="0/42", k=K)
     shown = _neighbours_on_page(chrome)
     assert [t for t, _ in shown] == [t for t, _ in expected]
@@ -205,7 +210,7 @@ def test_page_in_chromium_draws_every_track_and_a_click_lists_similars_neighbour
         "const a = document.querySelector('#selected audio'), done = arguments[0];"
         "a.preload = 'auto'; a.addEventListener('loadedmetadata', () => done(a.duration));"
         "a.addEventListener('error', () => done(-1)); a.load();")
-    assert duration == pytest.approx(sf.info(library / "audio" / "0" / "42.wav").duration, abs=0.05)
+    assert duration == pytest.approx(sf.info(library / AUDIO_DIR / "0" / "42.wav").duration, abs=0.05)
     _save_screenshot(chrome, tmp_path)
     # search: typing part of a name and Enter selects the first match
     name = data["names"][data["ids"].index("0/7")]
