@@ -8,7 +8,8 @@ system (``file://``) with no server and no network. Every track of EMB_DIR (the 
 cmir_tf.embed`` writes, read as ``cmir_tf.similar`` reads it) is a point on a 2-D map of its embedding
 (:func:`project`), coloured by a field; hovering names the track; clicking a point (or a search result,
 or a listed neighbour) lists its ``k`` nearest tracks by cosine — computed by ``similar``'s own
-:meth:`~cmir_tf.similar.SimilarityIndex.query_id` over the same annoy index, so the page shows exactly
+:meth:`~cmir_tf.similar.SimilarityIndex.query_id` over an index built as ``similar`` builds it (same
+trees and seed, or the same saved ``--index`` file), so the page shows exactly
 what ``python -m cmir_tf.similar EMB_DIR --id ID -k K`` prints — draws lines to them, and plays the track
 and its neighbours when ``--audio`` holds their files (found by the track id, linked by a path relative to
 the page: keep the page and the music where they are, or move them together). A search box finds a
@@ -16,8 +17,8 @@ track by name (or id).
 
 Names and fields come from, in this order: a Melon folder's ``song_meta.json`` (a track id whose last
 part is a song id: ``12/12345``) — name, artist, album, genre (major, named by ``genre_gn_all.json``) and
-the largest of the map's playlists it is in (``train.json``); a prepared folder — its split
-(``splits.json``) and the genre names of ``vocab.json``; the tags of the audio files under ``--audio``
+the largest of the map's playlists it is in (``train/val/test.json``); a prepared folder — its split
+(``splits.json``); the tags of the audio files under ``--audio``
 (title, artist, album, genre, as libsndfile reads them); else the track id. A field no source gives is
 "unknown". The legend shows the :data:`LEGEND_MAX` largest values, the rest are drawn grey as "other".
 
@@ -425,7 +426,8 @@ def _check_options(k, color, projection, max_points, melon, prepared) -> None:
     if melon is not None and not os.path.isfile(os.path.join(melon, "song_meta.json")):
         raise ConfigError(f"{melon}: not a Melon folder (no song_meta.json)")
     if prepared is not None and not os.path.isfile(os.path.join(prepared, "splits.json")):
-        raise ConfigError(f"{prepared}: not a prepared folder (no splits.json; make one with python -m cmir_tf.prepare)")
+        raise ConfigError(f"{prepared}: not a prepared folder (no splits.json; make one with "
+                          "python -m cmir_tf.prepare)")
 
 
 def build_arg_parser() -> argparse.ArgumentParser:

@@ -199,7 +199,8 @@ def test_page_in_chromium_draws_every_track_and_a_click_lists_similars_neighbour
     ActionChains(chrome).move_by_offset(round(x), round(y)).click().perform()
     WebDriverWait(chrome, 10).until(lambda d: d.find_element("id", "selected").get_attribute("data-id"))
     assert chrome.find_element("id", "selected").get_attribute("data-id") == "0/42"
-    hover = chrome.execute_script("return [...document.querySelectorAll('.hoverlayer .hovertext')].map(e => e.textContent)")
+    hover = chrome.execute_script(
+        "return [...document.querySelectorAll('.hoverlayer .hovertext')].map(e => e.textContent)")
     assert data["names"][row] in hover  # the pointer rests on the point: its hover label names the track
     expected = find_similar(library / "emb", track_id="0/42", k=K)
     shown = _neighbours_on_page(chrome)
