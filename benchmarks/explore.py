@@ -74,7 +74,8 @@ def _browser_pss_mb(driver):
 def in_browser(page, shot=None):
     import browser
 
-    driver = browser.chromium(tempfile.mkdtemp(prefix="cmir-explore-profile-"))
+    profile = tempfile.TemporaryDirectory(prefix="cmir-explore-profile-")
+    driver = browser.chromium(profile.name)
     try:
         t = time.perf_counter()
         driver.get(Path(page).resolve().as_uri())
@@ -100,6 +101,7 @@ def in_browser(page, shot=None):
                 "webgl": webgl, "webgl_error_shown": errors}
     finally:
         driver.quit()
+        profile.cleanup()
 
 
 def main():
