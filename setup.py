@@ -42,6 +42,7 @@ setup(
         "iterative-stratification>=0.1.9",
         "tqdm>=4.60",
         "matplotlib>=3.7",
+        "plotly>=5.14",  # python -m cmir_tf.explore writes its interactive map with it (plotly.js inlined)
         "pyyaml>=6",
     ],
     extras_require={
@@ -59,6 +60,8 @@ setup(
             "essentia-tensorflow==2.1b6.dev1389",
             # trec_eval's own C code: the playlist metrics are checked against it
             "pytrec-eval-terrier>=0.5.6",
+            # drives Debian's headless chromium + chromium-driver (ci/browser.sh) in the explore page's test
+            "selenium>=4.10",
         ],
     },
     entry_points={
@@ -69,6 +72,7 @@ setup(
             "cmir-export=cmir_tf.export:main",
             "cmir-embed=cmir_tf.embed:main",
             "cmir-similar=cmir_tf.similar:main",
+            "cmir-explore=cmir_tf.explore:main",
             "cmir-evaluate=cmir_tf.evaluate:main",
         ],
     },

@@ -109,6 +109,7 @@ class Song:
     major: list = field(default_factory=list)  # song_gn_gnr_basket
     detailed: list = field(default_factory=list)  # song_gn_dtl_gnr_basket
     album_id: int | None = None
+    album_name: str = ""
     artist_id_basket: list = field(default_factory=list)
     artist_name_basket: list = field(default_factory=list)
     song_name: str = ""
@@ -170,6 +171,7 @@ def _song(e, where: str) -> Song:
         major=_codes(e.get("song_gn_gnr_basket"), f"{where}: song_gn_gnr_basket"),
         detailed=_codes(e.get("song_gn_dtl_gnr_basket"), f"{where}: song_gn_dtl_gnr_basket"),
         album_id=None if album is None else _int(album, f"{where}: album_id"),
+        album_name=str(e.get("album_name") or ""),
         artist_id_basket=[_int(a, f"{where}: artist_id_basket")
                           for a in _list(e.get("artist_id_basket"), f"{where}: artist_id_basket")],
         artist_name_basket=list(_list(e.get("artist_name_basket"), f"{where}: artist_name_basket")),
