@@ -77,6 +77,14 @@ class ExportResult:
     def __fspath__(self):
         return self.out_dir
 
+    def outputs(self) -> list[tuple[str, str]]:
+        """Every file or folder this export wrote, labelled, in the order a user would look for them."""
+        found = [(f"SavedModel version {self.version} (TF Serving)", self.saved_model_dir),
+                 ("frozen graph (Essentia)", self.graph_path), ("Essentia metadata", self.metadata_path),
+                 ("ONNX", self.onnx_path), ("Keras", self.keras_path),
+                 ("genre head graph", self.genres_graph_path), ("genre head metadata", self.genres_metadata_path)]
+        return [(label, path) for label, path in found if path]
+
 
 # ----------------------------------------------------------------------------------- genre space
 def genre_embeddings(genre_encoder, n_genres):
@@ -306,11 +314,8 @@ def build_arg_parser():
 def main(argv=None):
     args = build_arg_parser().parse_args(argv)
     res = export_run(args.run, args.out, args.version, args.name, **_zoo_options(args))
-    print(f"SavedModel version {res.version}: {res.saved_model_dir}")
-    print(f"frozen graph: {res.graph_path}\nEssentia metadata: {res.metadata_path}")
-    for label, path in (("ONNX", res.onnx_path), ("Keras", res.keras_path), ("genre head", res.genres_graph_path)):
-        if path:
-            print(f"{label}: {path}")
+    for label, path in res.outputs():
+        print(f"{label}: {path}")
     return 0
 
 

@@ -85,7 +85,10 @@ class RunDir:
     CONFIG, MODEL, HISTORY, CURVES, LOGS = "config.json", "model.json", "history.csv", "curves.png", "logs"
     CHECKPOINTS, BEST, LAST = "checkpoints", "best.weights.h5", "last.weights.h5"
     BACKUP, BACKUP_WEIGHTS, BACKUP_OPTIMIZER, BACKUP_STATE = "backup", "weights.weights.h5", "optimizer.npz", "state.json"
-    WORKERS, EVAL = "workers", "eval"
+    WORKERS, EVAL, PREVIOUS = "workers", "eval", "previous"
+    # what a run writes about itself, set aside by a restart (checkpoints first: export must never find
+    # an earlier run's weights beside a new run's configuration)
+    SET_ASIDE = (CHECKPOINTS, BACKUP, HISTORY, CURVES, LOGS, EVAL, WORKERS, MODEL, CONFIG)
 
     def __init__(self, path):
         self.path = Path(path)
@@ -139,7 +142,7 @@ class RunDir:
     # ------------------------------------------------------------------------------------ training
     def own_names(self) -> tuple[str, ...]:
         return (self.CONFIG, self.MODEL, self.HISTORY, self.CURVES, self.LOGS, self.CHECKPOINTS, self.BACKUP,
-                self.WORKERS, LOCK_NAME)
+                self.WORKERS, self.EVAL, self.PREVIOUS, LOCK_NAME)
 
     def create(self) -> None:
         """Create the run folder: refused (``ConfigError``) if it is a file, or holds other files and no
@@ -154,15 +157,38 @@ class RunDir:
         with contextlib.suppress(OSError):
             self.backup_dir.rmdir()  # only when nothing else is in it
 
-    def open_for_training(self, effective: dict, restart: bool = False) -> None:
-        """Create the folder for a run of ``effective`` (a TrainConfig as a dict) and write ``config.json``.
+    def set_aside(self) -> Path | None:
+        """Move the files of the run held here (:data:`SET_ASIDE`) into ``previous/<UTC time>/``, so a
+        restarted run starts clean: its history, curves, checkpoints, logs and reports never mix with the
+        earlier run's, and nothing of the earlier run is lost. Returns that folder (None: nothing to move).
+        Each file is moved by one rename, checkpoints first; a kill midway leaves the rest for the next
+        restart."""
+        present = [n for n in self.SET_ASIDE if os.path.lexists(self.path / n)]
+        if not present:
+            return None
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        target, n = self.path / self.PREVIOUS / stamp, 1
+        while target.exists():
+            n += 1
+            target = self.path / self.PREVIOUS / f"{stamp}-{n}"
+        try:
+            target.mkdir(parents=True)
+            for name in present:
+                os.replace(self.path / name, target / name)
+        except OSError as e:
+            raise ConfigError(f"{self.path}: cannot set the earlier run aside into {target} "
+                              f"({e.strerror or e})") from None
+        return target
 
-        ``restart`` discards the backup. Continuing a backed-up run with another model, batch size or
+    def open_for_training(self, effective: dict, restart: bool = False) -> Path | None:
+        """Create the folder for a run of ``effective`` (a TrainConfig as a dict) and write ``config.json``.
+        Returns where a restart set the earlier run aside (:meth:`set_aside`), else None.
+
+        ``restart`` sets the earlier run aside (backup included). Continuing a backed-up run with another model, batch size or
         prepared folder (:data:`RESUME_KEYS`) is refused with a ``ConfigError``.
         """
         self.create()
-        if restart:
-            self.discard_backup()
+        moved = self.set_aside() if restart else None
         for folder in (self.path, self.path / self.CHECKPOINTS, self.backup_dir):
             remove_stale_temps(folder)
         if self.config_path.exists() and self.has_backup():
@@ -173,13 +199,17 @@ class RunDir:
                     f"{self.path}: holds a run with different {', '.join(sorted(changed))}; "
                     "use another run folder, or restart to discard it")
         atomic_write_text(self.config_path, json.dumps(effective, indent=2, sort_keys=True))
+        return moved
 
     def write_model_config(self, config: dict) -> None:
         write_json(self.model_path, config, indent=2)
 
     def save_checkpoint(self, model, name: str) -> None:
+        """The model's weights without the optimizer's (export and evaluation need none; a third the size)."""
+        from .compat import save_model_weights
+
         with atomic_path(self.checkpoint(name)) as tmp:
-            model.save_weights(tmp)
+            save_model_weights(model, tmp)
 
     def has_backup(self) -> bool:
         return (self.backup_dir / self.BACKUP_STATE).exists()
@@ -192,13 +222,14 @@ class RunDir:
         in any precision (``cmir_tf.precision``)."""
         import numpy as np
 
+        from .compat import save_model_weights
         from .precision import inner_optimizer, loss_scale_state
 
         variables = inner_optimizer(model.optimizer).variables
         opt_vars = {f"v{i:05d}": np.asarray(v) for i, v in enumerate(variables)}
         with atomic_path(self.backup_dir / self.BACKUP_WEIGHTS) as tmp_w, \
                 atomic_path(self.backup_dir / self.BACKUP_OPTIMIZER) as tmp_o:
-            model.save_weights(tmp_w)
+            save_model_weights(model, tmp_w)  # the optimizer's variables go to optimizer.npz only
             np.savez(tmp_o, **opt_vars)
         state = {"epoch": epoch, "step": step, "best_val_loss": best_val_loss, "time": time.time()}
         scale = loss_scale_state(model.optimizer)
@@ -212,6 +243,7 @@ class RunDir:
             return None
         import numpy as np
 
+        from .compat import load_model_weights
         from .precision import inner_optimizer, restore_loss_scale
 
         state_path = self.backup_dir / self.BACKUP_STATE
@@ -219,9 +251,9 @@ class RunDir:
         if not isinstance(state, dict) or not all(type(state.get(k)) is int and state[k] >= 0 for k in ("epoch", "step")):
             raise DataError(f"{state_path}: damaged backup state (needs integer epoch, step)")
         weights_path, optimizer_path = self.backup_dir / self.BACKUP_WEIGHTS, self.backup_dir / self.BACKUP_OPTIMIZER
-        with _damaged(weights_path):
-            model.load_weights(weights_path)
         model.optimizer.build(model.trainable_variables)
+        with _damaged(weights_path):
+            load_model_weights(model, weights_path)  # the optimizer's state comes from optimizer.npz
         with _damaged(optimizer_path), np.load(optimizer_path, allow_pickle=False) as saved:
             values = [saved[k] for k in sorted(saved.files)]
         variables = inner_optimizer(model.optimizer).variables
