@@ -87,19 +87,26 @@ class ResumableBackup(keras.callbacks.Callback):
 
 
 class BestAndLast(keras.callbacks.Callback):
-    """checkpoints/best.weights.h5 (lowest val_loss so far, across resumes) and last.weights.h5."""
+    """checkpoints/best.weights.h5 (lowest val_loss so far, across resumes) and last.weights.h5.
 
-    def __init__(self, run: RunDir, best: float = math.inf):
+    ``keep_last=False``: no ``last`` copy while a ``best`` exists (export takes ``best``); ``last`` is
+    written only as long as no epoch has given a finite loss to rank, so a run always has a checkpoint."""
+
+    def __init__(self, run: RunDir, best: float = math.inf, keep_last: bool = True):
         super().__init__()
         self.run = run
         self.best = best
+        self.keep_last = keep_last
 
     def on_epoch_end(self, epoch, logs=None):
         val = (logs or {}).get("val_loss", (logs or {}).get("loss"))
-        self.run.save_checkpoint(self.model, RunDir.LAST)
         if val is not None and np.isfinite(val) and val < self.best:
             self.best = float(val)
             self.run.save_checkpoint(self.model, RunDir.BEST)
+        if self.keep_last or not self.run.checkpoint(RunDir.BEST).exists():
+            self.run.save_checkpoint(self.model, RunDir.LAST)
+        else:
+            self.run.checkpoint(RunDir.LAST).unlink(missing_ok=True)
 
 
 class HistoryCSV(keras.callbacks.CSVLogger):

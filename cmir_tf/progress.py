@@ -52,7 +52,8 @@ class TrainingProgress(keras.callbacks.Callback):
         self.loss = float("nan")
         self.start = self.first_done = None  # clock at this process's first step; steps done here
         self.done_here = 0
-        self.val_seconds = 0.0
+        self.val_seconds = 0.0  # the latest validation pass
+        self.paused = 0.0  # seconds since this process's first step spent outside training steps
         self.next_draw = self.next_tenth = 0.0
         self.bar = None
         self.epoch_start = 0.0
@@ -87,6 +88,8 @@ class TrainingProgress(keras.callbacks.Callback):
 
     def on_test_end(self, logs=None):
         self.val_seconds = self.clock() - self._test_start
+        if self.start is not None:
+            self.paused += self.val_seconds
 
     def on_epoch_end(self, epoch, logs=None):
         if self.bar is not None:
@@ -101,7 +104,7 @@ class TrainingProgress(keras.callbacks.Callback):
     # ---------------------------------------------------------------------------------------- drawing
     def rate(self) -> float:
         """Training steps per second in this process (after its first step), nan before two steps."""
-        elapsed = self.clock() - self.start if self.start is not None else 0.0
+        elapsed = self.clock() - self.start - self.paused if self.start is not None else 0.0
         return self.done_here / elapsed if self.done_here and elapsed > 0 else float("nan")
 
     def _run_eta(self, after_epoch: bool = False) -> float:

@@ -237,8 +237,20 @@ class RunDir:
             state["loss_scale"] = scale
         write_json(self.backup_dir / self.BACKUP_STATE, state)
 
+    def drop_backup_weights(self) -> None:
+        """A completed run's ``--no-keep-backup``: mark ``state.json`` (``"weights_removed": true``), then
+        delete the backup's weights and optimizer state. The state stays: a rerun knows the run is done."""
+        state_path = self.backup_dir / self.BACKUP_STATE
+        if not self.has_backup():
+            return
+        write_json(state_path, dict(read_json(state_path, "backup state"), weights_removed=True))
+        for name in (self.BACKUP_WEIGHTS, self.BACKUP_OPTIMIZER):
+            (self.backup_dir / name).unlink(missing_ok=True)
+
     def restore_backup(self, model) -> dict | None:
-        """Load the backup into ``model`` (weights and optimizer); return its state, or None without one."""
+        """Load the backup into ``model`` (weights and optimizer); return its state, or None without one.
+        A backup whose weights a completed run dropped (:meth:`drop_backup_weights`) loads nothing: its
+        state says where the run ended."""
         if not self.has_backup():
             return None
         import numpy as np
@@ -250,6 +262,8 @@ class RunDir:
         state = read_json(state_path, "backup state")
         if not isinstance(state, dict) or not all(type(state.get(k)) is int and state[k] >= 0 for k in ("epoch", "step")):
             raise DataError(f"{state_path}: damaged backup state (needs integer epoch, step)")
+        if state.get("weights_removed") is True:
+            return dict(state, best_val_loss=state.get("best_val_loss", math.inf))
         weights_path, optimizer_path = self.backup_dir / self.BACKUP_WEIGHTS, self.backup_dir / self.BACKUP_OPTIMIZER
         model.optimizer.build(model.trainable_variables)
         with _damaged(weights_path):
@@ -299,5 +313,8 @@ class RunDir:
         """``checkpoints/best.weights.h5``, else ``last.weights.h5``."""
         found = self.checkpoints()
         if not found:
-            raise DataError(f"{self.path / self.CHECKPOINTS}: no {self.BEST} or {self.LAST}")
+            raise DataError(f"{self.path / self.CHECKPOINTS}: no {self.BEST} or {self.LAST}: the run has not "
+                            "completed an epoch yet" + (f" (earlier runs set aside by --restart are under "
+                                                        f"{self.path / self.PREVIOUS})"
+                                                        if (self.path / self.PREVIOUS).is_dir() else ""))
         return found[0]

@@ -176,7 +176,7 @@ def _fit(model, cfg: TrainConfig, run: RunDir, schedule: Schedule, datasets, sta
     callbacks = [
         stopper,
         ResumableBackup(run, cfg.backup_every, schedule.steps, offset=step, best=best),
-        BestAndLast(run, best),
+        BestAndLast(run, best, cfg.keep_last),
         HistoryCSV(run.history_path),
         keras.callbacks.TensorBoard(str(run.logs_dir), update_freq="epoch", profile_batch=0),
         TrainingProgress(cfg.epochs, schedule.steps, first_epoch=epoch, first_step=step),
@@ -245,19 +245,24 @@ def _train_in(run: RunDir, cfg: TrainConfig, facts: PreparedFacts, strategy, sch
     model = _build_model(cfg, facts, strategy, run, jit)
     with strategy.scope():
         state = run.restore_backup(model)
-    if state:
-        print(f"[cmir_tf] resuming {run} in epoch {int(state['epoch']) + 1} after step {int(state['step'])} "
-              f"of {schedule.steps}", flush=True)
-    datasets = _datasets(cfg, facts, strategy, schedule, state)
     first_epoch = int(state["epoch"]) if state else 0
     if first_epoch >= cfg.epochs:
         print(f"[cmir_tf] {run}: already trained {cfg.epochs} epochs (use --restart or more --epochs)")
         return
+    if state and state.get("weights_removed"):
+        raise ConfigError(f"{run}: completed {first_epoch} epochs with --no-keep-backup, so its backup holds no "
+                          f"weights to continue from; --epochs {first_epoch} or fewer, or --restart")
+    if state:
+        print(f"[cmir_tf] resuming {run} in epoch {first_epoch + 1} after step {int(state['step'])} "
+              f"of {schedule.steps}", flush=True)
+    datasets = _datasets(cfg, facts, strategy, schedule, state)
     from .progress import run_summary
 
     counts = _example_counts(cfg, facts)
     print(run_summary(cfg, schedule, counts, run, jit=jit, first_epoch=first_epoch), flush=True)
     _fit(model, cfg, run, schedule, datasets, state)
+    if not cfg.keep_backup:
+        run.drop_backup_weights()
 
 
 def export_after_training(cfg: TrainConfig, run_dir) -> object | None:
