@@ -298,7 +298,7 @@ def find_similar(folder: str | os.PathLike, *, track_id: str | None = None, file
     if vector is None:
         if embedder is None:
             if model is None:
-                raise ConfigError(f"{path} is not a {index.dim}-d embedding; embedding it needs a model "
+                raise ConfigError(f"--file {path}: not a {index.dim}-d embedding; embedding it needs --model "
                                   "(an export folder)")
             from cmir_tf.embed import Embedder
 
