@@ -204,7 +204,7 @@ class ContrastiveModel(compat.BuiltModelMixin, keras.Model):
             dropout, embed_dim, synchronized=synchronized_bn, cnn_dtype=self.cnn_dtype, name="audio_encoder"
         )
         self.genre_encoder = self.cf_encoder = self.genre_head = self.cf_head = None
-        if "a2g" in self.parts or "g2p" in self.parts:
+        if self.preset.has_genre_encoder:
             self.genre_encoder = GenreEncoder(
                 word2vec, self.num_heads, dropout, embed_dim, vocab_size=self.vocab_size, w2v_dim=self.w2v_dim,
                 name="genre_encoder",
