@@ -4,17 +4,22 @@
 
     RUN/config.json                 effective TrainConfig (keys = the flags with ``_``), sorted, indented
     RUN/model.json                  ContrastiveModel.get_config(): what export rebuilds the model from
-    RUN/history.csv                 one row per epoch: epoch, loss, each part, val_loss, val_<part>
-                                    (written by Keras's CSVLogger, appended on resume)
-    RUN/checkpoints/best.weights.h5 lowest val_loss so far (across resumes)
-    RUN/checkpoints/last.weights.h5 end of the latest epoch
-    RUN/backup/weights.weights.h5   resumable state, rewritten every few steps and at each epoch end:
+    RUN/history.csv                 one row per epoch: epoch (counted from 1), loss, each part, val_loss,
+                                    val_<part> (callbacks.HistoryCSV, Keras's CSVLogger; appended on resume)
+    RUN/checkpoints/best.weights.h5 lowest val_loss so far (across resumes); weights only (no optimizer)
+    RUN/checkpoints/last.weights.h5 end of the latest epoch (not kept with --no-keep-last once best exists)
+    RUN/backup/weights.weights.h5   resumable state, rewritten every few steps and at each epoch end
+                                      (weights only: the optimizer is in optimizer.npz):
     RUN/backup/optimizer.npz          the optimizer's variables as v00000, v00001, … (iterations first)
-    RUN/backup/state.json             {"epoch", "step", "best_val_loss", "time"}: where to resume,
-                                      + "loss_scale": {"scale", "good_steps"} under float16
+    RUN/backup/state.json             {"epoch", "step", "best_val_loss", "time"}: where to resume
+                                      (epoch = epochs completed, step = steps done in the next one),
+                                      + "loss_scale": {"scale", "good_steps"} under float16,
+                                      + "weights_removed": true once a --no-keep-backup run completed
+                                      (the other two files are then gone)
     RUN/logs/                       TensorBoard event files (Keras's TensorBoard callback)
     RUN/curves.png                  training / validation curves, one panel per loss
     RUN/workers/<i>/                the same layout for multi-worker task i ≠ chief (kept apart)
+    RUN/previous/<UTC time>/        an earlier run's files, set aside by a restart (:meth:`RunDir.set_aside`)
     RUN/eval/                       evaluation reports of this run (``python -m cmir_tf.evaluate … --out
                                     RUN/eval``): report.json, gtzan.json, jamendo.json, playlists.json;
                                     export puts their figures in the model's published metadata
@@ -27,8 +32,8 @@ a killed run left. Reads raise :class:`~cmir_tf.errors.DataError` naming the fil
 damaged backup file is named with the reason.
 
 Ownership: training writes only into a new or empty folder, or a run folder (one with ``config.json``,
-or holding nothing but the names above) — :meth:`RunDir.create`; discarding a backup (restart)
-deletes the backup's three files, nothing else in ``backup/``.
+or holding nothing but the names above) — :meth:`RunDir.create`; a restart moves the earlier run's
+files into ``previous/`` and deletes nothing.
 
 Runs written before ``model.json`` existed still export: :meth:`RunDir.model_config` then derives the
 model's configuration from ``config.json`` and its prepared folder through the same mapping training
@@ -61,8 +66,8 @@ def _damaged(path: Path):
         yield
     except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as e:
         reason = " ".join(str(e).split())[:200] or type(e).__name__
-        raise DataError(f"{path}: damaged backup file ({reason}); restore it, or discard the backup "
-                        "(restart the run) to start over") from None
+        raise DataError(f"{path}: damaged backup file ({reason}); restore it, or start over with --restart "
+                        "(the run's files are set aside in previous/)") from None
 
 
 def _loss_scale(state: dict, path: Path) -> dict | None:
@@ -149,14 +154,6 @@ class RunDir:
         ``config.json`` (not a run folder: training must not write, or later delete, there)."""
         create_output_folder(self.path, self.own_names(), self.CONFIG, "a run folder")
 
-    def discard_backup(self) -> None:
-        """Delete the backup's own files (and dead writers' temporary files); anything else stays."""
-        for name in (self.BACKUP_STATE, self.BACKUP_WEIGHTS, self.BACKUP_OPTIMIZER):  # state first: it vouches
-            (self.backup_dir / name).unlink(missing_ok=True)
-        remove_stale_temps(self.backup_dir)
-        with contextlib.suppress(OSError):
-            self.backup_dir.rmdir()  # only when nothing else is in it
-
     def set_aside(self) -> Path | None:
         """Move the files of the run held here (:data:`SET_ASIDE`) into ``previous/<UTC time>/``, so a
         restarted run starts clean: its history, curves, checkpoints, logs and reports never mix with the
@@ -197,7 +194,7 @@ class RunDir:
             if changed:
                 raise ConfigError(
                     f"{self.path}: holds a run with different {', '.join(sorted(changed))}; "
-                    "use another run folder, or restart to discard it")
+                    "use another run folder, or --restart to set it aside and start over")
         atomic_write_text(self.config_path, json.dumps(effective, indent=2, sort_keys=True))
         return moved
 

@@ -12,7 +12,8 @@ run, build the model, restore the backup, make the datasets, fit.
 
 Starting a run again with the same ``--out`` continues from its last backup (also after SIGKILL):
 only the remaining steps of the interrupted epoch are run, with a data seed moved by the point of
-resumption so no crop is replayed. ``--restart`` discards the backup. A non-finite loss stops the run
+resumption so no crop is replayed. ``--restart`` sets the earlier run's files aside in
+``previous/<UTC time>/`` and starts clean. A non-finite loss stops the run
 (``NonFiniteLossError``, exit code 3). This module imports TensorFlow only inside :func:`train`, so
 ``--help`` is fast.
 """

@@ -211,8 +211,9 @@ def _train(args, cwd):
                           text=True, timeout=900)
 
 
-def _kill_after_backup(args, cwd, state_path: Path, epoch: int) -> str:
-    """Start a training, SIGKILL it once a mid-epoch backup of ``epoch`` (epochs done) exists; its stderr."""
+def _kill_after_backup(args, cwd, state_path: Path, epoch: int, sig=signal.SIGKILL) -> tuple[int, str]:
+    """Start a training, send it ``sig`` once a mid-epoch backup of ``epoch`` (epochs done) exists; its exit
+    code and stderr."""
     err = cwd / f"killed-{time.monotonic_ns()}.err"
     with open(err, "w") as stderr:
         proc = subprocess.Popen([sys.executable, "-m", "cmir_tf.train", *args], cwd=cwd, env=_env(),
@@ -229,9 +230,13 @@ def _kill_after_backup(args, cwd, state_path: Path, epoch: int) -> str:
             else:
                 pytest.fail("no mid-epoch backup within 600 s")
         finally:
-            proc.send_signal(signal.SIGKILL)
-            proc.wait()
-    return err.read_text()
+            proc.send_signal(sig)
+            try:
+                proc.wait(timeout=120)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+    return proc.returncode, err.read_text()
 
 
 @pytest.mark.slow
@@ -241,7 +246,8 @@ def test_kill_resume_finish_without_extra_files_then_restart_and_kill_leave_noth
     common = ["--data", str(prepared_data), "--out", str(out), "--steps-per-epoch", "6", "--batch-size", "8",
               "--validation-steps", "1", "--backup-every", "2", "--no-export"]
     args = common + ["--epochs", "1", "--no-keep-last", "--no-keep-backup"]
-    _kill_after_backup(args, tmp_path, state_path, epoch=0)
+    code, err = _kill_after_backup(args, tmp_path, state_path, epoch=0, sig=signal.SIGINT)  # Ctrl-C
+    assert code == 130 and f"interrupted: the same command resumes {out}" in err, err[-3000:]
     step = json.loads(state_path.read_text())["step"]
     resumed = _train(args, tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
