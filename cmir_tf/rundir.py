@@ -186,6 +186,7 @@ class RunDir:
         """
         self.create()
         moved = self.set_aside() if restart else None
+        self._count_epochs_from_one()
         for folder in (self.path, self.path / self.CHECKPOINTS, self.backup_dir):
             remove_stale_temps(folder)
         if self.config_path.exists() and self.has_backup():
@@ -197,6 +198,22 @@ class RunDir:
                     "use another run folder, or --restart to set it aside and start over")
         atomic_write_text(self.config_path, json.dumps(effective, indent=2, sort_keys=True))
         return moved
+
+    def _count_epochs_from_one(self) -> None:
+        """A ``history.csv`` of a run begun by an earlier cmir_tf (epochs counted from 0, Keras's way) is
+        renumbered from 1 before the run continues, so its rows never mix the two conventions."""
+        import csv
+
+        if not self.history_path.is_file():
+            return
+        with open(self.history_path, newline="", encoding="utf-8") as f:
+            rows = list(csv.reader(f))
+        if len(rows) < 2 or not rows[0] or rows[0][0] != "epoch" or rows[1][0] != "0":
+            return
+        for row in rows[1:]:
+            row[0] = str(int(row[0]) + 1)
+        with atomic_path(self.history_path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
+            csv.writer(f).writerows(rows)
 
     def write_model_config(self, config: dict) -> None:
         write_json(self.model_path, config, indent=2)

@@ -279,3 +279,14 @@ def test_kill_resume_finish_without_extra_files_then_restart_and_kill_leave_noth
                               env=_env(), capture_output=True, text=True, timeout=300)
     assert exported.returncode == 2 and "has not completed an epoch yet" in exported.stderr
     assert not (tmp_path / "e" / "saved_model").exists()
+
+
+def test_a_history_counted_from_zero_by_an_earlier_version_is_renumbered_before_the_run_continues(tmp_path):
+    run = RunDir(tmp_path / "run")
+    run.open_for_training({"mode": "contr_g"})
+    run.history_path.write_text("epoch,a2g,loss\n0,1.5,1.5\n1,1.25,1.25\n")
+    run.open_for_training({"mode": "contr_g"})
+    with open(run.history_path, newline="") as f:
+        assert list(csv.reader(f)) == [["epoch", "a2g", "loss"], ["1", "1.5", "1.5"], ["2", "1.25", "1.25"]]
+    run.open_for_training({"mode": "contr_g"})  # counted from 1 already: left as it is
+    assert run.history_path.read_text().splitlines()[1].startswith("1,")

@@ -317,6 +317,14 @@ def test_bfloat16_run_exports_a_float32_encoder_at_the_end(prepared_data, tmp_pa
     assert json.loads((out / "config.json").read_text())["precision"] == "mixed_bfloat16"
     assert (export_dir / "saved_model" / "1" / "saved_model.pb").exists()
     assert "(TF Serving)" in result.stdout and "(Essentia)" in result.stdout
+    # the end names every file the run and its export wrote, each that exists
+    printed = {line.rsplit(": ", 1)[-1] for line in result.stdout.splitlines() if line.startswith("[cmir_tf] ")}
+    written = {str(p.resolve()) for p in export_dir.iterdir() if p.suffix in (".pb", ".json", ".onnx", ".keras")}
+    assert {p.rsplit("/", 1)[-1].split(".", 1)[-1] for p in written} >= {"pb", "json", "keras"}
+    assert any(p.endswith("-genres.json") for p in written)  # contr_cf_g has the genre head
+    assert written <= printed and str((export_dir / "saved_model" / "1").resolve()) in printed
+    assert str((out / "checkpoints" / "best.weights.h5").resolve()) in {line.split("]", 1)[-1].strip()
+                                                                          for line in result.stdout.splitlines()}
     from cmir_tf.exportdir import GENRES_SUFFIX
 
     meta_file, = [p for p in export_dir.glob("*.json") if not p.name.endswith(f"{GENRES_SUFFIX}.json")]
