@@ -79,7 +79,8 @@ def test_help_explains_every_flag(capsys):
     text = capsys.readouterr().out
     for flag in ("--data", "--mode", "--epochs", "--steps-per-epoch", "--batch-size", "--lr", "--temperature",
                  "--dropout", "--seed", "--out", "--config", "--strategy", "--devices", "--restart", "--precision",
-                 "--jit-compile", "--read-parallelism", "--parse-parallelism", "--input-threads", "--device-prefetch"):
+                 "--jit-compile", "--read-parallelism", "--parse-parallelism", "--input-threads", "--device-prefetch",
+                 "--keep-last", "--no-keep-last", "--keep-backup", "--no-keep-backup"):
         assert flag in text
 
 
