@@ -228,8 +228,9 @@ def train(cfg: TrainConfig, *, restart: bool = False) -> Path:
         try:
             _train_in(run, dataclasses.replace(cfg, data=str(data)), facts, strategy, schedule, jit)
         except KeyboardInterrupt:
-            print(f"\n[cmir_tf] interrupted: the same command resumes {run} from its latest backup "
-                  f"({run.backup_dir}); --restart starts over", file=sys.stderr, flush=True)
+            where = f"from its latest backup ({run.backup_dir})" if run.has_backup() else "(no backup yet: from its start)"
+            print(f"\n[cmir_tf] interrupted: the same command resumes {run} {where}; --restart starts over",
+                  file=sys.stderr, flush=True)
             raise
     if chief and run.history_path.exists():
         from .callbacks import plot_curves
