@@ -290,3 +290,35 @@ def test_a_history_counted_from_zero_by_an_earlier_version_is_renumbered_before_
         assert list(csv.reader(f)) == [["epoch", "a2g", "loss"], ["1", "1.5", "1.5"], ["2", "1.25", "1.25"]]
     run.open_for_training({"mode": "contr_g"})  # counted from 1 already: left as it is
     assert run.history_path.read_text().splitlines()[1].startswith("1,")
+
+
+@pytest.mark.parametrize("keras_format", [False, True], ids=["weights_only", "with_optimizer"])
+def test_restoring_a_backup_skips_nothing_and_the_optimizer_continues(tmp_path, keras_format):
+    """No "Skipping variable loading for optimizer" on resume: the backup's weights file holds no optimizer
+    variables (or, written by an earlier version with Keras's save_weights, they are not looked at), and
+    optimizer.npz brings back the iterations and both Adam moments exactly."""
+    import warnings
+
+    model = _tiny_model()
+    run = RunDir(tmp_path / "run")
+    run.open_for_training({"mode": "contr_g"})
+    run.save_backup(model, 0, 3, 0.5)
+    if keras_format:  # a backup of an earlier version: Keras's own file, the optimizer inside
+        model.save_weights(run.backup_dir / RunDir.BACKUP_WEIGHTS)
+    import keras
+
+    fresh = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    fresh.compile(optimizer="adam", loss="mse")  # its optimizer not built yet, as in train
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run.restore_backup(fresh)
+    assert not [w for w in caught if WARNING in str(w.message)]
+    saved = [np.asarray(v) for v in model.optimizer.variables]
+    restored = [np.asarray(v) for v in fresh.optimizer.variables]
+    assert len(saved) == len(restored) and int(restored[0]) == int(model.optimizer.iterations) == 1
+    for a, b in zip(saved, restored):
+        np.testing.assert_array_equal(a, b)
+    for a, b in zip(model.weights, fresh.weights):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    fresh.fit(np.ones((4, 3)), np.zeros((4, 2)), verbose=0)
+    assert int(fresh.optimizer.iterations) == 2  # the count continues
