@@ -189,7 +189,7 @@ class RunDir:
         self._count_epochs_from_one()
         for folder in (self.path, self.path / self.CHECKPOINTS, self.backup_dir):
             remove_stale_temps(folder)
-        if self.config_path.exists() and self.has_backup():
+        if self.config_path.exists() and (self.has_backup() or self.checkpoints()):  # checkpoints: export's input
             previous = read_json(self.config_path, "run configuration")
             changed = {k for k in RESUME_KEYS if previous.get(k) != effective.get(k)}
             if changed:

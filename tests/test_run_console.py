@@ -322,3 +322,16 @@ def test_restoring_a_backup_skips_nothing_and_the_optimizer_continues(tmp_path, 
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     fresh.fit(np.ones((4, 3)), np.zeros((4, 2)), verbose=0)
     assert int(fresh.optimizer.iterations) == 2  # the count continues
+
+
+def test_a_run_folder_with_checkpoints_but_no_backup_refuses_another_mode(tmp_path):
+    """Without --restart a run folder whose backup was deleted still holds the earlier run's checkpoints:
+    training another mode there would leave them for export under the new mode's config.json."""
+    from cmir_tf.errors import ConfigError
+
+    run = _fake_run(tmp_path / "run", "contr_cf_g")
+    for name in os.listdir(run.backup_dir):
+        os.remove(run.backup_dir / name)
+    with pytest.raises(ConfigError, match=r"different mode; use another run folder, or --restart"):
+        run.open_for_training({"mode": "ss"})
+    assert json.loads(run.config_path.read_text()) == {"mode": "contr_cf_g"}
