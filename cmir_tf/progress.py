@@ -151,7 +151,7 @@ def run_summary(cfg, schedule, counts: dict, run, *, jit: bool, first_epoch: int
         f"audio pairs   {preset.audio_pairs or 'none'}",
         f"mixup         " + (f"α {preset.mixup:g}, β 2" if preset.mixup else "off"),
         f"precision     {cfg.precision}, XLA {'on' if jit else 'off'}",
-        f"replicas      {schedule.replicas} ({cfg.strategy} strategy)",
+        f"replicas      {schedule.replicas} replica(s), {cfg.strategy} strategy",
         f"batch         {schedule.batch} rows (validation {schedule.val_batch})",
         f"steps         {schedule.steps} per epoch, validation {schedule.val_steps}",
         f"epochs        {first_epoch + 1}–{cfg.epochs} of {cfg.epochs}",

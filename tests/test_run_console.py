@@ -120,7 +120,7 @@ def test_start_summary_names_mode_terms_pairs_mixup_precision_replicas_batch_ste
     schedule = Schedule(batch=128, steps=37, val_batch=64, val_steps=3, replicas=2)
     text = run_summary(cfg, schedule, {"train": 2400, "val": 300}, "runs/x", jit=False, first_epoch=1)
     for expected in ("mode          contr_g: a2g (λ 1), a2a_artist (λ 0.5)", "audio pairs   artist",
-                     "mixup         α 7, β 2", "precision     float32, XLA off", "replicas      2 (auto strategy)",
+                     "mixup         α 7, β 2", "precision     float32, XLA off", "replicas      2 replica(s), auto strategy",
                      "batch         128 rows (validation 64)", "steps         37 per epoch, validation 3",
                      "epochs        2–4 of 4", "data          prep (2400 train / 300 val pairs)", "run folder    runs/x"):
         assert expected in text, expected
