@@ -50,9 +50,9 @@ class TrainingProgress(keras.callbacks.Callback):
         self.epoch, self.offset = first_epoch, first_step
         self.step = first_step
         self.loss = float("nan")
-        self.start = self.first_done = None  # clock at this process's first step; steps done here
-        self.done_here = 0
-        self.val_seconds = 0.0  # the latest validation pass
+        self.start = None  # clock at this process's first step
+        self.done_here = 0  # steps timed since then
+        self.val_seconds = self._test_start = 0.0  # the latest validation pass
         self.paused = 0.0  # seconds since this process's first step spent outside training steps
         self.next_draw = self.next_tenth = 0.0
         self.bar = None
