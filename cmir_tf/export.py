@@ -73,6 +73,7 @@ class ExportResult:
     genres_graph_path: str | None = None
     genres_metadata_path: str | None = None
     notes: tuple = ()
+    genres_onnx_path: str | None = None
 
     def __fspath__(self):
         return self.out_dir
@@ -82,7 +83,8 @@ class ExportResult:
         found = [(f"SavedModel version {self.version} (TF Serving)", self.saved_model_dir),
                  ("frozen graph (Essentia)", self.graph_path), ("Essentia metadata", self.metadata_path),
                  ("ONNX", self.onnx_path), ("Keras", self.keras_path),
-                 ("genre head graph", self.genres_graph_path), ("genre head metadata", self.genres_metadata_path)]
+                 ("genre head graph", self.genres_graph_path), ("genre head ONNX", self.genres_onnx_path),
+                 ("genre head metadata", self.genres_metadata_path)]
         return [(label, path) for label, path in found if path]
 
 
@@ -213,7 +215,8 @@ def export_model(audio_encoder, genre_encoder, vocab, out_dir, version=None, *, 
         published = out.publish(staged_sm, version, name, staged.files)
     return ExportResult(os.fspath(out_dir), version, published["saved_model"], published["graph"],
                         published["metadata"], published.get("onnx"), published.get("keras"),
-                        published.get("genres_graph"), published.get("genres_metadata"), tuple(staged.notes))
+                        published.get("genres_graph"), published.get("genres_metadata"), tuple(staged.notes),
+                        published.get("genres_onnx"))
 
 
 # ----------------------------------------------------------------------------------- from a run
