@@ -104,7 +104,7 @@ def test_file_query_embedding_and_audio(folder, tmp_path):
     # something that is not an embedding needs a model (or an embedder)
     wav = tmp_path / "x.wav"
     wav.write_bytes(b"RIFF")
-    with pytest.raises(ConfigError, match="x.wav is not a 16-d embedding; embedding it needs a model"):
+    with pytest.raises(ConfigError, match=r"--file .*x\.wav: not a 16-d embedding; embedding it needs --model"):
         find_similar(d, file=str(wav), k=3)
 
     class FakeEmbedder:
