@@ -32,6 +32,8 @@ setup(
         "soundfile>=0.13",
         # resampling to 16 kHz (libsoxr); see docs/AUDIO.md for the measurements behind both
         "soxr>=0.5",
+        # train writes TensorBoard logs (RUN/logs/); TensorFlow 2.21 no longer installs tensorboard itself
+        "tensorboard>=2.17",
         "keras>=3.15,<3.16",  # private hooks fenced in cmir_tf/compat.py: tested with 3.15.1
         "numpy>=1.26,<3",
         "scipy>=1.10",

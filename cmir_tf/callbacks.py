@@ -5,7 +5,13 @@
 - :class:`ResumableBackup` backs up weights, optimizer state and the position within the epoch every
   ``every`` steps and at each epoch end, never after a non-finite loss.
 - :class:`BestAndLast` keeps ``checkpoints/best.weights.h5`` (lowest ``val_loss``) and ``last.weights.h5``.
-- :func:`plot_curves` draws ``history.csv`` (the CSVLogger's file) into ``curves.png``.
+- :class:`HistoryCSV` appends one row per epoch to ``history.csv``, the epoch counted from 1.
+- :func:`plot_curves` draws ``history.csv`` into ``curves.png``.
+
+Epochs count from 1 everywhere a person reads them: the console ("epoch 3/10"), ``history.csv``'s
+``epoch`` column, ``curves.png``'s axis and the resume message; ``backup/state.json``'s ``epoch`` is the
+number of epochs completed (so a backup with ``"epoch": 2, "step": 40`` resumes in epoch 3 after its
+40th step).
 
 Imports keras at the top: ``cmir_tf.train`` imports this module only when it trains.
 """
@@ -81,19 +87,36 @@ class ResumableBackup(keras.callbacks.Callback):
 
 
 class BestAndLast(keras.callbacks.Callback):
-    """checkpoints/best.weights.h5 (lowest val_loss so far, across resumes) and last.weights.h5."""
+    """checkpoints/best.weights.h5 (lowest val_loss so far, across resumes) and last.weights.h5.
 
-    def __init__(self, run: RunDir, best: float = math.inf):
+    ``keep_last=False``: no ``last`` copy while a ``best`` exists (export takes ``best``); ``last`` is
+    written only as long as no epoch has given a finite loss to rank, so a run always has a checkpoint."""
+
+    def __init__(self, run: RunDir, best: float = math.inf, keep_last: bool = True):
         super().__init__()
         self.run = run
         self.best = best
+        self.keep_last = keep_last
 
     def on_epoch_end(self, epoch, logs=None):
         val = (logs or {}).get("val_loss", (logs or {}).get("loss"))
-        self.run.save_checkpoint(self.model, RunDir.LAST)
         if val is not None and np.isfinite(val) and val < self.best:
             self.best = float(val)
             self.run.save_checkpoint(self.model, RunDir.BEST)
+        if self.keep_last or not self.run.checkpoint(RunDir.BEST).exists():
+            self.run.save_checkpoint(self.model, RunDir.LAST)
+        else:
+            self.run.checkpoint(RunDir.LAST).unlink(missing_ok=True)
+
+
+class HistoryCSV(keras.callbacks.CSVLogger):
+    """Keras's CSVLogger (appending) with the epoch counted from 1, as the console counts it."""
+
+    def __init__(self, path):
+        super().__init__(str(path), append=True)
+
+    def on_epoch_end(self, epoch, logs=None):
+        super().on_epoch_end(epoch + 1, logs)
 
 
 def plot_curves(history_csv, out_png) -> None:
@@ -109,7 +132,7 @@ def plot_curves(history_csv, out_png) -> None:
     if not rows:
         return
     names = [k for k in rows[0] if k != "epoch" and not k.startswith("val_")]
-    epochs = [int(r["epoch"]) + 1 for r in rows]
+    epochs = [int(r["epoch"]) for r in rows]  # counted from 1 (HistoryCSV)
     fig, axes = plt.subplots(1, len(names), figsize=(4 * len(names), 3.2), squeeze=False)
     for ax, name in zip(axes[0], names):
         ax.plot(epochs, [float(r[name]) for r in rows], "o-", label="train")

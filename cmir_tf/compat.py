@@ -49,6 +49,15 @@ Hooks, what each is for, and the public route examined:
     ``MirroredStrategy`` itself uses to drop its merge calls under XLA. Public route examined: none
     tells a function whether it is being compiled; passing a flag down would have to reach every loss
     term that gathers.
+``weights_only`` — :func:`save_model_weights` / :func:`load_model_weights`: ``keras.src.saving.saving_lib.
+    save_weights_only`` / ``load_weights_only`` with ``objects_to_skip=[model.optimizer]``: a model's
+    weights without its optimizer's. ``Model.save_weights`` of a compiled model also writes every
+    optimizer variable (Adam: twice the weights again), and ``Model.load_weights`` into an optimizer not
+    yet built skips them with "Skipping variable loading for optimizer 'adam', because it has 2 variables
+    whereas the saved optimizer has N" (Keras 3). A run's checkpoints are read only by export and
+    evaluation (no optimizer) and its backup keeps the optimizer in ``optimizer.npz``, so they are written
+    without it: a third of the size, and nothing for a resume to skip. The public ``save_weights`` /
+    ``load_weights`` take no ``objects_to_skip``; files written before (with the optimizer) still load.
 ``saved_model_proto`` — :func:`read_saved_model_proto`: ``tensorflow.core.protobuf.saved_model_pb2``,
     the SavedModel protocol buffer, to list the op types a written SavedModel uses. A generated
     protobuf module (stable), but outside the documented ``tf.*`` namespace.
@@ -157,6 +166,13 @@ def _probe_xla_context():
     return _has_params(getattr(control_flow_util, "GraphOrParentsInXlaContext", None), ("graph",))
 
 
+def _probe_weights_only():
+    from keras.src.saving import saving_lib
+
+    return (_has_params(getattr(saving_lib, "save_weights_only", None), ("model", "filepath", "objects_to_skip"))
+            or _has_params(getattr(saving_lib, "load_weights_only", None), ("model", "filepath", "objects_to_skip")))
+
+
 def _probe_saved_model_proto():
     from tensorflow.core.protobuf import saved_model_pb2
 
@@ -171,6 +187,7 @@ HOOKS = {
     "op_def": ("tensorflow.python.framework.op_def_registry.get", _probe_op_def),
     "saved_model_proto": ("tensorflow.core.protobuf.saved_model_pb2.SavedModel", _probe_saved_model_proto),
     "xla_context": ("tensorflow.python.ops.control_flow_util.GraphOrParentsInXlaContext", _probe_xla_context),
+    "weights_only": ("keras.src.saving.saving_lib.save_weights_only(objects_to_skip=)", _probe_weights_only),
 }
 _checked: dict[str, str | None] = {}
 
@@ -273,3 +290,26 @@ def in_xla_context() -> bool:
     from tensorflow.python.ops import control_flow_util
 
     return bool(control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph()))
+
+
+# ------------------------------------------------------------------------------------------- weights_only
+def _optimizer_of(model) -> list:
+    optimizer = getattr(model, "optimizer", None)
+    return [optimizer] if optimizer is not None else []
+
+
+def save_model_weights(model, path) -> None:
+    """``model``'s weights in a ``.weights.h5`` file, without its optimizer's variables (see ``weights_only``)."""
+    require("weights_only")
+    from keras.src.saving import saving_lib
+
+    saving_lib.save_weights_only(model, path, objects_to_skip=_optimizer_of(model))
+
+
+def load_model_weights(model, path) -> None:
+    """Load a ``.weights.h5`` file into ``model``'s layers, leaving its optimizer alone (see ``weights_only``):
+    files with or without optimizer variables load alike, without Keras's "Skipping variable loading"."""
+    require("weights_only")
+    from keras.src.saving import saving_lib
+
+    saving_lib.load_weights_only(model, path, objects_to_skip=_optimizer_of(model))

@@ -71,6 +71,8 @@ class TrainConfig:
     strategy: str = "auto"
     devices: int | None = None
     backup_every: int = 20  # steps between resumable backups (and at every epoch end)
+    keep_last: bool = True  # checkpoints/last.weights.h5 besides best (export takes best)
+    keep_backup: bool = True  # False: a completed run drops the backup's weights and optimizer (state.json stays)
     export: bool = True  # export the audio encoder when training ends (embedded default)
     export_dir: str | None = None  # None → export/<run name>
     synth_songs: int | None = None  # embedded default: size of the synthetic Melon set
@@ -245,7 +247,9 @@ def build_arg_parser() -> argparse.ArgumentParser:
     p.add_argument("--backup-every", type=int, help="steps between resumable backups [default 20]")
     p.add_argument("--no-export", dest="export", action="store_false", help="do not export the audio encoder at the end")
     p.add_argument("--export-dir", help="where to export [default export/<run name>]")
-    p.add_argument("--restart", action="store_true", help="discard the run directory's backup and start over")
+    p.add_argument("--keep-last", action=argparse.BooleanOptionalAction, help="keep checkpoints/last.weights.h5 (the latest epoch's weights) besides best.weights.h5, which export takes; --no-keep-last saves one model's weights of disk [default: keep]")
+    p.add_argument("--keep-backup", action=argparse.BooleanOptionalAction, help="keep the resumable backup (weights + Adam's moments) when the run completes; --no-keep-backup deletes them then (state.json stays, so a rerun knows the run is done, but more --epochs need --restart); a killed run resumes either way [default: keep]")
+    p.add_argument("--restart", action="store_true", help="start a clean run: the run directory's earlier files (history, curves, checkpoints, logs, backup, eval) are moved into previous/<UTC time>/")
     p.add_argument("--synth-songs", type=int, help="embedded default only: songs of the synthetic Melon set")
     p.add_argument("--synth-playlists", type=int, help="embedded default only: playlists of the synthetic Melon set")
     return p

@@ -79,9 +79,19 @@ class ExportResult:
     genres_graph_path: str | None = None
     genres_metadata_path: str | None = None
     notes: tuple = ()
+    genres_onnx_path: str | None = None
 
     def __fspath__(self):
         return self.out_dir
+
+    def outputs(self) -> list[tuple[str, str]]:
+        """Every file or folder this export wrote, labelled, in the order a user would look for them."""
+        found = [(f"SavedModel version {self.version} (TF Serving)", self.saved_model_dir),
+                 ("frozen graph (Essentia)", self.graph_path), ("Essentia metadata", self.metadata_path),
+                 ("ONNX", self.onnx_path), ("Keras", self.keras_path),
+                 ("genre head graph", self.genres_graph_path), ("genre head ONNX", self.genres_onnx_path),
+                 ("genre head metadata", self.genres_metadata_path)]
+        return [(label, path) for label, path in found if path]
 
 
 # ----------------------------------------------------------------------------------- genre space
@@ -221,7 +231,8 @@ def _export_locked(out, audio_encoder, genre_encoder, vocab, version, name, zoo_
                   f"(the one TF Serving and embed use); version {version} is in {published['saved_model']} only",)
     return ExportResult(out.path, version, published["saved_model"], published.get("graph"),
                         published.get("metadata"), published.get("onnx"), published.get("keras"),
-                        published.get("genres_graph"), published.get("genres_metadata"), notes)
+                        published.get("genres_graph"), published.get("genres_metadata"), notes,
+                        published.get("genres_onnx"))
 
 
 # ----------------------------------------------------------------------------------- from a run
@@ -341,11 +352,8 @@ def main(argv=None):
                                experiment=args.experiment, **_zoo_options(args))
     else:
         res = export_run(args.run, args.out, args.version, args.name, **_zoo_options(args))
-    print(f"SavedModel version {res.version}: {res.saved_model_dir}")
-    for label, path in (("frozen graph", res.graph_path), ("Essentia metadata", res.metadata_path),
-                        ("ONNX", res.onnx_path), ("Keras", res.keras_path), ("genre head", res.genres_graph_path)):
-        if path:
-            print(f"{label}: {path}")
+    for label, path in res.outputs():
+        print(f"{label}: {path}")
     if res.graph_path is None:
         print(f"note: {res.notes[-1]}")
     return 0

@@ -104,7 +104,7 @@ class ExportDir:
             latest = self.latest_version()
             return 1 if latest is None else latest + 1
         if isinstance(version, bool) or not isinstance(version, numbers.Integral) or version < 1:
-            raise ConfigError(f"version: must be a positive integer (TF Serving's version folder), got {version!r}")
+            raise ConfigError(f"--version: must be a positive integer (TF Serving's version folder), got {version!r}")
         target = self.version_dir(version)
         if target.exists():
             raise ExportError(f"{target}: version {int(version)} already exists; refusing to overwrite it "

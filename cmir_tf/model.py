@@ -217,11 +217,11 @@ class ContrastiveModel(compat.BuiltModelMixin, keras.Model):
         )
         self.genre_encoder = self.cf_encoder = self.genre_head = self.cf_head = None
         published = self.variant == "published"
-        if published and ("a2g" in self.parts or "g2p" in self.parts):
+        if published and self.preset.has_genre_encoder:
             self.genre_encoder = PublishedGenreEncoder(
                 word2vec, self.num_heads, embed_dim, vocab_size=self.vocab_size, w2v_dim=self.w2v_dim,
                 name="genre_encoder")
-        elif "a2g" in self.parts or "g2p" in self.parts:
+        elif self.preset.has_genre_encoder:
             self.genre_encoder = GenreEncoder(
                 word2vec, self.num_heads, dropout, embed_dim, vocab_size=self.vocab_size, w2v_dim=self.w2v_dim,
                 name="genre_encoder",

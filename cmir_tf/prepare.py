@@ -143,6 +143,19 @@ class Preparation:
 
 
 # ------------------------------------------------------------------------------------------- steps
+_FLAGS = {"compress": "--gzip", "ratios": "split ratios"}  # parameters whose flag is not --<name with ->
+
+
+def _what_differs(plan: dict, params: PrepareParams) -> str:
+    """The parameters a cached plan was made with that differ from ``params``, named as their flags
+    (``--seed 1, now 2``); else the inputs (the Melon metadata files changed since)."""
+    old = plan.get("params") if isinstance(plan.get("params"), dict) else {}
+    new = params.as_dict()
+    diffs = [f"{_FLAGS.get(k, '--' + k.replace('_', '-'))} {old[k]!r}, now {new[k]!r}"
+             for k in new if k in old and old[k] != new[k]]
+    return "other parameters: " + "; ".join(diffs) if diffs else "other inputs (the Melon metadata files changed)"
+
+
 def _open(melon_dir, out_dir, params: PrepareParams, *, overwrite: bool, workers: int, progress: bool,
           verbose: bool) -> Preparation:
     """Step 1: check the inputs, fingerprint them, start (or resume) the state in ``out_dir``."""
@@ -156,8 +169,8 @@ def _open(melon_dir, out_dir, params: PrepareParams, *, overwrite: bool, workers
     plan = p.out.read_plan()
     if plan is not None:
         if plan.get("fingerprint") != p.fingerprint:
-            raise ConfigError(f"{p.out.root}: already prepared from other inputs or parameters ({p.out.plan_path}); "
-                              "discard it with the overwrite option, or choose another output folder")
+            raise ConfigError(f"{p.out.root}: already prepared with {_what_differs(plan, params)} "
+                              f"({p.out.plan_path}); rerun with --overwrite to discard it, or choose another --out")
         p.resume(plan, p.out.read_cache())
         p.log(f"resuming {p.out.root}: plan, vocabulary, word2vec and CF loaded from {p.out.state.root}")
     p.meta = load_metadata(layout.root)
@@ -440,6 +453,10 @@ def main(argv=None) -> int:
                                  ("--cf-dim", a.cf_dim, 2), ("--w2v-dim", a.w2v_dim, 1)):
         if value < minimum:
             raise ConfigError(f"{flag} must be ≥ {minimum}, got {value}")
+    if a.gzip and not a.metadata_only:
+        print("warning: --gzip: the audio-pair strategies (train --audio-pairs, modes aim_*, ss, hybrid) read "
+              "records by offset and cannot train on GZIP shards; the paper's modes and cm can",
+              file=sys.stderr, flush=True)
     prepare(a.melon, a.out, workers=a.workers, seed=a.seed, cf_dim=a.cf_dim, w2v_dim=a.w2v_dim,
             cf_model=a.cf_model, cf_iterations=a.cf_iterations, cf_threads=a.cf_threads,
             cf_learning_rate=a.cf_learning_rate, w2v_epochs=a.w2v_epochs, shard_size=a.shard_size,

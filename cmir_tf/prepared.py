@@ -279,6 +279,10 @@ class PreparedData:
         from .prepared_check import check_contents, read_counts
 
         manifest = self.read_manifest()
+        if manifest.get("metadata_only"):
+            raise DataError(f"{self.root}: prepared with --metadata-only (split, CF vectors and word2vec, no "
+                            f"records): training needs the records; run `{MAKE}` into it again without "
+                            "--metadata-only (with --overwrite)")
         counts = read_counts(self, manifest)
         for split in splits:
             if not counts.get(split):

@@ -64,6 +64,19 @@ class Preset:
         return 2 if self.audio_pairs else 1
 
     @property
+    def has_genre_encoder(self) -> bool:
+        """Whether the model has a genre encoder (a term aligning the genres): its export then also holds
+        the zero-shot genre tagger (``tag_genres``, ``GRAPH-genres.*``)."""
+        return bool({"a2g", "g2p"} & set(self.parts))
+
+    @property
+    def history_columns(self) -> tuple:
+        """The columns of the run's ``history.csv``: ``epoch``, then the training and validation values of
+        ``loss`` and every term, each group sorted by name (Keras's CSVLogger sorts them)."""
+        train = sorted(("loss",) + self.parts)
+        return ("epoch", *train, *(f"val_{name}" for name in train))
+
+    @property
     def uses_genres(self) -> bool:
         """Whether the model needs the genre vocabulary."""
         return bool({"a2g", "g2p", "genre"} & set(self.parts)) or self.audio_pairs == "genre"

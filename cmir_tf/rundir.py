@@ -4,17 +4,22 @@
 
     RUN/config.json                 effective TrainConfig (keys = the flags with ``_``), sorted, indented
     RUN/model.json                  ContrastiveModel.get_config(): what export rebuilds the model from
-    RUN/history.csv                 one row per epoch: epoch, loss, each part, val_loss, val_<part>
-                                    (written by Keras's CSVLogger, appended on resume)
-    RUN/checkpoints/best.weights.h5 lowest val_loss so far (across resumes)
-    RUN/checkpoints/last.weights.h5 end of the latest epoch
-    RUN/backup/weights.weights.h5   resumable state, rewritten every few steps and at each epoch end:
+    RUN/history.csv                 one row per epoch: epoch (counted from 1), loss, each part, val_loss,
+                                    val_<part> (callbacks.HistoryCSV, Keras's CSVLogger; appended on resume)
+    RUN/checkpoints/best.weights.h5 lowest val_loss so far (across resumes); weights only (no optimizer)
+    RUN/checkpoints/last.weights.h5 end of the latest epoch (not kept with --no-keep-last once best exists)
+    RUN/backup/weights.weights.h5   resumable state, rewritten every few steps and at each epoch end
+                                      (weights only: the optimizer is in optimizer.npz):
     RUN/backup/optimizer.npz          the optimizer's variables as v00000, v00001, … (iterations first)
-    RUN/backup/state.json             {"epoch", "step", "best_val_loss", "time"}: where to resume,
-                                      + "loss_scale": {"scale", "good_steps"} under float16
+    RUN/backup/state.json             {"epoch", "step", "best_val_loss", "time"}: where to resume
+                                      (epoch = epochs completed, step = steps done in the next one),
+                                      + "loss_scale": {"scale", "good_steps"} under float16,
+                                      + "weights_removed": true once a --no-keep-backup run completed
+                                      (the other two files are then gone)
     RUN/logs/                       TensorBoard event files (Keras's TensorBoard callback)
     RUN/curves.png                  training / validation curves, one panel per loss
     RUN/workers/<i>/                the same layout for multi-worker task i ≠ chief (kept apart)
+    RUN/previous/<UTC time>/        an earlier run's files, set aside by a restart (:meth:`RunDir.set_aside`)
     RUN/eval/                       evaluation reports of this run (``python -m cmir_tf.evaluate … --out
                                     RUN/eval``): report.json, gtzan.json, jamendo.json, playlists.json;
                                     export puts their figures in the model's published metadata
@@ -27,8 +32,8 @@ a killed run left. Reads raise :class:`~cmir_tf.errors.DataError` naming the fil
 damaged backup file is named with the reason.
 
 Ownership: training writes only into a new or empty folder, or a run folder (one with ``config.json``,
-or holding nothing but the names above) — :meth:`RunDir.create`; discarding a backup (restart)
-deletes the backup's three files, nothing else in ``backup/``.
+or holding nothing but the names above) — :meth:`RunDir.create`; a restart moves the earlier run's
+files into ``previous/`` and deletes nothing.
 
 Runs written before ``model.json`` existed still export: :meth:`RunDir.model_config` then derives the
 model's configuration from ``config.json`` and its prepared folder through the same mapping training
@@ -63,8 +68,8 @@ def _damaged(path: Path):
         yield
     except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as e:
         reason = " ".join(str(e).split())[:200] or type(e).__name__
-        raise DataError(f"{path}: damaged backup file ({reason}); restore it, or discard the backup "
-                        "(restart the run) to start over") from None
+        raise DataError(f"{path}: damaged backup file ({reason}); restore it, or start over with --restart "
+                        "(the run's files are set aside in previous/)") from None
 
 
 def _loss_scale(state: dict, path: Path) -> dict | None:
@@ -87,7 +92,10 @@ class RunDir:
     CONFIG, MODEL, HISTORY, CURVES, LOGS = "config.json", "model.json", "history.csv", "curves.png", "logs"
     CHECKPOINTS, BEST, LAST = "checkpoints", "best.weights.h5", "last.weights.h5"
     BACKUP, BACKUP_WEIGHTS, BACKUP_OPTIMIZER, BACKUP_STATE = "backup", "weights.weights.h5", "optimizer.npz", "state.json"
-    WORKERS, EVAL = "workers", "eval"
+    WORKERS, EVAL, PREVIOUS = "workers", "eval", "previous"
+    # what a run writes about itself, set aside by a restart (checkpoints first: export must never find
+    # an earlier run's weights beside a new run's configuration)
+    SET_ASIDE = (CHECKPOINTS, BACKUP, HISTORY, CURVES, LOGS, EVAL, WORKERS, MODEL, CONFIG)
 
     def __init__(self, path):
         self.path = Path(path)
@@ -141,48 +149,84 @@ class RunDir:
     # ------------------------------------------------------------------------------------ training
     def own_names(self) -> tuple[str, ...]:
         return (self.CONFIG, self.MODEL, self.HISTORY, self.CURVES, self.LOGS, self.CHECKPOINTS, self.BACKUP,
-                self.WORKERS, LOCK_NAME)
+                self.WORKERS, self.EVAL, self.PREVIOUS, LOCK_NAME)
 
     def create(self) -> None:
         """Create the run folder: refused (``ConfigError``) if it is a file, or holds other files and no
         ``config.json`` (not a run folder: training must not write, or later delete, there)."""
         create_output_folder(self.path, self.own_names(), self.CONFIG, "a run folder")
 
-    def discard_backup(self) -> None:
-        """Delete the backup's own files (and dead writers' temporary files); anything else stays."""
-        for name in (self.BACKUP_STATE, self.BACKUP_WEIGHTS, self.BACKUP_OPTIMIZER):  # state first: it vouches
-            (self.backup_dir / name).unlink(missing_ok=True)
-        remove_stale_temps(self.backup_dir)
-        with contextlib.suppress(OSError):
-            self.backup_dir.rmdir()  # only when nothing else is in it
+    def set_aside(self) -> Path | None:
+        """Move the files of the run held here (:data:`SET_ASIDE`) into ``previous/<UTC time>/``, so a
+        restarted run starts clean: its history, curves, checkpoints, logs and reports never mix with the
+        earlier run's, and nothing of the earlier run is lost. Returns that folder (None: nothing to move).
+        Each file is moved by one rename, checkpoints first; a kill midway leaves the rest for the next
+        restart."""
+        present = [n for n in self.SET_ASIDE if os.path.lexists(self.path / n)]
+        if not present:
+            return None
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        target, n = self.path / self.PREVIOUS / stamp, 1
+        while target.exists():
+            n += 1
+            target = self.path / self.PREVIOUS / f"{stamp}-{n}"
+        try:
+            target.mkdir(parents=True)
+            for name in present:
+                os.replace(self.path / name, target / name)
+        except OSError as e:
+            raise ConfigError(f"{self.path}: cannot set the earlier run aside into {target} "
+                              f"({e.strerror or e})") from None
+        return target
 
-    def open_for_training(self, effective: dict, restart: bool = False) -> None:
+    def open_for_training(self, effective: dict, restart: bool = False) -> Path | None:
         """Create the folder for a run of ``effective`` (a TrainConfig as a dict) and write ``config.json``.
+        Returns where a restart set the earlier run aside (:meth:`set_aside`), else None.
 
-        ``restart`` discards the backup. Continuing a backed-up run with another model, batch size or
+        ``restart`` sets the earlier run aside (backup included). Continuing a backed-up run with another model, batch size or
         prepared folder (:data:`RESUME_KEYS`) is refused with a ``ConfigError``.
         """
         self.create()
-        if restart:
-            self.discard_backup()
+        moved = self.set_aside() if restart else None
+        self._count_epochs_from_one()
         for folder in (self.path, self.path / self.CHECKPOINTS, self.backup_dir):
             remove_stale_temps(folder)
-        if self.config_path.exists() and self.has_backup():
+        if self.config_path.exists() and (self.has_backup() or self.checkpoints()):  # checkpoints: export's input
             previous = read_json(self.config_path, "run configuration")
             changed = {k for k in RESUME_KEYS
                        if previous.get(k, _RESUME_DEFAULTS.get(k)) != effective.get(k, _RESUME_DEFAULTS.get(k))}
             if changed:
                 raise ConfigError(
                     f"{self.path}: holds a run with different {', '.join(sorted(changed))}; "
-                    "use another run folder, or restart to discard it")
+                    "use another run folder, or --restart to set it aside and start over")
         atomic_write_text(self.config_path, json.dumps(effective, indent=2, sort_keys=True))
+        return moved
+
+    def _count_epochs_from_one(self) -> None:
+        """A ``history.csv`` of a run begun by an earlier cmir_tf (epochs counted from 0, Keras's way) is
+        renumbered from 1 before the run continues, so its rows never mix the two conventions."""
+        import csv
+
+        if not self.history_path.is_file():
+            return
+        with open(self.history_path, newline="", encoding="utf-8") as f:
+            rows = list(csv.reader(f))
+        if len(rows) < 2 or not rows[0] or rows[0][0] != "epoch" or rows[1][0] != "0":
+            return
+        for row in rows[1:]:
+            row[0] = str(int(row[0]) + 1)
+        with atomic_path(self.history_path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
+            csv.writer(f).writerows(rows)
 
     def write_model_config(self, config: dict) -> None:
         write_json(self.model_path, config, indent=2)
 
     def save_checkpoint(self, model, name: str) -> None:
+        """The model's weights without the optimizer's (export and evaluation need none; a third the size)."""
+        from .compat import save_model_weights
+
         with atomic_path(self.checkpoint(name)) as tmp:
-            model.save_weights(tmp)
+            save_model_weights(model, tmp)
 
     def has_backup(self) -> bool:
         return (self.backup_dir / self.BACKUP_STATE).exists()
@@ -195,13 +239,14 @@ class RunDir:
         in any precision (``cmir_tf.precision``)."""
         import numpy as np
 
+        from .compat import save_model_weights
         from .precision import inner_optimizer, loss_scale_state
 
         variables = inner_optimizer(model.optimizer).variables
         opt_vars = {f"v{i:05d}": np.asarray(v) for i, v in enumerate(variables)}
         with atomic_path(self.backup_dir / self.BACKUP_WEIGHTS) as tmp_w, \
                 atomic_path(self.backup_dir / self.BACKUP_OPTIMIZER) as tmp_o:
-            model.save_weights(tmp_w)
+            save_model_weights(model, tmp_w)  # the optimizer's variables go to optimizer.npz only
             np.savez(tmp_o, **opt_vars)
         state = {"epoch": epoch, "step": step, "best_val_loss": best_val_loss, "time": time.time()}
         scale = loss_scale_state(model.optimizer)
@@ -209,22 +254,37 @@ class RunDir:
             state["loss_scale"] = scale
         write_json(self.backup_dir / self.BACKUP_STATE, state)
 
+    def drop_backup_weights(self) -> None:
+        """A completed run's ``--no-keep-backup``: mark ``state.json`` (``"weights_removed": true``), then
+        delete the backup's weights and optimizer state. The state stays: a rerun knows the run is done."""
+        state_path = self.backup_dir / self.BACKUP_STATE
+        if not self.has_backup():
+            return
+        write_json(state_path, dict(read_json(state_path, "backup state"), weights_removed=True))
+        for name in (self.BACKUP_WEIGHTS, self.BACKUP_OPTIMIZER):
+            (self.backup_dir / name).unlink(missing_ok=True)
+
     def restore_backup(self, model) -> dict | None:
-        """Load the backup into ``model`` (weights and optimizer); return its state, or None without one."""
+        """Load the backup into ``model`` (weights and optimizer); return its state, or None without one.
+        A backup whose weights a completed run dropped (:meth:`drop_backup_weights`) loads nothing: its
+        state says where the run ended."""
         if not self.has_backup():
             return None
         import numpy as np
 
+        from .compat import load_model_weights
         from .precision import inner_optimizer, restore_loss_scale
 
         state_path = self.backup_dir / self.BACKUP_STATE
         state = read_json(state_path, "backup state")
         if not isinstance(state, dict) or not all(type(state.get(k)) is int and state[k] >= 0 for k in ("epoch", "step")):
             raise DataError(f"{state_path}: damaged backup state (needs integer epoch, step)")
+        if state.get("weights_removed") is True:
+            return dict(state, best_val_loss=state.get("best_val_loss", math.inf))
         weights_path, optimizer_path = self.backup_dir / self.BACKUP_WEIGHTS, self.backup_dir / self.BACKUP_OPTIMIZER
-        with _damaged(weights_path):
-            model.load_weights(weights_path)
         model.optimizer.build(model.trainable_variables)
+        with _damaged(weights_path):
+            load_model_weights(model, weights_path)  # the optimizer's state comes from optimizer.npz
         with _damaged(optimizer_path), np.load(optimizer_path, allow_pickle=False) as saved:
             values = [saved[k] for k in sorted(saved.files)]
         variables = inner_optimizer(model.optimizer).variables
@@ -271,5 +331,8 @@ class RunDir:
         """``checkpoints/best.weights.h5``, else ``last.weights.h5``."""
         found = self.checkpoints()
         if not found:
-            raise DataError(f"{self.path / self.CHECKPOINTS}: no {self.BEST} or {self.LAST}")
+            raise DataError(f"{self.path / self.CHECKPOINTS}: no {self.BEST} or {self.LAST}: the run has not "
+                            "completed an epoch yet" + (f" (earlier runs set aside by --restart are under "
+                                                        f"{self.path / self.PREVIOUS})"
+                                                        if (self.path / self.PREVIOUS).is_dir() else ""))
         return found[0]

@@ -12,7 +12,8 @@ The playlist-continuation protocol (``cmir_tf.playlists``) uses the same :class:
     python -m cmir_tf.similar EMB_DIR --id 12345 -k 10
     python -m cmir_tf.similar EMB_DIR --file song.mp3 --model export/ -k 10 --json
 
-The CLI prints ``rank<TAB>score<TAB>id`` lines (or a JSON list of ``{id, score}``); a bad folder, file,
+The CLI prints a ``#`` line saying what the score is, a header ``rank<TAB>cosine<TAB>id`` and one line per
+track (or, with ``--json``, a list of ``{id, score}``, the score being that cosine); a bad folder, file,
 track id, model folder or index ends as one ``error:`` line with exit code 2 (``cmir_tf.cli``).
 
 A saved index is two files: ``INDEX`` (annoy's own format) and ``INDEX.ids.json`` ``{"dim", "n_trees",
@@ -300,7 +301,7 @@ def find_similar(folder: str | os.PathLike, *, track_id: str | None = None, file
     if vector is None:
         if embedder is None:
             if model is None:
-                raise ConfigError(f"{path} is not a {index.dim}-d embedding; embedding it needs a model "
+                raise ConfigError(f"--file {path}: not a {index.dim}-d embedding; embedding it needs --model "
                                   "(an export folder)")
             from cmir_tf.embed import Embedder
 
@@ -314,6 +315,11 @@ def find_similar(folder: str | os.PathLike, *, track_id: str | None = None, file
     except ValueError:
         pass
     return index.query(vector, k, exclude=exclude)
+
+
+TABLE_NOTE = ("# cosine: cosine similarity of each track's vector (the mean of its patch embeddings) to the "
+              "query's, 1 - d²/2 from annoy's angular distance d = sqrt(2 - 2 cos); 1 = same direction, "
+              "0 = orthogonal, -1 = opposite; best first")
 
 
 def build_arg_parser() -> argparse.ArgumentParser:
@@ -353,6 +359,8 @@ def main(argv=None) -> int:
         text = json.dumps([{"id": i, "score": round(s, 6)} for i, s in hits], ensure_ascii=False)
         print(text if text.isascii() or _utf8(text) else json.dumps(json.loads(text), ensure_ascii=True))
     else:
+        print(TABLE_NOTE)
+        print("rank\tcosine\tid")
         for rank, (i, s) in enumerate(hits, 1):
             print(f"{rank}\t{s:.4f}\t{i if _utf8(i) else os.fsencode(i).decode('utf-8', 'backslashreplace')}")
     return 0

@@ -21,7 +21,8 @@ import os
 import numpy as np
 
 from .constants import SPLITS
-from .melon import PLAYLIST_FILES, MelError, MelonLayout, inspect_mel, read_genres, read_playlists, read_song_meta
+from .melon import (MEL_REASONS, PLAYLIST_FILES, MelError, MelonLayout, inspect_mel, read_genres, read_playlists,
+                    read_song_meta)
 from .workpool import imap, progress_bar
 
 RATIOS = (0.8, 0.1, 0.1)
@@ -48,6 +49,11 @@ def load_metadata(melon_dir) -> dict:
              "playlist_entries": n_entries, "unknown_playlist_entries": n_unknown}
     return {"songs": songs, "genre_names": genre_names, "playlists": playlists, "stats": stats}
 
+NO_PLAYLIST, NO_GENRES = "no_playlist", "no_genres"
+# every reason a song can be skipped for (the manifest's ``skipped`` / ``skipped_by_reason``): the
+# metadata's, then the mel file's (``cmir_tf.melon``: the header check here, the full load when writing)
+SKIP_REASONS = (NO_PLAYLIST, NO_GENRES) + MEL_REASONS
+
 
 def select_songs(meta: dict) -> tuple[list, dict]:
     """Songs in a playlist with ≥ 1 genre → ``(sorted ids, {id: reason})`` for ``no_playlist``/``no_genres``."""
@@ -57,9 +63,9 @@ def select_songs(meta: dict) -> tuple[list, dict]:
     skipped, ids = {}, []
     for sid in sorted(meta["songs"]):
         if sid not in in_pl:
-            skipped[sid] = "no_playlist"
+            skipped[sid] = NO_PLAYLIST
         elif not meta["songs"][sid].genres:
-            skipped[sid] = "no_genres"
+            skipped[sid] = NO_GENRES
         else:
             ids.append(sid)
     return ids, skipped

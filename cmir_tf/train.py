@@ -12,7 +12,8 @@ run, build the model, restore the backup, make the datasets, fit.
 
 Starting a run again with the same ``--out`` continues from its last backup (also after SIGKILL):
 only the remaining steps of the interrupted epoch are run, with a data seed moved by the point of
-resumption so no crop is replayed. ``--restart`` discards the backup. A non-finite loss stops the run
+resumption so no crop is replayed. ``--restart`` sets the earlier run's files aside in
+``previous/<UTC time>/`` and starts clean. A non-finite loss stops the run
 (``NonFiniteLossError``, exit code 3). This module imports TensorFlow only inside :func:`train`, so
 ``--help`` is fast.
 """
@@ -173,7 +174,8 @@ def _fit(model, cfg: TrainConfig, run: RunDir, schedule: Schedule, datasets, sta
     import keras
     import tensorflow as tf
 
-    from .callbacks import BestAndLast, ResumableBackup, StopOnNonFiniteLoss
+    from .callbacks import BestAndLast, HistoryCSV, ResumableBackup, StopOnNonFiniteLoss
+    from .progress import TrainingProgress
 
     epoch, step = (int(state["epoch"]), int(state["step"])) if state else (0, 0)
     best = float(state["best_val_loss"]) if state else float("inf")
@@ -181,13 +183,14 @@ def _fit(model, cfg: TrainConfig, run: RunDir, schedule: Schedule, datasets, sta
     callbacks = [
         stopper,
         ResumableBackup(run, cfg.backup_every, schedule.steps, offset=step, best=best),
-        BestAndLast(run, best),
-        keras.callbacks.CSVLogger(str(run.history_path), append=True),
+        BestAndLast(run, best, cfg.keep_last),
+        HistoryCSV(run.history_path),
         keras.callbacks.TensorBoard(str(run.logs_dir), update_freq="epoch", profile_batch=0),
+        TrainingProgress(cfg.epochs, schedule.steps, first_epoch=epoch, first_step=step),
     ]
     train_ds, val_ds = datasets
     fit_args = dict(shuffle=False, validation_data=val_ds, validation_steps=schedule.val_steps, callbacks=callbacks,
-                    verbose=2 if not sys.stdout.isatty() else 1)
+                    verbose=0)  # TrainingProgress reports
     try:
         if step:  # finish the interrupted epoch first: only its remaining steps
             model.fit(train_ds, epochs=epoch + 1, initial_epoch=epoch, steps_per_epoch=schedule.steps - step,
@@ -229,8 +232,16 @@ def train(cfg: TrainConfig, *, restart: bool = False) -> Path:
     run, chief = _run_dir(cfg, strategy)
     with folder_lock(run.path):
         effective = dataclasses.asdict(cfg) | {"data": str(Path(facts.path).resolve()), "out": str(run)}
-        run.open_for_training(effective, restart)
-        _train_in(run, dataclasses.replace(cfg, data=str(data)), facts, strategy, schedule, jit)
+        moved = run.open_for_training(effective, restart)
+        if moved:
+            print(f"[cmir_tf] restart: the earlier run of {run} is set aside in {moved}", flush=True)
+        try:
+            _train_in(run, dataclasses.replace(cfg, data=str(data)), facts, strategy, schedule, jit)
+        except KeyboardInterrupt:
+            where = f"from its latest backup ({run.backup_dir})" if run.has_backup() else "(no backup yet: from its start)"
+            print(f"\n[cmir_tf] interrupted: the same command resumes {run} {where}; --restart starts over",
+                  file=sys.stderr, flush=True)
+            raise
     if chief and run.history_path.exists():
         from .callbacks import plot_curves
 
@@ -246,21 +257,24 @@ def _train_in(run: RunDir, cfg: TrainConfig, facts: PreparedFacts, strategy, sch
     model = _build_model(cfg, facts, strategy, run, jit)
     with strategy.scope():
         state = run.restore_backup(model)
-    if state:
-        print(f"[cmir_tf] resuming {run} at epoch {int(state['epoch']) + 1}, step {int(state['step'])}", flush=True)
-    datasets = _datasets(cfg, facts, strategy, schedule, state)
     first_epoch = int(state["epoch"]) if state else 0
     if first_epoch >= cfg.epochs:
         print(f"[cmir_tf] {run}: already trained {cfg.epochs} epochs (use --restart or more --epochs)")
         return
-    counts = facts.counts
-    print(f"[cmir_tf] training {cfg.mode} on {cfg.data} ({counts['train']} train / {counts['val']} val songs), "
-          f"{schedule.replicas} replica(s), batch {schedule.batch}, {schedule.steps} steps/epoch, "
-          f"epochs {first_epoch + 1}–{cfg.epochs} → {run}", flush=True)
-    print(f"[cmir_tf] {cfg.precision}, XLA {'on' if jit else 'off'}; input: {cfg.read_parallelism} shard reads, "
-          f"{cfg.parse_parallelism} parse calls, {cfg.input_threads} threads, {cfg.device_prefetch} batch(es) "
-          "prefetched per device", flush=True)
+    if state and state.get("weights_removed"):
+        raise ConfigError(f"{run}: completed {first_epoch} epochs with --no-keep-backup, so its backup holds no "
+                          f"weights to continue from; --epochs {first_epoch} or fewer, or --restart")
+    if state:
+        print(f"[cmir_tf] resuming {run} in epoch {first_epoch + 1} after step {int(state['step'])} "
+              f"of {schedule.steps}", flush=True)
+    datasets = _datasets(cfg, facts, strategy, schedule, state)
+    from .progress import run_summary
+
+    counts = _example_counts(cfg, facts)
+    print(run_summary(cfg, schedule, counts, run, jit=jit, first_epoch=first_epoch), flush=True)
     _fit(model, cfg, run, schedule, datasets, state)
+    if not cfg.keep_backup:
+        run.drop_backup_weights()
 
 
 def export_after_training(cfg: TrainConfig, run_dir) -> object | None:
@@ -288,12 +302,16 @@ def export_after_training(cfg: TrainConfig, run_dir) -> object | None:
 def main(argv: list[str] | None = None) -> int:
     cfg, restart = config_from_args(argv)
     run_dir = train(cfg, restart=restart)
-    print(f"[cmir_tf] run: {run_dir.resolve()} (config.json, history.csv, checkpoints/, logs/, curves.png)")
+    run = RunDir(run_dir)
+    print(f"[cmir_tf] run: {run_dir.resolve()}")
+    for path in (run.config_path, run.history_path, *run.checkpoints(), run.curves_path, run.logs_dir):
+        if path.exists():
+            print(f"[cmir_tf]   {path.resolve()}")
     if cfg.export:
         exported = export_after_training(cfg, run_dir)
         if exported:
-            print(f"[cmir_tf] export: {Path(exported.saved_model_dir).resolve()} (TF Serving), "
-                  f"{Path(exported.graph_path).resolve()} + .json (Essentia)")
+            for label, path in exported.outputs():
+                print(f"[cmir_tf] export: {label}: {Path(path).resolve()}")
     return 0
 
 

@@ -152,7 +152,7 @@ def test_out_that_is_a_file_or_a_folder_of_other_files_is_refused(tmp_path):
     RunDir(tmp_path / "mw").open_for_training({"mode": "contr_g"})
 
 
-def test_restart_deletes_only_the_backups_own_files(tmp_path):
+def test_restart_sets_the_earlier_run_aside_and_loses_nothing(tmp_path):
     run = RunDir(tmp_path / "run")
     run.open_for_training({"mode": "contr_g"})
     run.backup_dir.mkdir()
@@ -160,7 +160,10 @@ def test_restart_deletes_only_the_backups_own_files(tmp_path):
         (run.backup_dir / name).write_text("{}")
     (run.backup_dir / "keep").mkdir()
     run.open_for_training({"mode": "contr_g"}, restart=True)
-    assert sorted(os.listdir(run.backup_dir)) == ["keep", "my_notes.txt"] and not run.has_backup()
+    assert not run.has_backup() and not run.backup_dir.exists()
+    [previous] = (run.path / "previous").iterdir()
+    assert sorted(os.listdir(previous / "backup")) == sorted(
+        ["keep", "my_notes.txt", RunDir.BACKUP_STATE, RunDir.BACKUP_WEIGHTS, RunDir.BACKUP_OPTIMIZER])
 
 
 @pytest.mark.parametrize("victim", [RunDir.BACKUP_WEIGHTS, RunDir.BACKUP_OPTIMIZER, RunDir.BACKUP_STATE])

@@ -104,7 +104,7 @@ def test_file_query_embedding_and_audio(folder, tmp_path):
     # something that is not an embedding needs a model (or an embedder)
     wav = tmp_path / "x.wav"
     wav.write_bytes(b"RIFF")
-    with pytest.raises(ConfigError, match="x.wav is not a 16-d embedding; embedding it needs a model"):
+    with pytest.raises(ConfigError, match=r"--file .*x\.wav: not a 16-d embedding; embedding it needs --model"):
         find_similar(d, file=str(wav), k=3)
 
     class FakeEmbedder:
@@ -143,10 +143,15 @@ def test_empty_or_missing_folder(tmp_path):
 
 
 def test_cli_table_and_json(folder, capsys):
-    d, _ = folder
+    d, means = folder
     assert main([str(d), "--id", "t0", "-k", "3"]) == 0
-    lines = capsys.readouterr().out.strip().splitlines()
+    note, header, *lines = capsys.readouterr().out.strip().splitlines()
+    assert note.startswith("# cosine: cosine similarity") and header == "rank\tcosine\tid"
     assert len(lines) == 3 and lines[0].startswith("1\t")
+    q = means["t0"] / np.linalg.norm(means["t0"])
+    for line in lines:  # the printed score is the cosine of the two track vectors
+        _, score, track = line.split("\t")
+        assert float(score) == pytest.approx(float(q @ means[track] / np.linalg.norm(means[track])), abs=1e-4)
     assert main([str(d), "--id", "t0", "-k", "3", "--json"]) == 0
     hits = json.loads(capsys.readouterr().out)
     assert [h["id"] for h in hits] == [line.split("\t")[2] for line in lines]

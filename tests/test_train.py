@@ -79,7 +79,8 @@ def test_help_explains_every_flag(capsys):
     text = capsys.readouterr().out
     for flag in ("--data", "--mode", "--epochs", "--steps-per-epoch", "--batch-size", "--lr", "--temperature",
                  "--dropout", "--seed", "--out", "--config", "--strategy", "--devices", "--restart", "--precision",
-                 "--jit-compile", "--read-parallelism", "--parse-parallelism", "--input-threads", "--device-prefetch"):
+                 "--jit-compile", "--read-parallelism", "--parse-parallelism", "--input-threads", "--device-prefetch",
+                 "--keep-last", "--no-keep-last", "--keep-backup", "--no-keep-backup"):
         assert flag in text
 
 
@@ -135,7 +136,7 @@ def test_run_directory_holds_config_history_checkpoints_logs_and_curves(tiny_run
     assert config["mode"] == "contr_cf_g" and config["batch_size"] == 16 and config["epochs"] == 2
     with open(out / "history.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    assert [int(r["epoch"]) for r in rows] == [0, 1]
+    assert [int(r["epoch"]) for r in rows] == [1, 2]  # counted from 1, as the console counts
     for column in ("loss", "val_loss", "a2g", "a2p", "g2p", "val_a2g", "val_a2p", "val_g2p"):
         assert np.isfinite(float(rows[-1][column])), column
     # the total is the sum of the three alignments (λ = 1)
@@ -156,6 +157,7 @@ def test_rerun_of_a_finished_run_does_not_train_again(tiny_run, prepared_data):
                         "--batch-size", "16", "--validation-steps", "1", "--no-export"], cwd=out.parent)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "already trained 2 epochs" in result.stdout
+    assert "Skipping variable loading" not in result.stderr  # the backup's optimizer state loads whole
     assert (out / "history.csv").read_text() == before
 
 
@@ -209,10 +211,11 @@ def test_sigkill_mid_epoch_then_rerun_resumes_from_the_backup(prepared_data, tmp
 
     result = run_train(args, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert f"resuming {out} at epoch 1, step {state['step']}" in result.stdout
+    assert f"resuming {out} in epoch 1 after step {state['step']} of 6" in result.stdout
+    assert "Skipping variable loading" not in result.stderr  # the optimizer state loads with nothing skipped
     with open(out / "history.csv", newline="") as f:
         epochs = [int(r["epoch"]) for r in csv.DictReader(f)]
-    assert epochs == [0, 1]  # each epoch once: nothing twice, nothing lost
+    assert epochs == [1, 2]  # each epoch once: nothing twice, nothing lost
     with np.load(out / "backup" / "optimizer.npz", allow_pickle=False) as saved:
         assert int(saved["v00000"]) == 2 * 6  # exactly the steps asked for: no step redone, none skipped
 
@@ -257,12 +260,13 @@ def test_hybrid_with_genre_pairs_on_two_devices_survives_sigkill_and_exports_the
     state = json.loads(state_path.read_text())
     result = run_train(args, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "2 replica(s)" in result.stdout and f"at epoch {state['epoch'] + 1}, step {state['step']}" in result.stdout
+    assert "2 replica(s)" in result.stdout
+    assert f"in epoch {state['epoch'] + 1} after step {state['step']} of" in result.stdout
     with np.load(out / "backup" / "optimizer.npz", allow_pickle=False) as saved:
         assert int(saved["v00000"]) == 2 * 4
     with open(out / "history.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    assert [int(r["epoch"]) for r in rows] == [0, 1]
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
     for term in ("a2g", "a2p", "g2p", "a2a_genre"):
         assert np.isfinite(float(rows[-1][term])) and np.isfinite(float(rows[-1]["val_" + term]))
     model = json.loads((out / "model.json").read_text())
@@ -314,6 +318,15 @@ def test_bfloat16_run_exports_a_float32_encoder_at_the_end(prepared_data, tmp_pa
     assert json.loads((out / "config.json").read_text())["precision"] == "mixed_bfloat16"
     assert (export_dir / "saved_model" / "1" / "saved_model.pb").exists()
     assert "(TF Serving)" in result.stdout and "(Essentia)" in result.stdout
+    # the end names every file the run and its export wrote, each that exists
+    printed = {line.rsplit(": ", 1)[-1] for line in result.stdout.splitlines() if line.startswith("[cmir_tf] ")}
+    written = {str(p.resolve()) for p in export_dir.glob("cmir-audio-encoder*")
+               if p.suffix in (".pb", ".json", ".onnx", ".keras")}
+    assert {p.rsplit("/", 1)[-1].split(".", 1)[-1] for p in written} >= {"pb", "json", "keras"}
+    assert any(p.endswith("-genres.json") for p in written)  # contr_cf_g has the genre head
+    assert written <= printed and str((export_dir / "saved_model" / "1").resolve()) in printed
+    assert str((out / "checkpoints" / "best.weights.h5").resolve()) in {line.split("]", 1)[-1].strip()
+                                                                          for line in result.stdout.splitlines()}
     from cmir_tf.exportdir import GENRES_SUFFIX
 
     meta_file, = [p for p in export_dir.glob("*.json") if not p.name.endswith(f"{GENRES_SUFFIX}.json")]
