@@ -43,6 +43,7 @@ setup(
         "tqdm>=4.60",
         "matplotlib>=3.7",
         "pyyaml>=6",
+        "mutagen>=1.45",  # a music library's tags (cmir_tf.library_tags): ID3, Vorbis comments, FLAC, MP4
     ],
     extras_require={
         # ONNX copies of the exported models (python -m cmir_tf.export writes NAME.onnx when these import).
