@@ -297,10 +297,19 @@ def audio_mel(path: str):
     from . import audio
     from .constants import PATCH_FRAMES
 
+    alias, fd = path, None
     try:
-        x = audio.load_audio(path)
+        try:
+            path.encode("utf-8")
+        except UnicodeEncodeError:  # libsndfile takes UTF-8 names only: reach the file by its descriptor
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+            alias = f"/proc/self/fd/{fd}"
+        x = audio.load_audio(alias)
     except (DataError, OSError, ValueError, RuntimeError) as e:
-        raise MelError(path, "undecodable", str(e).removeprefix(f"{path}: ")) from None
+        raise MelError(path, "undecodable", str(e).removeprefix(f"{alias}: ")) from None
+    finally:
+        if fd is not None:
+            os.close(fd)
     if not _MEL_FN:
         import tensorflow as tf
 

@@ -1,7 +1,9 @@
 """A music library's playlists: M3U / M3U8 files (extended M3U too) read into lists of library files.
 
 Lines starting with ``#`` (``#EXTM3U``, ``#EXTINF``…) and blank lines are ignored; every other line is an
-entry. ``.m3u8`` is UTF-8; ``.m3u`` is read as UTF-8, else Latin-1. An entry is resolved as follows:
+entry. Entries are read as UTF-8, and bytes that are not UTF-8 are kept as they are (so they name
+the file the file system holds under those bytes: an ``.m3u`` written in Latin-1 names Latin-1 file
+names). An entry is resolved as follows:
 
 * a URL (``http://…``, any ``scheme://`` except ``file://``) → skipped, counted as ``url``;
 * ``file://`` URIs are turned into their path; backslashes (playlists written on Windows) into ``/``;
@@ -28,12 +30,10 @@ def _lines(path: str) -> list[str]:
         raw = f.read(MAX_PLAYLIST_BYTES + 1)
     if len(raw) > MAX_PLAYLIST_BYTES:
         raise OSError(f"larger than {MAX_PLAYLIST_BYTES >> 20} MB")
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        if path.lower().endswith(".m3u8"):
-            raise OSError("not UTF-8") from None
-        text = raw.decode("latin-1")
+    if raw.startswith(b"\xef\xbb\xbf"):
+        raw = raw[3:]
+    # bytes as the file system has them: an entry naming a file whose name is not UTF-8 still matches
+    text = raw.decode("utf-8", "surrogateescape")
     return [ln.strip() for ln in text.splitlines()]
 
 

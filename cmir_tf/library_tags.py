@@ -83,7 +83,8 @@ def read_tags(path) -> tuple[dict, str | None]:
         f = mutagen.File(path, easy=True)
         tags = dict(f.tags or {}) if f is not None else {}
     except Exception as e:  # noqa: BLE001 — mutagen raises many types on damaged tags
-        return empty, f"bad_tags: {type(e).__name__}: {str(e)[:120]}"
+        why = str(e).strip()[:120]
+        return empty, f"bad_tags: {type(e).__name__}" + (f": {why}" if why else "")
     get = lambda k: [v for v in (tags.get(k) or []) if isinstance(v, str)]  # noqa: E731
     return {"genres": split_values(get("genre"), GENRE_SEPARATORS),
             "artists": split_values(get("artist") or get("albumartist"), ARTIST_SEPARATORS),

@@ -99,16 +99,16 @@ def test_training_on_real_soundtracks_beats_the_random_initialisation(tmp_path):
     assert sum(manifest["counts"].values()) == len(labels), manifest["skipped"]
 
     keras.utils.set_random_seed(SEED)  # train() seeds the same way: the run starts from this network
-    untrained = build_model("aim_playlist", None)
+    untrained = build_model("contr_cf", None)
     untrained(dummy_batch(), training=False)
     initial = export_model(untrained.audio_encoder, None, [], tmp_path / "export_initial").out_dir
-    cfg = TrainConfig(data=str(data), out=str(tmp_path / "run"), mode="aim_playlist", epochs=1,
+    cfg = TrainConfig(data=str(data), out=str(tmp_path / "run"), mode="contr_cf", epochs=1,
                       steps_per_epoch=STEPS, batch_size=16, lr=1e-3, validation_steps=1, seed=SEED, export=False)
     trained = export_run(train(cfg), tmp_path / "export_trained").out_dir
 
     before = held_out_measures(initial, data, labels)
     after = held_out_measures(trained, data, labels)
-    print(f"\nreal music: {len(labels)} tracks of {len(PACKAGES)} soundtracks, {STEPS} steps of aim_playlist; "
+    print(f"\nreal music: {len(labels)} tracks of {len(PACKAGES)} soundtracks, {STEPS} steps of contr_cf; "
           f"held-out {after['held_out']} vs train {after['train']}: kNN {before['knn']:.3f} → {after['knn']:.3f}, "
           f"MAP {before['map']:.3f} → {after['map']:.3f}")
     assert after["map"] > before["map"] + 0.02, (before, after)
