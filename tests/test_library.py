@@ -186,3 +186,14 @@ def test_cli_errors_name_the_input(tmp_path, capsys):
     assert "no usable audio file" in capsys.readouterr().err
     assert main(["--melon", str(tmp_path), "--tags", "x.csv", "--out", str(tmp_path / "o")]) == 2
     assert "apply to --library only" in capsys.readouterr().err
+
+
+def test_rerun_resumes_without_rewriting_a_shard(prepared_library):
+    from cmir_tf.library import LibrarySource
+    from cmir_tf.prepare import prepare
+
+    root, _, first = prepared_library
+    shards = {p: p.stat().st_mtime_ns for p in (root / "data").glob("*/*.tfrecord")}
+    again = prepare(LibrarySource(root / "lib"), root / "data", progress=False, verbose=False)
+    assert {p: p.stat().st_mtime_ns for p in (root / "data").glob("*/*.tfrecord")} == shards
+    assert again["counts"] == first["counts"] and again["library"] == first["library"]
