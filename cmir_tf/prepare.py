@@ -180,8 +180,10 @@ def _choose_songs(p: Preparation) -> None:
     if _is_library(p.melon):
         p.ids, p.skipped = p.melon.select(p.meta)
         if not p.ids:
-            raise DataError(f"{p.melon.root}: no song of the library is in a playlist (or an album) and has a "
-                            "genre: nothing to prepare")
+            raise DataError(f"{p.melon.root}: no song of the library is in a playlist or an album"
+                            + (" and has a genre" if p.meta["genre_names"] else "") + ": nothing to prepare "
+                            "(albums come from album tags, the Artist/Album/track folders or --tags; playlists "
+                            "from .m3u/.m3u8 files)")
         p.vocab = build_vocab(p.meta["songs"], p.ids, p.meta["genre_names"])
         return
     ids, skipped = select_songs(p.meta)

@@ -197,3 +197,12 @@ def test_rerun_resumes_without_rewriting_a_shard(prepared_library):
     again = prepare(LibrarySource(root / "lib"), root / "data", progress=False, verbose=False)
     assert {p: p.stat().st_mtime_ns for p in (root / "data").glob("*/*.tfrecord")} == shards
     assert again["counts"] == first["counts"] and again["library"] == first["library"]
+
+
+def test_a_library_of_loose_untagged_files_says_what_is_missing(tmp_path):
+    from cmir_tf.library import LibrarySource
+    from cmir_tf.prepare import prepare
+
+    write_audio(tmp_path / "lib" / "a.wav", 300)  # no folder, no tag: no album, so no playlist
+    with pytest.raises(DataError, match="no song of the library is in a playlist or an album: nothing to prepare"):
+        prepare(LibrarySource(tmp_path / "lib"), tmp_path / "data", metadata_only=True, progress=False, verbose=False)
