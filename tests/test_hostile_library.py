@@ -58,7 +58,6 @@ def _listing(folder) -> dict:
             for d, _, names in os.walk(folder) for n in names}
 
 
-@pytest.mark.slow  # ~25 s: one prepare in a subprocess (TensorFlow imported twice)
 def test_hostile_library_one_line_per_bad_file_and_the_rest_prepared(tmp_path):
     good = _hostile_library(tmp_path)
     before = _listing(tmp_path / "lib")
