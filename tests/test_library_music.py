@@ -15,7 +15,7 @@ embeddings (mean over 3-second patches).
 Measured 2026-12-06 (47 tracks: singularity 13, asc 3, drascula 31; held-out 9 vs train 38), untrained →
 trained: 1-NN 0.444 → 0.889, MAP 0.605 → 0.824 after 150 steps of batch 16. Fewer steps teach less: 100
 steps, tracks represented by their first 30 s only, gave 1-NN 0.889 → 0.889, MAP 0.650 → 0.720. Time:
-21 min on 2 cores shared with a load average of ~15 (prepare 2–4 min of it, training 5 s a step).
+176 s on 2 quiet cores (21 min with a load average of ~15 from other jobs).
 """
 import json
 import os
