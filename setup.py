@@ -46,6 +46,7 @@ setup(
         "matplotlib>=3.7",
         "plotly>=5.14",  # python -m cmir_tf.explore writes its interactive map with it (plotly.js inlined)
         "pyyaml>=6",
+        "mutagen>=1.45",  # a music library's tags (cmir_tf.library_tags): ID3, Vorbis comments, FLAC, MP4
     ],
     extras_require={
         # ONNX copies of the exported models (python -m cmir_tf.export writes NAME.onnx when these import).

@@ -147,7 +147,15 @@ class TrainConfig:
 
 
 def model_config(cfg: TrainConfig, facts) -> dict[str, Any]:
-    """``ContrastiveModel`` config of a run of ``cfg`` on a prepared folder (``facts``: n_genres, w2v_dim, cf_dim)."""
+    """``ContrastiveModel`` config of a run of ``cfg`` on a prepared folder (``facts``: n_genres, w2v_dim, cf_dim).
+
+    A folder without genres (a music library with no genre tags, or prepared with ``--ignore-genres``)
+    refuses the modes that use them, naming the missing input."""
+    if facts.n_genres == 0 and cfg.preset().uses_genres:
+        raise ConfigError(f"{facts.path}: mode {cfg.mode!r} (with audio pairs {cfg.audio_pairs or 'of the mode'}) "
+                          "needs genres, but this prepared folder has none (its library had no genre tags, or it "
+                          "was prepared with --ignore-genres); modes without genre terms train: ss, aim_artist, "
+                          "aim_playlist, contr_cf, bline_cf")
     return {
         "name": cfg.mode,
         "mode": cfg.mode,

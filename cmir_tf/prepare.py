@@ -1,6 +1,13 @@
-"""Melon folder (real or synthetic) → a prepared folder: split, CF vectors, genre word2vec, TFRecords.
+"""Melon folder (real or synthetic) or a music library → a prepared folder: split, CF vectors, genre
+word2vec, TFRecords.
 
 ``python -m cmir_tf.prepare --melon DIR --out DIR [--workers N] [--seed S] ...``
+``python -m cmir_tf.prepare --library DIR --out DIR [--tags FILE] [--min-genre-count N] ...``
+
+A library (:class:`cmir_tf.library.LibrarySource`) is another source of the same things — songs with
+genres, artists and albums, playlists — plus an audio file per song: steps 1–2 take them from it
+(scan, tags, playlists, ids; no mel check: a file the decoder refuses is skipped at step 7), step 3
+also balances each song's album, and step 7 computes each mel from the audio with ``embed``'s path.
 
 :func:`prepare` runs named steps over one :class:`Preparation` (the run's inputs and what each step
 decides); the folder it writes is described, and owned, by :class:`cmir_tf.prepared.PreparedData`.
@@ -156,16 +163,26 @@ def _what_differs(plan: dict, params: PrepareParams) -> str:
     return "other parameters: " + "; ".join(diffs) if diffs else "other inputs (the Melon metadata files changed)"
 
 
+def _is_library(source) -> bool:
+    return getattr(source, "is_library", False)
+
+
 def _open(melon_dir, out_dir, params: PrepareParams, *, overwrite: bool, workers: int, progress: bool,
           verbose: bool) -> Preparation:
     """Step 1: check the inputs, fingerprint them, start (or resume) the state in ``out_dir``."""
-    layout = MelonLayout(melon_dir)
+    layout = melon_dir if _is_library(melon_dir) else MelonLayout(melon_dir)
     layout.check()
     p = Preparation(layout, PreparedData(out_dir), params, workers=workers, progress=progress, verbose=verbose)
-    p.fingerprint = _fingerprint(layout, params.as_dict())
+    if _is_library(layout):
+        layout.open(p.out)  # scan and number the songs (keeping the ids of an earlier run here)
+        p.fingerprint = layout.fingerprint(params.as_dict())
+    else:
+        p.fingerprint = _fingerprint(layout, params.as_dict())
     if overwrite:
         p.out.clear()
     p.out.start()
+    if _is_library(layout):
+        layout.write_ids(p.out)
     plan = p.out.read_plan()
     if plan is not None:
         if plan.get("fingerprint") != p.fingerprint:
@@ -173,12 +190,21 @@ def _open(melon_dir, out_dir, params: PrepareParams, *, overwrite: bool, workers
                               f"({p.out.plan_path}); rerun with --overwrite to discard it, or choose another --out")
         p.resume(plan, p.out.read_cache())
         p.log(f"resuming {p.out.root}: plan, vocabulary, word2vec and CF loaded from {p.out.state.root}")
-    p.meta = load_metadata(layout.root)
+    p.meta = layout.load_metadata(workers, progress) if _is_library(layout) else load_metadata(layout.root)
     return p
 
 
 def _choose_songs(p: Preparation) -> None:
     """Step 2: candidate songs, skip reasons, genre vocabulary."""
+    if _is_library(p.melon):
+        p.ids, p.skipped = p.melon.select(p.meta)
+        if not p.ids:
+            raise DataError(f"{p.melon.root}: no song of the library is in a playlist or an album"
+                            + (" and has a genre" if p.meta["genre_names"] else "") + ": nothing to prepare "
+                            "(albums come from album tags, the Artist/Album/track folders or --tags; playlists "
+                            "from .m3u/.m3u8 files)")
+        p.vocab = build_vocab(p.meta["songs"], p.ids, p.meta["genre_names"])
+        return
     ids, skipped = select_songs(p.meta)
     if not ids:
         files = ", ".join(os.path.basename(p.melon.playlists(s)) for s in PLAYLIST_FILES)
@@ -199,8 +225,12 @@ def _split(p: Preparation) -> None:
     """Step 3: the stratified split."""
     index, songs = p.genre_index(), p.meta["songs"]
     t = time.time()
-    p.splits = stratified_split(p.ids, [[index[c] for c in songs[s].genres] for s in p.ids], len(p.vocab),
-                                p.params.seed)
+    labels, n_labels = [[index[c] for c in songs[s].genres] for s in p.ids], len(p.vocab)
+    if _is_library(p.melon):  # the albums are balanced too (their labels follow the genres')
+        strata = {s: p.melon.strata(s) for s in p.ids}
+        labels = [g + ([n_labels + strata[s]] if strata[s] is not None else []) for g, s in zip(labels, p.ids)]
+        n_labels += 1 + max((v for v in strata.values() if v is not None), default=-1)
+    p.splits = stratified_split(p.ids, labels, n_labels, p.params.seed)
     p.seconds["split"] = round(time.time() - t, 1)
     p.log(f"split {len(p.ids)} songs in {time.time() - t:.1f} s: "
           + ", ".join(f"{s} {len(p.splits[s])}" for s in SPLITS))
@@ -220,6 +250,10 @@ def _fit_cf(p: Preparation) -> None:
 def _fit_word2vec(p: Preparation) -> None:
     """Step 5: the genre word2vec matrix."""
     q, t = p.params, time.time()
+    if not p.vocab:  # a library without genres: an empty table; the modes using genres refuse it
+        p.word2vec = np.zeros((0, q.w2v_dim), np.float32)
+        p.log("no genres: no word2vec (the modes using genres cannot train on this folder)")
+        return
     p.word2vec = train_word2vec([p.meta["songs"][s].genres for s in p.ids], p.vocab, q.w2v_dim, q.seed,
                                 q.w2v_epochs, q.w2v_model)
     p.seconds["word2vec"] = round(time.time() - t, 1)
@@ -252,6 +286,7 @@ def _write_records(p: Preparation) -> dict:
                 continue
             tasks.append({"melon": p.melon.root, "out": p.out.root, "split": s, "name": sh["name"],
                           "compress": bool(p.params.compress),
+                          **(p.melon.task_fields(sh["songs"]) if _is_library(p.melon) else {}),
                           "songs": [(sid, [index[c] for c in songs[sid].genres],
                                      p.cf[cf_row[sid]] if s != "test" and sid in cf_row else None)
                                     for sid in sh["songs"]]})
@@ -303,6 +338,7 @@ def _finish(p: Preparation, done: dict, t0: float) -> dict:
         "w2v_dim": q.w2v_dim,
         "metadata_only": bool(q.metadata_only),
         "compressed": bool(q.compress),
+        **(p.melon.manifest_fields() if _is_library(p.melon) else {}),
     }
     for s in PAIR_SPLITS:  # the audio-pair data; reads the shards' framing only, rewrites no shard
         write_pair_data(p.out, s, written[s], p.meta, p.genre_index(), {n: done[n]["written"] for n in files[s]},
@@ -340,6 +376,8 @@ def prepare(melon_dir, out_dir, *, workers: int = 1, seed: int = 0, cf_dim: int 
             metadata_only: bool = False, overwrite: bool = False, progress: bool = True,
             verbose: bool = True, w2v_model: str = "skipgram") -> dict:
     """Prepare ``melon_dir`` into ``out_dir`` (see the module docstring); returns the manifest dict.
+
+    ``melon_dir``: a Melon folder, or a :class:`cmir_tf.library.LibrarySource` (a music library).
 
     ``metadata_only=True`` runs steps 1–6 without opening a mel (every song with genres counts as
     usable) and writes no shard — the metadata path at Melon scale (``benchmarks/prepare_scale.py``).
@@ -381,6 +419,10 @@ def summary(manifest: dict) -> str:
              f"{st['songs_over_max_genres']}",
              f"skipped {len(manifest['skipped'])} songs: "
              + (", ".join(f"{k} {v}" for k, v in manifest["skipped_by_reason"].items()) or "none")]
+    if "library" in manifest:
+        from .library import library_summary
+
+        lines.append(library_summary(manifest["library"]))
     return "\n".join(lines)
 
 
@@ -391,8 +433,17 @@ def parser() -> argparse.ArgumentParser:
         description="Turn a Melon folder (real or synthetic) into training data: stratified 80/10/10 split, "
                     "CF vectors (implicit), genre word2vec (gensim), sharded TFRecords and a manifest. "
                     "A rerun into the same --out resumes (finished shards are not rewritten).")
-    ap.add_argument("--melon", required=True, help="Melon folder (song_meta.json, genre_gn_all.json, "
-                                                   "train/val/test.json, arena_mel/)")
+    source = ap.add_mutually_exclusive_group(required=True)
+    source.add_argument("--melon", help="Melon folder (song_meta.json, genre_gn_all.json, train/val/test.json, "
+                                        "arena_mel/)")
+    source.add_argument("--library", help="a music folder: audio files (wav flac ogg opus mp3) with their tags, "
+                                          "M3U/M3U8 playlists (none: albums serve as playlists)")
+    ap.add_argument("--tags", help="library: CSV/TSV sidecar (path, genres, artists, album, title) overriding "
+                                   "the files' tags")
+    ap.add_argument("--min-genre-count", type=int, default=1,
+                    help="library: drop genres of fewer songs than this (default 1: keep all)")
+    ap.add_argument("--ignore-genres", action="store_true",
+                    help="library: use no genre (every song kept; only modes without genre terms train)")
     ap.add_argument("--out", required=True, help="output folder (created)")
     ap.add_argument("--workers", type=int, default=1, help="processes writing shards (default 1)")
     ap.add_argument("--seed", type=int, default=0, help="seed of the split, CF, word2vec and shard order")
@@ -453,11 +504,21 @@ def main(argv=None) -> int:
                                  ("--cf-dim", a.cf_dim, 2), ("--w2v-dim", a.w2v_dim, 1)):
         if value < minimum:
             raise ConfigError(f"{flag} must be ≥ {minimum}, got {value}")
+    if a.min_genre_count < 1:
+        raise ConfigError(f"--min-genre-count must be ≥ 1, got {a.min_genre_count}")
+    source = a.melon
+    if a.library is not None:
+        from .library import LibrarySource
+
+        source = LibrarySource(a.library, sidecar=a.tags, min_genre_count=a.min_genre_count,
+                               ignore_genres=a.ignore_genres)
+    elif a.tags or a.ignore_genres or a.min_genre_count != 1:
+        raise ConfigError("--tags, --min-genre-count and --ignore-genres apply to --library only")
     if a.gzip and not a.metadata_only:
         print("warning: --gzip: the audio-pair strategies (train --audio-pairs, modes aim_*, ss, hybrid) read "
               "records by offset and cannot train on GZIP shards; the paper's modes and cm can",
               file=sys.stderr, flush=True)
-    prepare(a.melon, a.out, workers=a.workers, seed=a.seed, cf_dim=a.cf_dim, w2v_dim=a.w2v_dim,
+    prepare(source, a.out, workers=a.workers, seed=a.seed, cf_dim=a.cf_dim, w2v_dim=a.w2v_dim,
             cf_model=a.cf_model, cf_iterations=a.cf_iterations, cf_threads=a.cf_threads,
             cf_learning_rate=a.cf_learning_rate, w2v_epochs=a.w2v_epochs, shard_size=a.shard_size,
             compress=a.gzip, metadata_only=a.metadata_only, overwrite=a.overwrite, progress=not a.no_progress,

@@ -21,6 +21,8 @@ export and evaluation read it (through :class:`PreparedData` too)::
                              skipped [[song_id, reason]]
         vocab.json  word2vec.npy  cf_song_ids.npy  cf_factors.npy   the side inputs, computed once
         done/<shard>.json    a finished shard: {shard, split, written, skipped, bytes}
+    OUT/library_ids.json   a music library's songs: {"next_id", "songs": [{"id", "path"}]} (cmir_tf.library);
+                           written first, never cleared, so a rerun keeps the ids
     OUT/.cmir-lock         held by the prepare writing here (:mod:`cmir_tf.lock`)
 
 Writing order is the folder's completeness rule: ``manifest.json`` is written last (its presence means
@@ -67,7 +69,8 @@ RECORDS_INDEX = "records"  # pairs/{split}/records.npy
 STATE_DIR = ".prepare"
 PLAN = "plan.json"
 DONE_DIR = "done"
-OWN_NAMES = (*OUTPUT_FILES, STATE_DIR, *SPLITS, PAIRS_DIR, LOCK_NAME)
+LIBRARY_IDS = "library_ids.json"  # a library's song ids ↔ files (cmir_tf.library); kept by an overwrite
+OWN_NAMES = (*OUTPUT_FILES, STATE_DIR, *SPLITS, PAIRS_DIR, LOCK_NAME, LIBRARY_IDS)
 STATE_FILES = (PLAN, VOCAB, WORD2VEC, CF_SONG_IDS, CF_FACTORS)
 MAKE = "python -m cmir_tf.prepare"
 

@@ -1,8 +1,10 @@
 """Prepare's records step in worker processes: one task writes one TFRecord shard of the plan.
 
 A task is a picklable dict ``{"melon": Melon folder, "out": prepared folder, "split", "name": shard file
-name, "compress": GZIP or not, "songs": [(song_id, genre indices, CF vector or None)]}``. The worker
-loads every mel in full with :func:`cmir_tf.melon.load_mel` and skips, with its reason, a song whose
+name, "compress": GZIP or not, "songs": [(song_id, genre indices, CF vector or None)]}``, and for a music
+library ``"audio": {song_id: audio file}``. The worker loads every mel in full with
+:func:`cmir_tf.melon.load_mel` (a library: computes it with :func:`cmir_tf.library.audio_mel`, printing
+one line per file it skips) and skips, with its reason, a song whose
 file fails there (``non_finite`` and the header faults) or whose values float16 cannot hold
 (``out_of_range``: a finite float32 above 65504 in magnitude); the others become one record each
 (:func:`cmir_tf.tfrecords.serialize_example`). The shard is written under a temporary name
@@ -18,10 +20,12 @@ from __future__ import annotations
 
 import errno
 import os
+import sys
 
 import numpy as np
 
 from .fileio import atomic_path
+from .library import audio_mel, shown
 from .melon import MelError, MelonLayout, load_mel
 from .prepared import PreparedData
 from .tfrecords import check_shard
@@ -47,13 +51,16 @@ def _write_records(tmp: str, task: dict) -> tuple[list, list]:
     from .tfrecords import serialize_example
 
     layout = MelonLayout(task["melon"])
+    audio = task.get("audio")  # a library: {song id: audio file}, its mel computed here
     written, skipped = [], []
     opts = tf.io.TFRecordOptions(compression_type="GZIP" if task["compress"] else "")
     with tf.io.TFRecordWriter(tmp, opts) as w:
         for sid, genres, cf in task["songs"]:
             try:
-                mel = load_mel(layout.mel_path(sid))
+                mel = audio_mel(audio[sid]) if audio else load_mel(layout.mel_path(sid))
             except MelError as e:
+                if audio:
+                    print(f"{shown(e.path)}: skipped ({e.reason}: {e.detail})", file=sys.stderr, flush=True)
                 skipped.append([sid, e.reason]); continue
             if np.abs(mel).max() > F16_MAX:  # finite float32 that float16 would turn into inf
                 skipped.append([sid, "out_of_range"]); continue

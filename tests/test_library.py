@@ -1,0 +1,210 @@
+"""A music library as a prepare source (cmir_tf.library, library_tags, library_playlists): tags,
+playlists, ids, the records' mels against embed's path, and what a library without genres can train."""
+import json
+import os
+
+import numpy as np
+import pytest
+from library_data import make_library, tag, write_audio
+
+from cmir_tf.errors import ConfigError, DataError
+from cmir_tf.library_tags import GENRE_SEPARATORS, clean, read_sidecar, read_tags, split_values
+
+
+def _records(data):
+    import tensorflow as tf
+
+    from cmir_tf.tfrecords import parse_example_numpy
+
+    out = {}
+    for split in ("train", "val", "test"):
+        for shard in sorted((data / split).glob("*.tfrecord")):
+            for raw in tf.data.TFRecordDataset(str(shard)).as_numpy_iterator():
+                rec = parse_example_numpy(raw)
+                out[rec["song_id"]] = rec
+    return out
+
+
+def _ids(data) -> dict:
+    return {e["path"]: e["id"] for e in json.loads((data / "library_ids.json").read_text())["songs"]}
+
+
+@pytest.fixture(scope="module")
+def prepared_library(tmp_path_factory):
+    from cmir_tf.library import LibrarySource
+    from cmir_tf.prepare import prepare
+
+    root = tmp_path_factory.mktemp("library")
+    files = make_library(root / "lib")
+    manifest = prepare(LibrarySource(root / "lib"), root / "data", progress=False, verbose=False)
+    return root, files, manifest
+
+
+# --------------------------------------------------------------------------------------------- tags
+def test_genre_values_split_on_the_documented_separators_only():
+    assert GENRE_SEPARATORS == (";", "/", ",")
+    assert split_values(["Drum & Bass; R&B/Soul, Pop", "pop"], GENRE_SEPARATORS) == ["Drum & Bass", "R&B", "Soul",
+                                                                                      "Pop", "pop"]
+    assert split_values(["Earth, Wind & Fire", "AC/DC"], (";",)) == ["Earth, Wind & Fire", "AC/DC"]
+    junk = ("<Unknown>", "(None)", "  ", "unknown artist")
+    assert [clean(v) for v in (*junk, "  Hip   Hop ")] == [None] * 4 + ["Hip Hop"]
+
+
+def test_repeated_vorbis_genres_and_damaged_tags(tmp_path):
+    path = write_audio(tmp_path / "a.ogg", 300)
+    tag(path, genre=["Rock", "Drum & Bass;Jazz"], artist=["Ann; Bob"], album="  ", title="T")
+    assert read_tags(path) == ({"genres": ["Rock", "Drum & Bass", "Jazz"], "artists": ["Ann", "Bob"], "album": None,
+                                "title": "T"}, None)
+    tag(path, genre=["Rock", "x" * 2_000_000])  # a huge frame: the value is cut, the file still read
+    assert [len(g) for g in read_tags(path)[0]["genres"]] == [4, 200]
+    bad = tmp_path / "b.mp3"  # an ID3v2 header announcing a tag far longer than the file
+    bad.write_bytes(b"ID3\x04\x00\x00\x7f\x7f\x7f\x7f" + b"\x00" * 100)
+    tags, problem = read_tags(bad)
+    assert tags["genres"] == [] and problem.startswith("bad_tags")
+
+
+def test_sidecar_overrides_tags_and_needs_a_path_column(tmp_path):
+    (tmp_path / "t.tsv").write_text("path\tgenres\tartists\talbum\nA/x.ogg\tFolk/Pop\tCat\t\n", encoding="utf-8")
+    assert read_sidecar(tmp_path / "t.tsv", tmp_path) == {"A/x.ogg": {"genres": ["Folk", "Pop"], "artists": ["Cat"]}}
+    (tmp_path / "t.csv").write_text("file,genres\nx,y\n", encoding="utf-8")
+    with pytest.raises(DataError, match="t.csv: the tags sidecar needs a 'path' column"):
+        read_sidecar(tmp_path / "t.csv", tmp_path)
+
+
+# ----------------------------------------------------------------------------------------- playlists
+def test_m3u_entries_resolved_and_skipped_by_reason(tmp_path):
+    from cmir_tf.library_playlists import read_playlist
+
+    root = tmp_path / "lib"
+    (root / "lists").mkdir(parents=True)
+    known = {"A/1.ogg", "A/2.ogg", "B/3.mp3"}
+    m3u = root / "lists" / "mix.m3u8"
+    m3u.write_text("#EXTM3U\n#EXTINF:1,x\n../A/1.ogg\n" + str(root / "B" / "3.mp3") + "\n../A/1.ogg\n"
+                   "http://radio.example/stream\n../../outside.ogg\n/etc/passwd.mp3\n../A/none.ogg\n"
+                   "..\\A\\2.ogg\n", encoding="utf-8")
+    songs, skipped = read_playlist(str(m3u), str(root), known)
+    assert songs == ["A/1.ogg", "B/3.mp3", "A/2.ogg"]
+    assert dict(skipped) == {"url": 1, "outside": 2, "missing": 1}
+
+
+# ----------------------------------------------------------------------------------------- prepare
+def test_prepared_library_keeps_the_melon_contract(prepared_library):
+    from cmir_tf.prepared import PreparedData
+
+    root, files, manifest = prepared_library
+    data = root / "data"
+    ids = _ids(data)
+    assert sorted(ids) == sorted(files) and sorted(ids.values()) == list(range(len(files)))
+    lib = manifest["library"]
+    assert lib["playlists_from"] == "albums" and lib["songs"] == 6 and lib["albums"] == 2 and lib["artists"] == 2
+    # the wav carries no tag: its folders give artist/album, and with no genre it is skipped like Melon's
+    assert manifest["skipped"] == [{"song_id": ids["Ann/First/02.wav"], "reason": "no_genres"}]
+    vocab = PreparedData(data).read_vocab()
+    assert [(v["code"], v["name"]) for v in vocab] == [("jazz", "Jazz"), ("pop", "Pop"), ("rock", "Rock")]
+    recs = _records(data)
+    names = {v["index"]: v["code"] for v in vocab}
+    expected = {"Ann/First/00.ogg": {"rock"}, "Ann/First/01.flac": {"rock", "pop"}, "Bob/Second/00.mp3": {"jazz"},
+                "Bob/Second/01.ogg": {"jazz"}, "Bob/Second/02.flac": {"jazz", "pop"}}
+    assert {p: {names[g] for g in recs[ids[p]]["genres"]} for p in expected} == expected
+    path_of = {i: p for p, i in ids.items()}
+    groups = {}
+    for g, s in PreparedData(data).read_relation("train", "artist"):  # one group per artist: Ann, Bob
+        groups.setdefault(int(g), set()).add(path_of[int(s)].split("/")[0])
+    train_artists = {path_of[s].split("/")[0] for s in PreparedData(data).read_splits()["train"]}
+    assert sorted(map(sorted, groups.values())) == [[a] for a in sorted(train_artists)]
+    assert sum(manifest["counts"].values()) == 5
+
+
+def test_records_hold_the_mel_embed_computes(prepared_library):
+    from cmir_tf import audio, frontend
+
+    root, files, _ = prepared_library
+    ids, recs = _ids(root / "data"), _records(root / "data")
+    for rel in ("Bob/Second/00.mp3", "Ann/First/01.flac"):
+        mel = frontend.melspectrogram(audio.load_audio(root / "lib" / rel)).numpy()
+        np.testing.assert_array_equal(recs[ids[rel]]["mel"], mel.astype(np.float16))
+
+
+def test_rerun_on_a_grown_library_keeps_the_ids(tmp_path):
+    from cmir_tf.library import LibrarySource
+    from cmir_tf.prepare import prepare
+
+    make_library(tmp_path / "lib")
+    prepare(LibrarySource(tmp_path / "lib"), tmp_path / "data", metadata_only=True, progress=False, verbose=False)
+    before = _ids(tmp_path / "data")
+    tag(write_audio(tmp_path / "lib" / "Aaa" / "Zero" / "x.ogg", 500), genre="Rock")
+    with pytest.raises(ConfigError, match="already prepared from other inputs"):
+        prepare(LibrarySource(tmp_path / "lib"), tmp_path / "data", metadata_only=True, progress=False, verbose=False)
+    prepare(LibrarySource(tmp_path / "lib"), tmp_path / "data", metadata_only=True, overwrite=True, progress=False,
+            verbose=False)
+    after = _ids(tmp_path / "data")
+    assert {p: after[p] for p in before} == before and after["Aaa/Zero/x.ogg"] == len(before)
+
+
+def test_m3u_playlists_and_rare_genres(tmp_path):
+    from cmir_tf.library import LibrarySource
+    from cmir_tf.prepare import prepare
+
+    make_library(tmp_path / "lib")
+    (tmp_path / "lib" / "mine.m3u").write_text("Ann/First/00.ogg\nBob/Second/01.ogg\nhttp://x/y.mp3\n")
+    m = prepare(LibrarySource(tmp_path / "lib", min_genre_count=2), tmp_path / "data", metadata_only=True,
+                progress=False, verbose=False)
+    lib = m["library"]
+    assert lib["playlists_from"] == "m3u" and lib["playlist_files"]["entries_skipped"] == {"url": 1}
+    assert lib["genres"]["dropped"] == {} and lib["genres"]["kept"] == 3  # rock 2, pop 2, jazz 3
+    ids = _ids(tmp_path / "data")
+    assert {s["song_id"]: s["reason"] for s in m["skipped"]} == {
+        ids[p]: "no_playlist" for p in ids if p not in ("Ann/First/00.ogg", "Bob/Second/01.ogg")}
+    m = prepare(LibrarySource(tmp_path / "lib", min_genre_count=3), tmp_path / "data", metadata_only=True,
+                overwrite=True, progress=False, verbose=False)
+    assert m["library"]["genres"]["dropped"] == {"Pop": 2, "Rock": 2}
+
+
+def test_a_library_without_genres_trains_only_the_modes_without_them(tmp_path):
+    from cmir_tf.config import TrainConfig, model_config
+    from cmir_tf.library import LibrarySource
+    from cmir_tf.prepare import prepare
+    from cmir_tf.prepared import PreparedFacts
+
+    make_library(tmp_path / "lib")
+    m = prepare(LibrarySource(tmp_path / "lib", ignore_genres=True), tmp_path / "data", metadata_only=True,
+                progress=False, verbose=False)
+    assert m["n_genres"] == 0 and sum(m["counts"].values()) == 6  # every song kept
+    facts = PreparedFacts(tmp_path / "data")
+    for mode in ("ss", "aim_artist", "aim_playlist", "contr_cf", "bline_cf"):
+        assert model_config(TrainConfig(mode=mode), facts)["vocab_size"] == 0
+    for mode in ("contr_cf_g", "bline_g", "aim_genre"):
+        with pytest.raises(ConfigError, match=f"mode '{mode}' .*needs genres, but this prepared folder has none"):
+            model_config(TrainConfig(mode=mode), facts)
+
+
+def test_cli_errors_name_the_input(tmp_path, capsys):
+    from cmir_tf.prepare import main
+
+    assert main(["--library", str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 2
+    assert f"{tmp_path / 'nope'}: library folder does not exist" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert main(["--library", str(tmp_path / "empty"), "--out", str(tmp_path / "o")]) == 2
+    assert "no usable audio file" in capsys.readouterr().err
+    assert main(["--melon", str(tmp_path), "--tags", "x.csv", "--out", str(tmp_path / "o")]) == 2
+    assert "apply to --library only" in capsys.readouterr().err
+
+
+def test_rerun_resumes_without_rewriting_a_shard(prepared_library):
+    from cmir_tf.library import LibrarySource
+    from cmir_tf.prepare import prepare
+
+    root, _, first = prepared_library
+    shards = {p: p.stat().st_mtime_ns for p in (root / "data").glob("*/*.tfrecord")}
+    again = prepare(LibrarySource(root / "lib"), root / "data", progress=False, verbose=False)
+    assert {p: p.stat().st_mtime_ns for p in (root / "data").glob("*/*.tfrecord")} == shards
+    assert again["counts"] == first["counts"] and again["library"] == first["library"]
+
+
+def test_a_library_of_loose_untagged_files_says_what_is_missing(tmp_path):
+    from cmir_tf.library import LibrarySource
+    from cmir_tf.prepare import prepare
+
+    write_audio(tmp_path / "lib" / "a.wav", 300)  # no folder, no tag: no album, so no playlist
+    with pytest.raises(DataError, match="no song of the library is in a playlist or an album: nothing to prepare"):
+        prepare(LibrarySource(tmp_path / "lib"), tmp_path / "data", metadata_only=True, progress=False, verbose=False)
