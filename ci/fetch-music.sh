@@ -19,6 +19,8 @@ for pkg in $PACKAGES; do
         # the apt lock may be held by another apt process: wait and retry
         until (cd "$CACHE/debs" && apt-get download "$pkg"); do
             tries=$((tries + 1))
+            # a new machine has no package lists yet: fetch them once
+            [ "$tries" -eq 1 ] && { apt-get update -qq || true; }
             [ "$tries" -ge 10 ] && { echo "error: apt-get download $pkg failed" >&2; exit 1; }
             sleep 15
         done
