@@ -133,6 +133,9 @@ def check_mpeg(path: str, data):
     tags or zeros after the last frame of a stream without that header.
     """
     start = _id3v2_end(data)
+    if start > len(data):
+        raise DataError(f"{path}: damaged or truncated (its ID3v2 tags claim {start} bytes, the file has "
+                        f"{len(data)})")
     found = _first_mpeg_frame(data, start)
     if found is None:
         raise DataError(f"{path}: not an MPEG audio stream (no frame header in its first "

@@ -382,6 +382,9 @@ def _damaged_files(folder):
     frames = _mpeg_frames(good["mp3"])
     put("flipped.mp3", _flip(good["mp3"], frames[len(frames) // 2][0] + 2, 7),  # a frame header's bitrate
         r"damaged MPEG stream: no frame header at byte \d+ \(after frame \d+\)")
+    # an ID3v2 tag whose size runs past the file's end (a damaged header; its size once printed negative)
+    put("id3_past_end.mp3", b"ID3\x04\x00\x00\x7f\x7f\x7f\x7f" + good["mp3"][:4000],
+        r"damaged or truncated \(its ID3v2 tags claim 268435465 bytes, the file has 4010\)")
     (folder / "dir.wav").mkdir()
     bad[str(folder / "dir.wav")] = r"is a directory, not an audio file"
     bad[str(folder / "missing.ogg")] = r"no such file"
