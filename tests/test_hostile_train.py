@@ -225,3 +225,51 @@ def test_a_second_training_run_into_the_same_folder_is_refused(prepared_data, tm
         first.wait()
     with open(out / "backup" / "state.json") as f:
         assert json.load(f)["epoch"] >= 0  # the first run's files are whole
+
+
+# ---------------------------------------------- issue 16: numbers checked before any work, by flag and mode
+@pytest.mark.parametrize("args, message", [
+    (["--mixup", "inf"], "--mixup: α must be finite and at most 1000"),
+    (["--mixup", "1e39"], "--mixup: α must be finite and at most 1000"),
+    (["--mixup", "nan"], "--mixup: α must be ≥ 0"),
+    (["--lambda-a2g", "inf"], "--lambda-a2g: must be a finite number ≥ 0, got inf"),
+    (["--lambda-g2p", "nan"], "--lambda-g2p: must be a finite number ≥ 0, got nan"),
+    (["--lambda-a2p", "-1"], "--lambda-a2p: must be a finite number ≥ 0, got -1.0"),
+    (["--mode", "ss", "--lambda-audio", "-0.5"], "--lambda-audio: must be a finite number ≥ 0, got -0.5"),
+    (["--mode", "ss", "--lambda-audio", "inf"], "--lambda-audio: must be a finite number ≥ 0, got inf"),
+    (["--weight-decay", "nan"], "--weight-decay: must be a finite number ≥ 0, got nan"),
+    (["--weight-decay=-1e-4"], "--weight-decay: must be a finite number ≥ 0, got -0.0001"),
+    (["--lr", "inf"], "--lr: must be a finite number > 0, got inf"),
+    (["--temperature", "inf"], "--temperature: must be a finite number > 0, got inf"),
+    (["--seed", "-1"], "--seed: must be an integer in [0, 2147483647), got -1"),
+    (["--seed", str(10**20)], f"--seed: must be an integer in [0, 2147483647), got {10**20}"),
+    # a weight of a term the mode does not have would be silently ignored
+    (["--lambda-audio", "0.5"], "--lambda-audio: mode contr_cf_g has no audio pairs (a2a term); drop the flag or "
+                                "add --audio-pairs"),
+    (["--mode", "contr_g", "--lambda-g2p", "2"], "--lambda-g2p: mode contr_g has no g2p term"),
+    (["--mode", "ss", "--align", "", "--lambda-a2g", "2"], "--lambda-a2g: mode ss has no a2g or genre term"),
+    (["--mode", "bline_cf", "--lambda-a2g", "2"], "--lambda-a2g: mode bline_cf has no a2g or genre term"),
+    (["--mode", "contr_g", "--lambda-a2g", "0"], "every loss term of mode contr_g weighs 0: nothing to train"),
+])
+def test_numeric_flags_are_checked_before_any_work(args, message):
+    with pytest.raises(ConfigError) as info:
+        config_from_args(["--data", "d", *args])
+    assert str(info.value).startswith(message), str(info.value)
+
+
+def test_weights_the_mode_uses_are_accepted():
+    cfg, _ = config_from_args(["--data", "d", "--mode", "bline_cf_g", "--lambda-a2g", "0.5", "--lambda-a2p", "2"])
+    assert cfg.lambdas == (0.5, 2.0, 1.0)
+    cfg, _ = config_from_args(["--data", "d", "--mode", "hybrid", "--lambda-audio", "0", "--mixup", "1000"])
+    assert cfg.lambda_audio == 0 and cfg.preset().mixup == 1000
+    cfg, _ = config_from_args(["--data", "d", "--audio-pairs", "artist", "--lambda-audio", "0.5", "--seed",
+                               str(2**31 - 2)])
+    assert cfg.lambda_audio == 0.5 and cfg.seed == 2**31 - 2
+
+
+def test_cli_refuses_inf_mixup_in_one_line_before_training(tmp_path):
+    result = run_train(["--data", str(tmp_path / "nothing"), "--out", str(tmp_path / "run"), "--mixup", "inf", *TINY],
+                       cwd=tmp_path)
+    assert result.returncode == 2
+    assert _one_error_line(result.stderr).startswith("error: --mixup: α must be finite and at most 1000")
+    assert not (tmp_path / "run").exists()
