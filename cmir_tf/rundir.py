@@ -47,9 +47,12 @@ from .errors import ConfigError, DataError
 from .fileio import atomic_path, atomic_write_text, create_output_folder, read_json, remove_stale_temps, write_json
 from .lock import LOCK_NAME
 
-# config.json keys that must not change when a run is continued from its backup (the model's variables
-# and the meaning of a step depend on them; a run saved before a key existed has it at its default, None)
-RESUME_KEYS = ("mode", "batch_size", "embed_dim", "num_heads", "data", "audio_pairs", "align")
+# config.json keys that must not change when a run is continued from its backup: the model's variables,
+# the meaning of a step and what is trained depend on them, and config.json / model.json must go on
+# describing the whole run (a run saved before a key existed has it at its TrainConfig default)
+RESUME_KEYS = ("mode", "batch_size", "embed_dim", "num_heads", "data", "audio_pairs", "align", "mixup",
+               "lambda_a2g", "lambda_a2p", "lambda_g2p", "lambda_audio", "precision", "lr", "weight_decay",
+               "temperature", "dropout", "seed")
 
 
 @contextlib.contextmanager
@@ -154,11 +157,13 @@ class RunDir:
         with contextlib.suppress(OSError):
             self.backup_dir.rmdir()  # only when nothing else is in it
 
-    def open_for_training(self, effective: dict, restart: bool = False) -> None:
+    def open_for_training(self, effective: dict, restart: bool = False, steps_per_epoch: int | None = None) -> None:
         """Create the folder for a run of ``effective`` (a TrainConfig as a dict) and write ``config.json``.
 
-        ``restart`` discards the backup. Continuing a backed-up run with another model, batch size or
-        prepared folder (:data:`RESUME_KEYS`) is refused with a ``ConfigError``.
+        ``restart`` discards the backup. Continuing a backed-up run with a setting of :data:`RESUME_KEYS`
+        changed (the model, batch, data, losses, optimizer, precision, seed) is refused with a
+        ``ConfigError`` naming the flags; so is a backup at or past the end of an epoch of
+        ``steps_per_epoch`` steps (the rest of that epoch would be no step at all).
         """
         self.create()
         if restart:
@@ -166,13 +171,30 @@ class RunDir:
         for folder in (self.path, self.path / self.CHECKPOINTS, self.backup_dir):
             remove_stale_temps(folder)
         if self.config_path.exists() and self.has_backup():
-            previous = read_json(self.config_path, "run configuration")
-            changed = {k for k in RESUME_KEYS if previous.get(k) != effective.get(k)}
-            if changed:
+            self._check_resumable(read_json(self.config_path, "run configuration"), effective)
+        if steps_per_epoch is not None and self.has_backup():
+            epoch, step = self.backup_position()
+            if step >= steps_per_epoch:
                 raise ConfigError(
-                    f"{self.path}: holds a run with different {', '.join(sorted(changed))}; "
-                    "use another run folder, or restart to discard it")
+                    f"{self.backup_dir / self.BACKUP_STATE}: the backup is at step {step} of epoch {epoch + 1}, but "
+                    f"an epoch of this run has {steps_per_epoch} steps; give --steps-per-epoch above {step} to "
+                    "finish that epoch, or --restart to discard the backup")
         atomic_write_text(self.config_path, json.dumps(effective, indent=2, sort_keys=True))
+
+    def _check_resumable(self, previous, effective: dict) -> None:
+        """``ConfigError`` when ``effective`` changes a :data:`RESUME_KEYS` setting of the backed-up run."""
+        import dataclasses
+
+        from .config import TrainConfig
+
+        defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+        previous = previous if isinstance(previous, dict) else {}
+        changed = sorted(k for k in RESUME_KEYS if previous.get(k, defaults.get(k)) != effective.get(k, defaults.get(k)))
+        if changed:
+            values = "; ".join(f"--{k.replace('_', '-')} {previous.get(k, defaults.get(k))} there, "
+                               f"{effective.get(k, defaults.get(k))} here" for k in changed)
+            raise ConfigError(f"{self.path}: holds a run with different {', '.join(changed)} ({values}); "
+                              "use another run folder, or restart to discard it")
 
     def write_model_config(self, config: dict) -> None:
         write_json(self.model_path, config, indent=2)
@@ -206,6 +228,18 @@ class RunDir:
             state["loss_scale"] = scale
         write_json(self.backup_dir / self.BACKUP_STATE, state)
 
+    def _read_state(self) -> dict:
+        state_path = self.backup_dir / self.BACKUP_STATE
+        state = read_json(state_path, "backup state")
+        if not isinstance(state, dict) or not all(type(state.get(k)) is int and state[k] >= 0 for k in ("epoch", "step")):
+            raise DataError(f"{state_path}: damaged backup state (needs integer epoch, step)")
+        return state
+
+    def backup_position(self) -> tuple[int, int]:
+        """(epoch, step) where the backup resumes (``state.json``, checked)."""
+        state = self._read_state()
+        return state["epoch"], state["step"]
+
     def restore_backup(self, model) -> dict | None:
         """Load the backup into ``model`` (weights and optimizer); return its state, or None without one."""
         if not self.has_backup():
@@ -215,9 +249,7 @@ class RunDir:
         from .precision import inner_optimizer, restore_loss_scale
 
         state_path = self.backup_dir / self.BACKUP_STATE
-        state = read_json(state_path, "backup state")
-        if not isinstance(state, dict) or not all(type(state.get(k)) is int and state[k] >= 0 for k in ("epoch", "step")):
-            raise DataError(f"{state_path}: damaged backup state (needs integer epoch, step)")
+        state = self._read_state()
         weights_path, optimizer_path = self.backup_dir / self.BACKUP_WEIGHTS, self.backup_dir / self.BACKUP_OPTIMIZER
         with _damaged(weights_path):
             model.load_weights(weights_path)

@@ -201,6 +201,25 @@ def _fit(model, cfg: TrainConfig, run: RunDir, schedule: Schedule, datasets, sta
         raise NonFiniteLossError(f"{run}: training stopped: {stopper.failed}")
 
 
+def _check_against_data(cfg: TrainConfig, facts: PreparedFacts) -> None:
+    """Settings that must fit the prepared folder: the genre encoder's heads split its attention width,
+    the word2vec size (``encoders.GenreEncoder``)."""
+    if {"a2g", "g2p"} & set(cfg.preset().parts) and facts.w2v_dim % cfg.num_heads:
+        width = facts.w2v_dim
+        choices = ", ".join(str(h) for h in range(1, width + 1) if width % h == 0)
+        raise ConfigError(f"--num-heads {cfg.num_heads}: must divide the genre encoder's attention width, the "
+                          f"word2vec size {width} of {facts.path}; choose one of {choices}")
+
+
+def _check_export_dir(cfg: TrainConfig) -> None:
+    """Before training: the folder the encoder will be exported to can take it (no file in the way)."""
+    if cfg.export:
+        from .fileio import require_output_dir
+
+        run_dir = cfg.out or default_run_dir(cfg.mode)
+        require_output_dir(cfg.export_dir or default_export_dir(Path(run_dir)), "--export-dir")
+
+
 def train(cfg: TrainConfig, *, restart: bool = False) -> Path:
     """Train according to ``cfg``; return the run directory. Resumes from the run's backup if present.
 
@@ -212,6 +231,7 @@ def train(cfg: TrainConfig, *, restart: bool = False) -> Path:
     configure_devices(cfg.devices)
     data = Path(cfg.data) if cfg.data else ensure_embedded_data(cfg.seed, cfg.synth_songs, cfg.synth_playlists)
     facts = PreparedFacts.for_training(data)
+    _check_against_data(cfg, facts)
     strategy = make_strategy(cfg.strategy)
     jit = resolve_jit_compile(cfg.jit_compile, strategy, cnn_dtype=cnn_dtype(cfg.precision))
     cfg = _with_host_defaults(cfg)
@@ -219,7 +239,7 @@ def train(cfg: TrainConfig, *, restart: bool = False) -> Path:
     run, chief = _run_dir(cfg, strategy)
     with folder_lock(run.path):
         effective = dataclasses.asdict(cfg) | {"data": str(Path(facts.path).resolve()), "out": str(run)}
-        run.open_for_training(effective, restart)
+        run.open_for_training(effective, restart, steps_per_epoch=schedule.steps)
         _train_in(run, dataclasses.replace(cfg, data=str(data)), facts, strategy, schedule, jit)
     if chief and run.history_path.exists():
         from .callbacks import plot_curves
@@ -277,6 +297,7 @@ def export_after_training(cfg: TrainConfig, run_dir) -> object | None:
 @cli.command
 def main(argv: list[str] | None = None) -> int:
     cfg, restart = config_from_args(argv)
+    _check_export_dir(cfg)
     run_dir = train(cfg, restart=restart)
     print(f"[cmir_tf] run: {run_dir.resolve()} (config.json, history.csv, checkpoints/, logs/, curves.png)")
     if cfg.export:

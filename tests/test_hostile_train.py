@@ -273,3 +273,110 @@ def test_cli_refuses_inf_mixup_in_one_line_before_training(tmp_path):
     assert result.returncode == 2
     assert _one_error_line(result.stderr).startswith("error: --mixup: α must be finite and at most 1000")
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("changes, named", [
+    ({"mixup": 2.0}, "--mixup 7.0 there, 2.0 here"),
+    ({"lambda_audio": 0.5}, "--lambda-audio 1.0 there, 0.5 here"),
+    ({"lambda_a2g": 2.0, "lambda_g2p": 0.0}, "--lambda-a2g 1.0 there, 2.0 here; --lambda-g2p 1.0 there, 0.0 here"),
+    ({"precision": "mixed_bfloat16"}, "--precision float32 there, mixed_bfloat16 here"),
+    ({"weight_decay": 1e-4}, "--weight-decay 0.0 there, 0.0001 here"),
+    ({"temperature": 0.2}, "--temperature 0.1 there, 0.2 here"),
+    ({"seed": 3}, "--seed 0 there, 3 here"),
+])
+def test_resume_refuses_a_setting_that_changes_what_is_trained(tmp_path, changes, named):
+    from dataclasses import asdict
+
+    run = RunDir(tmp_path / "r")
+    effective = asdict(TrainConfig(data="d", mode="aim_playlist", mixup=7.0))
+    run.open_for_training(effective)
+    run.backup_dir.mkdir()
+    (run.backup_dir / "state.json").write_text(json.dumps({"epoch": 1, "step": 0}))
+    before = run.config_path.read_text()
+    with pytest.raises(ConfigError) as info:
+        run.open_for_training(dict(effective, **changes))
+    assert f"holds a run with different {', '.join(sorted(changes))} ({named}); " in str(info.value)
+    assert run.config_path.read_text() == before  # config.json still describes the run
+    run.open_for_training(dict(effective, epochs=12, validation_steps=3))  # more epochs, other validation: fine
+
+
+def test_resume_of_a_run_saved_before_a_key_existed_takes_its_default(tmp_path):
+    run = RunDir(tmp_path / "r")
+    old = {"mode": "contr_g", "batch_size": 16, "embed_dim": 128, "num_heads": 4, "data": "d"}  # no lambdas, seed…
+    run.open_for_training(old)
+    run.backup_dir.mkdir()
+    (run.backup_dir / "state.json").write_text(json.dumps({"epoch": 1, "step": 0}))
+    from dataclasses import asdict
+
+    run.open_for_training(asdict(TrainConfig(data="d", mode="contr_g", batch_size=16)))
+
+
+@pytest.mark.parametrize("step, steps", [(6, 6), (6, 3), (10**6, 20)])
+def test_resume_at_or_beyond_an_epochs_end_is_refused_naming_file_and_flag(tmp_path, step, steps):
+    run = RunDir(tmp_path / "r")
+    run.open_for_training({"mode": "contr_g"})
+    run.backup_dir.mkdir()
+    state = run.backup_dir / "state.json"
+    state.write_text(json.dumps({"epoch": 0, "step": step}))
+    with pytest.raises(ConfigError) as info:
+        run.open_for_training({"mode": "contr_g"}, steps_per_epoch=steps)
+    assert str(info.value) == (
+        f"{state}: the backup is at step {step} of epoch 1, but an epoch of this run has {steps} steps; "
+        f"give --steps-per-epoch above {step} to finish that epoch, or --restart to discard the backup")
+    run.open_for_training({"mode": "contr_g"}, steps_per_epoch=step + 1)
+
+
+@pytest.fixture(scope="module")
+def one_epoch_run(prepared_data, tmp_path_factory):
+    """A finished one-epoch run of 4 steps (its backup: epoch 1, step 0)."""
+    out = tmp_path_factory.mktemp("h16run") / "run"
+    result = run_train(["--data", str(prepared_data), "--out", str(out), "--epochs", "1", "--steps-per-epoch", "4",
+                        "--batch-size", "8", "--validation-steps", "1", "--no-export", "--mode", "contr_g"],
+                       cwd=out.parent)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("steps", ["3", "6"])
+def test_resume_with_an_epoch_no_longer_than_the_backed_up_step_ends_not_hangs(one_epoch_run, prepared_data,
+                                                                                tmp_path, steps):
+    """Reproduces issue 16 (1): a run killed at step 6, rerun with --steps-per-epoch 3 or 6, never ended."""
+    out = Path(shutil.copytree(one_epoch_run, tmp_path / "run"))
+    state = out / "backup" / "state.json"
+    state.write_text(json.dumps(dict(json.loads(state.read_text()), epoch=0, step=6)))
+    config = (out / "config.json").read_text()
+    result = run_train(["--data", str(prepared_data), "--out", str(out), "--epochs", "1", "--steps-per-epoch", steps,
+                        "--batch-size", "8", "--validation-steps", "1", "--no-export", "--mode", "contr_g"],
+                       cwd=tmp_path, timeout=120)  # before the fix: no output, never ended
+    assert result.returncode == 2
+    assert _one_error_line(result.stderr) == (
+        f"error: {state}: the backup is at step 6 of epoch 1, but an epoch of this run has {steps} steps; "
+        "give --steps-per-epoch above 6 to finish that epoch, or --restart to discard the backup")
+    assert (out / "config.json").read_text() == config
+
+
+def test_num_heads_must_divide_the_attention_width_before_any_work(prepared_data, tmp_path):
+    from cmir_tf.train import train
+
+    cfg = TrainConfig(data=str(prepared_data), out=str(tmp_path / "run"), mode="contr_g", num_heads=3, epochs=1,
+                      steps_per_epoch=1, batch_size=8, export=False)
+    with pytest.raises(ConfigError) as info:
+        train(cfg)
+    assert str(info.value) == ("--num-heads 3: must divide the genre encoder's attention width, the word2vec size "
+                               f"200 of {prepared_data}; choose one of 1, 2, 4, 5, 8, 10, 20, 25, 40, 50, 100, 200")
+    assert not (tmp_path / "run").exists()
+    # a mode without the genre encoder has no attention: any head count is accepted
+    TrainConfig(data=str(prepared_data), mode="contr_cf", num_heads=3).validate()
+
+
+@pytest.mark.parametrize("where", ["file", "inside"])
+def test_export_dir_that_is_a_file_is_refused_before_training(prepared_data, tmp_path, where, capsys):
+    from cmir_tf.train import main
+
+    (tmp_path / "f").write_text("mine")
+    export = tmp_path / "f" if where == "file" else tmp_path / "f" / "sub"
+    code = main(["--data", str(prepared_data), "--out", str(tmp_path / "run"), "--export-dir", str(export), *TINY[:-1]])
+    assert code == 2 and not (tmp_path / "run").exists() and (tmp_path / "f").read_text() == "mine"
+    detail = "is a file, not a folder" if where == "file" else f"{tmp_path / 'f'} is a file, not a folder"
+    assert capsys.readouterr().err == f"error: --export-dir {export}: {detail}\n"
