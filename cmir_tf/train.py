@@ -174,8 +174,8 @@ def _fit(model, cfg: TrainConfig, run: RunDir, schedule: Schedule, datasets, sta
     stopper = StopOnNonFiniteLoss()
     callbacks = [
         stopper,
-        ResumableBackup(run, cfg.backup_every, schedule.steps, offset=step, best=best),
-        BestAndLast(run, best),
+        ResumableBackup(run, cfg.backup_every, schedule.steps, offset=step, best=best, guard=stopper),
+        BestAndLast(run, best, guard=stopper),
         keras.callbacks.CSVLogger(str(run.history_path), append=True),
         keras.callbacks.TensorBoard(str(run.logs_dir), update_freq="epoch", profile_batch=0),
     ]

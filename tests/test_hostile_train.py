@@ -380,3 +380,30 @@ def test_export_dir_that_is_a_file_is_refused_before_training(prepared_data, tmp
     assert code == 2 and not (tmp_path / "run").exists() and (tmp_path / "f").read_text() == "mine"
     detail = "is a file, not a folder" if where == "file" else f"{tmp_path / 'f'} is a file, not a folder"
     assert capsys.readouterr().err == f"error: --export-dir {export}: {detail}\n"
+
+
+def test_non_finite_weights_are_never_saved_and_stop_the_run(tmp_path):
+    """Issue 16 (2): --mixup inf left every loss finite (ln(2m − 1)) but 19 weight arrays NaN, saved with exit 0."""
+    import keras
+
+    from cmir_tf.callbacks import BestAndLast, ResumableBackup, StopOnNonFiniteLoss
+
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, name="dense")])
+    model.compile(optimizer="adam", loss="mse")
+    model.fit(np.ones((4, 3)), np.zeros((4, 2)), verbose=0)
+    run = RunDir(tmp_path / "run")
+    run.open_for_training({"mode": "contr_g"})
+    stopper = StopOnNonFiniteLoss()
+    callbacks = [stopper, ResumableBackup(run, 2, 10, guard=stopper), BestAndLast(run, guard=stopper)]
+    for cb in callbacks:
+        cb.set_model(model)
+    callbacks[1].on_train_batch_end(1, {"loss": 0.5})  # step 2: a finite model is backed up
+    assert run.backup_position() == (0, 2)
+    kernel = model.get_layer("dense").kernel
+    kernel.assign(np.where(np.eye(3, 2) > 0, np.nan, kernel.numpy()))
+    callbacks[1].on_train_batch_end(3, {"loss": 0.5})  # step 4: the loss is finite, a weight is not
+    assert run.backup_position() == (0, 2) and model.stop_training
+    assert stopper.failed == "non-finite weights (sequential/dense/kernel) at epoch 1, step 4; nothing of it was saved"
+    for cb in callbacks[1:]:
+        cb.on_epoch_end(0, {"loss": 0.5, "val_loss": 0.4})
+    assert run.backup_position() == (0, 2) and not run.checkpoints()
