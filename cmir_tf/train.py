@@ -107,6 +107,23 @@ def _damaged_shard(data: Path, exc: Exception) -> DataError:
     return DataError(f"{data}: a shard could not be read ({str(exc).strip().splitlines()[0][:200]})")
 
 
+def _pipeline_error(cfg: TrainConfig, exc: Exception) -> Exception:
+    """An input pipeline's check that failed inside ``fit`` → its ``DataError`` (the pair pipeline's own,
+    raised in a ``numpy_function``: its one line naming the file), or one for the main pipeline's
+    record checks (CF length, frames); any other error is returned unchanged."""
+    import tensorflow as tf
+
+    text = str(exc)
+    found = re.search(r"DataError: ([^\n]+)", text)
+    if found:
+        return DataError(found.group(1).strip())
+    found = re.search(r"(cf vector length differs from cf_dim|record with n_frames < 256[^;]*)", text)
+    if isinstance(exc, tf.errors.InvalidArgumentError) and found:
+        return DataError(f"{cfg.data}: a record disagrees with the manifest ({found.group(1)}); "
+                         "prepare the folder again")
+    return exc
+
+
 def _build_model(cfg: TrainConfig, facts: PreparedFacts, strategy, run: RunDir, jit: bool):
     """The compiled model with every variable created in the strategy's scope; writes model.json."""
     from .model import build_model, dummy_batch
@@ -191,12 +208,8 @@ def _fit(model, cfg: TrainConfig, run: RunDir, schedule: Schedule, datasets, sta
             model.fit(train_ds, epochs=cfg.epochs, initial_epoch=epoch, steps_per_epoch=schedule.steps, **fit_args)
     except tf.errors.DataLossError as exc:
         raise _damaged_shard(Path(cfg.data), exc) from None
-    except tf.errors.InvalidArgumentError as exc:  # the pipeline's record checks (CF length, frames)
-        found = re.search(r"(cf vector length differs from cf_dim|record with n_frames < 256[^;]*)", str(exc))
-        if not found:
-            raise
-        raise DataError(f"{cfg.data}: a record disagrees with the manifest ({found.group(1)}); "
-                        f"prepare the folder again") from None
+    except tf.errors.OpError as exc:  # the pipelines' record checks
+        raise _pipeline_error(cfg, exc) from None
     if stopper.failed:
         raise NonFiniteLossError(f"{run}: training stopped: {stopper.failed}")
 
