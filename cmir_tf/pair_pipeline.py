@@ -104,10 +104,11 @@ class PairPlan:
         return out
 
 
-    def verify(self, asked, read, finite, shares, locations) -> bool:
-        """Raise ``DataError`` naming the file at fault when a batch's records are not the songs asked for
-        (records index), hold non-finite mel values in a crop (shard), or — genre pairs — no pair of the
-        batch shares a genre in its records (relation: the weighted loss would have no positive)."""
+    def verify(self, asked, read, finite, shares, locations) -> np.ndarray:
+        """``read`` (the batch's song ids), after raising ``DataError`` naming the file at fault when the
+        records are not the songs asked for (records index), hold non-finite mel values in a crop (shard),
+        or — genre pairs — no pair of the batch shares a genre in its records (relation: the weighted
+        loss would have no positive)."""
         k = len(locations)  # records read: 2m, or m for self (each read once, cropped twice)
         redo = f"; rerun prepare into {self.root}"
         for i in np.flatnonzero(asked != read)[:1]:
@@ -122,7 +123,7 @@ class PairPlan:
             m = len(shares)
             raise DataError(f"{self.relation_path}: no pair of a batch of {m} shares a genre in the records (e.g. "
                             f"songs {asked[0]} and {asked[m]}): the relation disagrees with the shards{redo}")
-        return np.array(True)
+        return read
 
 
 def _to_draw(start, span):
@@ -173,9 +174,11 @@ def _pair_batch(plan: PairPlan, rows, u, *, training: bool, cf_dim: int):
     m = tf.shape(rows)[0]
     finite = tf.reduce_all(tf.math.is_finite(batch["mel"]), axis=[1, 2])
     shares = _pairs_share_a_genre(batch, m) if plan.source == "genre" else tf.zeros([0], tf.bool)
-    check = tf.numpy_function(plan.verify, [ids, batch["song_id"], finite, shares, where], tf.bool, stateful=False)
-    with tf.control_dependencies([check]):
-        return {k: tf.identity(v) for k, v in batch.items()}
+    # the checked song ids replace the parsed ones: an output, so the check cannot be pruned as unused
+    checked = tf.numpy_function(plan.verify, [ids, batch["song_id"], finite, shares, where], tf.int64,
+                                stateful=False)
+    checked.set_shape(batch["song_id"].shape)
+    return dict(batch, song_id=checked)
 
 
 def _pairs_share_a_genre(batch, m):

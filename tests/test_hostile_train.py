@@ -2,6 +2,7 @@
 exit code, never a traceback, a silently wrong loss, a deleted user file or two runs in one folder."""
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -407,3 +408,73 @@ def test_non_finite_weights_are_never_saved_and_stop_the_run(tmp_path):
     for cb in callbacks[1:]:
         cb.on_epoch_end(0, {"loss": 0.5, "val_loss": 0.4})
     assert run.backup_position() == (0, 2) and not run.checkpoints()
+
+
+# ----------------------------------------- issue 16 (3): pair-pipeline records checked as strictly as shards
+def _rewrite_records(path, edit):
+    """Rewrite a shard with ``edit(record) → record`` of the same length, with valid checksums."""
+    import tensorflow as tf
+
+    records = [edit(r.numpy()) for r in tf.data.TFRecordDataset(str(path))]
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        for record in records:
+            writer.write(record)
+
+
+def _nan_mel(record: bytes) -> bytes:
+    from cmir_tf.tfrecords import parse_example_numpy
+
+    mel = parse_example_numpy(record)["mel"]
+    return record.replace(mel.tobytes(), np.full_like(mel, np.nan).tobytes())
+
+
+def _genre_pairs_sharing_nothing(data: PreparedData) -> np.ndarray:
+    """A train genre relation whose every group is two songs without a common genre."""
+    import tensorflow as tf
+
+    from cmir_tf.tfrecords import parse_example_numpy
+
+    genres = {}
+    for path in data.shard_files("train"):
+        for r in tf.data.TFRecordDataset(path):
+            ex = parse_example_numpy(r.numpy())
+            genres[ex["song_id"]] = set(ex["genres"].tolist())
+    free, rows = sorted(genres), []
+    while free:
+        a = free.pop(0)
+        b = next((s for s in free if not genres[a] & genres[s]), None)
+        if b is not None:
+            free.remove(b)
+            rows += [(len(rows), a), (len(rows), b)]
+    return np.array(sorted(rows), np.int64)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fault", ["flip", "nan", "swap", "genre"])
+def test_a_damaged_pair_record_stops_training_naming_the_file(prepared_data, tmp_path, fault):
+    data = _copy(prepared_data, tmp_path)
+    files, index = data.read_records_index("train")
+    mode = "aim_genre" if fault == "genre" else "ss"
+    if fault == "flip":  # a float16 mantissa bit in every training record: exit 0 before
+        raw = {p: bytearray(Path(p).read_bytes()) for p in files}
+        for _, shard, offset, length in index.tolist():
+            raw[files[shard]][offset + length - 1000] ^= 0x01
+        for p, content in raw.items():
+            Path(p).write_bytes(bytes(content))
+        expected = r"error: .*/train/train-\d+-of-\d+\.tfrecord: damaged record at byte \d+ \(its data checksum"
+    elif fault == "nan":  # NaN mels with valid checksums: exit 0 and a NaN best.weights.h5 before
+        for p in files:
+            _rewrite_records(p, _nan_mel)
+        expected = r"error: .*/train/train-\d+-of-\d+\.tfrecord: the record of song \d+ at byte \d+ holds non-finite"
+    elif fault == "swap":  # two songs' locations exchanged: the rows stay sorted, the records are other songs'
+        index[[0, 1], 1:] = index[[1, 0], 1:]
+        np.save(data.pair_path("train", "records"), index)
+        expected = rf"error: {data.pair_path('train', 'records')}: the row of song \d+ points at the record of song"
+    else:  # a genre relation whose pairs share no genre: a traceback (exit 1) before
+        np.save(data.pair_path("train", "genre"), _genre_pairs_sharing_nothing(data))
+        expected = rf"error: {data.pair_path('train', 'genre')}: no pair of a batch of \d+ shares a genre"
+    out = tmp_path / "run"
+    result = run_train(["--data", data.root, "--out", str(out), "--mode", mode, *TINY], cwd=tmp_path)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert re.match(expected, _one_error_line(result.stderr)), result.stderr[-2000:]
+    assert not (out / "checkpoints" / "best.weights.h5").exists()

@@ -337,6 +337,25 @@ def test_a_flipped_bit_stops_the_pair_pipeline_naming_the_shard(prepared_data, t
         next(iter(make_pair_dataset(data.root, "train", 8, source="self", seed=0)))
 
 
+def test_a_non_finite_crop_stops_the_pair_pipeline_naming_the_shard(prepared_data, tmp_path):
+    """Issue 16 (3): NaN float16 values in records (checksums valid) trained to a NaN model, exit 0."""
+    import tensorflow as tf
+
+    from cmir_tf.pair_pipeline import make_pair_dataset
+    from cmir_tf.tfrecords import parse_example_numpy
+
+    data = _copy(prepared_data, tmp_path)
+    for path in data.shard_files("val"):
+        records = [r.numpy() for r in tf.data.TFRecordDataset(path)]
+        with tf.io.TFRecordWriter(path) as writer:
+            for r in records:
+                mel = parse_example_numpy(r)["mel"]
+                writer.write(r.replace(mel.tobytes(), np.full_like(mel, np.inf).tobytes()))
+    with pytest.raises(tf.errors.OpError, match=r"DataError: .*val-\d+-of-\d+\.tfrecord: the record of song \d+ at "
+                                                r"byte \d+ holds non-finite mel values"):
+        next(iter(make_pair_dataset(data.root, "val", 8, source="playlist", training=False)))
+
+
 def test_batch_checks_name_the_index_the_shard_or_the_relation_of_the_split(prepared_data):
     from cmir_tf.pair_pipeline import PairPlan
 
@@ -345,7 +364,7 @@ def test_batch_checks_name_the_index_the_shard_or_the_relation_of_the_split(prep
     where = index[:4, 1:]
     asked = index[:4, 0]
     ok, shares = np.ones(4, bool), np.array([True, False])
-    assert plan.verify(asked, asked, ok, shares, where)
+    assert (plan.verify(asked, asked, ok, shares, where) == asked).all()
     with pytest.raises(DataError, match=rf"^{plan.index_path}: the row of song {asked[1]} points at the record of "
                                         rf"song {asked[2]} \({files[where[1, 0]]}, byte {where[1, 1]}\)"):
         plan.verify(asked, asked[[0, 2, 2, 3]], ok, shares, where)
