@@ -259,7 +259,11 @@ class RunDir:
         variables = inner_optimizer(model.optimizer).variables
         if len(values) != len(variables):
             raise DataError(f"{optimizer_path}: {len(values)} optimizer variables, model has {len(variables)}")
-        for var, value in zip(variables, values):
+        for i, (var, value) in enumerate(zip(variables, values)):
+            if tuple(value.shape) != tuple(var.shape) or value.dtype.kind not in "fiu":
+                raise DataError(f"{optimizer_path}: optimizer variable v{i:05d} is {value.dtype} {value.shape}, the "
+                                f"model's is {tuple(var.shape)}; restore the file, or discard the backup (restart the "
+                                "run) to start over")
             var.assign(value)
         restore_loss_scale(model.optimizer, _loss_scale(state, state_path))
         state.setdefault("best_val_loss", math.inf)

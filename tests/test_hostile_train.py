@@ -478,3 +478,23 @@ def test_a_damaged_pair_record_stops_training_naming_the_file(prepared_data, tmp
     assert result.returncode == 2, result.stderr[-3000:]
     assert re.match(expected, _one_error_line(result.stderr)), result.stderr[-2000:]
     assert not (out / "checkpoints" / "best.weights.h5").exists()
+
+
+@pytest.mark.parametrize("fault", ["shape", "strings"])
+def test_an_optimizer_backup_array_of_the_wrong_shape_is_named(tmp_path, fault):
+    import keras
+
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    model.compile(optimizer="adam", loss="mse")
+    model.fit(np.ones((4, 3)), np.zeros((4, 2)), verbose=0)
+    run = RunDir(tmp_path / "run")
+    run.open_for_training({"mode": "contr_g"})
+    run.save_backup(model, 1, 0, 0.5)
+    path = run.backup_dir / RunDir.BACKUP_OPTIMIZER
+    with np.load(path) as saved:
+        arrays = dict(saved)
+    kernel = next(k for k in sorted(arrays) if arrays[k].shape == (3, 2))
+    arrays[kernel] = arrays[kernel].T if fault == "shape" else np.array([["a", "b"]] * 3)
+    np.savez(path, **arrays)
+    with pytest.raises(DataError, match=rf"^{path}: optimizer variable {kernel} is .* the model's is \(3, 2\); restore"):
+        run.restore_backup(model)
