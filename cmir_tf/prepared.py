@@ -49,7 +49,7 @@ import numpy as np
 
 from . import fileio
 from .constants import CF_DIM, SPLITS
-from .errors import DataError
+from .errors import ConfigError, DataError
 from .lock import LOCK_NAME
 from .tfrecords import is_compressed, is_shard_name
 
@@ -292,6 +292,10 @@ class PreparedData:
         """Create the folder for prepare: refused (``ConfigError``) if it is a file, or holds other files
         and no ``.prepare/`` state (not a folder prepare made: it would write, and on overwrite delete, there)."""
         fileio.create_output_folder(self.root, OWN_NAMES, STATE_DIR, "a prepared folder")
+        for split in PAIR_SPLITS:  # found before the shards are written, not after
+            for name in (*RELATIONS, RECORDS_INDEX):
+                if os.path.isdir(self.pair_path(split, name)):
+                    raise ConfigError(f"{self.pair_path(split, name)}: is a folder, not a file; move it away and rerun")
 
     def clear(self) -> None:
         """Remove what prepare wrote here: the shards its plan and manifest name, its outputs, its state and
