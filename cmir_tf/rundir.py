@@ -82,6 +82,19 @@ def _loss_scale(state: dict, path: Path) -> dict | None:
     return {"scale": scale, "good_steps": good}
 
 
+def _resolved(config: dict, key: str):
+    """A strategy setting as the run uses it (``--mixup`` bare or 7 = the mode's 7), else the value."""
+    if key not in ("mixup", "align", "audio_pairs"):
+        return config.get(key)
+    from .presets import resolve
+
+    try:
+        return getattr(resolve(config.get("mode"), align=config.get("align"), audio_pairs=config.get("audio_pairs"),
+                               mixup=config.get("mixup")), key)
+    except ConfigError:
+        return config.get(key)
+
+
 class RunDir:
     """A run folder (see the module docstring). ``os.fspath(run)`` is its path."""
 
@@ -188,11 +201,11 @@ class RunDir:
         from .config import TrainConfig
 
         defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
-        previous = previous if isinstance(previous, dict) else {}
-        changed = sorted(k for k in RESUME_KEYS if previous.get(k, defaults.get(k)) != effective.get(k, defaults.get(k)))
+        old = defaults | (previous if isinstance(previous, dict) else {})
+        new = defaults | effective
+        changed = sorted(k for k in RESUME_KEYS if old.get(k) != new.get(k) and _resolved(old, k) != _resolved(new, k))
         if changed:
-            values = "; ".join(f"--{k.replace('_', '-')} {previous.get(k, defaults.get(k))} there, "
-                               f"{effective.get(k, defaults.get(k))} here" for k in changed)
+            values = "; ".join(f"--{k.replace('_', '-')} {old.get(k)} there, {new.get(k)} here" for k in changed)
             raise ConfigError(f"{self.path}: holds a run with different {', '.join(changed)} ({values}); "
                               "use another run folder, or restart to discard it")
 

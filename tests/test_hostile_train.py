@@ -299,6 +299,7 @@ def test_resume_refuses_a_setting_that_changes_what_is_trained(tmp_path, changes
     assert f"holds a run with different {', '.join(sorted(changes))} ({named}); " in str(info.value)
     assert run.config_path.read_text() == before  # config.json still describes the run
     run.open_for_training(dict(effective, epochs=12, validation_steps=3))  # more epochs, other validation: fine
+    run.open_for_training(dict(effective, mixup=None))  # the mode's own α, 7, spelled otherwise: the same run
 
 
 def test_resume_of_a_run_saved_before_a_key_existed_takes_its_default(tmp_path):
