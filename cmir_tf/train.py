@@ -12,8 +12,10 @@ run, build the model, restore the backup, make the datasets, fit.
 
 Starting a run again with the same ``--out`` continues from its last backup (also after SIGKILL):
 only the remaining steps of the interrupted epoch are run, with a data seed moved by the point of
-resumption so no crop is replayed. ``--restart`` discards the backup. A non-finite loss stops the run
-(``NonFiniteLossError``, exit code 3). This module imports TensorFlow only inside :func:`train`, so
+resumption so no crop is replayed; a resumed run refuses settings that change what it trains
+(``rundir.RESUME_KEYS``) and a backup at or past an epoch's end. ``--restart`` discards the backup. A
+non-finite loss, or a non-finite weight found before a backup or checkpoint, stops the run
+(``NonFiniteLossError``, exit code 3); a fault the input pipelines find is one ``DataError`` line. This module imports TensorFlow only inside :func:`train`, so
 ``--help`` is fast.
 """
 from __future__ import annotations
