@@ -108,10 +108,10 @@ class TrainConfig:
         """Real-valued settings are finite and in range; the seed is a pipeline's (``pipeline.checked_seed``)."""
         for name in ("lr", "temperature"):
             if not 0 < getattr(self, name) < math.inf:
-                raise ConfigError(f"--{name}: must be a finite number > 0, got {getattr(self, name)}")
+                raise ConfigError(f"--{name}: must be > 0 and finite, got {getattr(self, name)}")
         for name in ("weight_decay", *LAMBDAS, "lambda_audio"):
             if not 0 <= getattr(self, name) < math.inf:
-                raise ConfigError(f"--{name.replace('_', '-')}: must be a finite number ≥ 0, got {getattr(self, name)}")
+                raise ConfigError(f"--{name.replace('_', '-')}: must be ≥ 0 and finite, got {getattr(self, name)}")
         if not 0 <= self.dropout < 1:
             raise ConfigError(f"--dropout: must be in [0, 1), got {self.dropout}")
         if not 0 <= self.seed < C.SEED_LIMIT:

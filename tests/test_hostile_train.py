@@ -233,15 +233,15 @@ def test_a_second_training_run_into_the_same_folder_is_refused(prepared_data, tm
     (["--mixup", "inf"], "--mixup: α must be finite and at most 1000"),
     (["--mixup", "1e39"], "--mixup: α must be finite and at most 1000"),
     (["--mixup", "nan"], "--mixup: α must be ≥ 0"),
-    (["--lambda-a2g", "inf"], "--lambda-a2g: must be a finite number ≥ 0, got inf"),
-    (["--lambda-g2p", "nan"], "--lambda-g2p: must be a finite number ≥ 0, got nan"),
-    (["--lambda-a2p", "-1"], "--lambda-a2p: must be a finite number ≥ 0, got -1.0"),
-    (["--mode", "ss", "--lambda-audio", "-0.5"], "--lambda-audio: must be a finite number ≥ 0, got -0.5"),
-    (["--mode", "ss", "--lambda-audio", "inf"], "--lambda-audio: must be a finite number ≥ 0, got inf"),
-    (["--weight-decay", "nan"], "--weight-decay: must be a finite number ≥ 0, got nan"),
-    (["--weight-decay=-1e-4"], "--weight-decay: must be a finite number ≥ 0, got -0.0001"),
-    (["--lr", "inf"], "--lr: must be a finite number > 0, got inf"),
-    (["--temperature", "inf"], "--temperature: must be a finite number > 0, got inf"),
+    (["--lambda-a2g", "inf"], "--lambda-a2g: must be ≥ 0 and finite, got inf"),
+    (["--lambda-g2p", "nan"], "--lambda-g2p: must be ≥ 0 and finite, got nan"),
+    (["--lambda-a2p", "-1"], "--lambda-a2p: must be ≥ 0 and finite, got -1.0"),
+    (["--mode", "ss", "--lambda-audio", "-0.5"], "--lambda-audio: must be ≥ 0 and finite, got -0.5"),
+    (["--mode", "ss", "--lambda-audio", "inf"], "--lambda-audio: must be ≥ 0 and finite, got inf"),
+    (["--weight-decay", "nan"], "--weight-decay: must be ≥ 0 and finite, got nan"),
+    (["--weight-decay=-1e-4"], "--weight-decay: must be ≥ 0 and finite, got -0.0001"),
+    (["--lr", "inf"], "--lr: must be > 0 and finite, got inf"),
+    (["--temperature", "inf"], "--temperature: must be > 0 and finite, got inf"),
     (["--seed", "-1"], "--seed: must be an integer in [0, 2147483647), got -1"),
     (["--seed", str(10**20)], f"--seed: must be an integer in [0, 2147483647), got {10**20}"),
     # a weight of a term the mode does not have would be silently ignored
@@ -405,7 +405,8 @@ def test_non_finite_weights_are_never_saved_and_stop_the_run(tmp_path):
     kernel.assign(np.where(np.eye(3, 2) > 0, np.nan, kernel.numpy()))
     callbacks[1].on_train_batch_end(3, {"loss": 0.5})  # step 4: the loss is finite, a weight is not
     assert run.backup_position() == (0, 2) and model.stop_training
-    assert stopper.failed == "non-finite weights (sequential/dense/kernel) at epoch 1, step 4; nothing of it was saved"
+    assert stopper.failed == f"non-finite weights ({kernel.path}) at epoch 1, step 4; nothing of it was saved"
+    assert kernel.path.endswith("dense/kernel")
     for cb in callbacks[1:]:
         cb.on_epoch_end(0, {"loss": 0.5, "val_loss": 0.4})
     assert run.backup_position() == (0, 2) and not run.checkpoints()
