@@ -468,8 +468,8 @@ def test_a_damaged_pair_record_stops_training_naming_the_file(prepared_data, tmp
         for p in files:
             _rewrite_records(p, _nan_mel)
         expected = r"error: .*/train/train-\d+-of-\d+\.tfrecord: the record of song \d+ at byte \d+ holds non-finite"
-    elif fault == "swap":  # two songs' locations exchanged: the rows stay sorted, the records are other songs'
-        index[[0, 1], 1:] = index[[1, 0], 1:]
+    elif fault == "swap":  # every song's location moved to the next row: sorted rows, other songs' records
+        index[:, 1:] = np.roll(index[:, 1:], 1, axis=0)
         np.save(data.pair_path("train", "records"), index)
         expected = rf"error: {data.pair_path('train', 'records')}: the row of song \d+ points at the record of song"
     else:  # a genre relation whose pairs share no genre: a traceback (exit 1) before
