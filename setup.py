@@ -43,6 +43,7 @@ setup(
         "annoy>=1.17,<2",
         "iterative-stratification>=0.1.9",
         "tqdm>=4.60",
+        "google-crc32c>=1.5",  # the pair pipeline checks each record's TFRecord checksums (cmir_tf.tfrecords)
         "matplotlib>=3.7",
         "plotly>=5.14",  # python -m cmir_tf.explore writes its interactive map with it (plotly.js inlined)
         "pyyaml>=6",

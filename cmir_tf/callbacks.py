@@ -3,7 +3,9 @@
 - :class:`StopOnNonFiniteLoss` stops at the first non-finite training loss and records the epoch and
   step (Keras's TerminateOnNaN names neither); ``train`` then raises ``NonFiniteLossError``.
 - :class:`ResumableBackup` backs up weights, optimizer state and the position within the epoch every
-  ``every`` steps and at each epoch end, never after a non-finite loss.
+  ``every`` steps and at each epoch end, never after a non-finite loss nor with a non-finite weight
+  (both it and :class:`BestAndLast` check the weights before each save through the stopper, which then
+  stops the run).
 - :class:`BestAndLast` keeps ``checkpoints/best.weights.h5`` (lowest ``val_loss``) and ``last.weights.h5``.
 - :class:`HistoryCSV` appends one row per epoch to ``history.csv``, the epoch counted from 1.
 - :func:`plot_curves` draws ``history.csv`` into ``curves.png``.
@@ -32,8 +34,18 @@ def _finite_loss(logs) -> bool:
     return loss is None or bool(np.isfinite(float(loss)))
 
 
+def non_finite_weight(model) -> str | None:
+    """The name of the first variable of ``model`` holding a NaN or ±inf, or None when all are finite."""
+    for variable in model.weights:
+        if not np.isfinite(np.asarray(variable)).all():
+            return variable.path if hasattr(variable, "path") else variable.name
+    return None
+
+
 class StopOnNonFiniteLoss(keras.callbacks.Callback):
-    """Stop the run at the first non-finite loss; ``failed`` then names the epoch and step."""
+    """Stop the run at the first non-finite loss, or at non-finite weights found before a save
+    (:meth:`weights_finite`: a loss can stay finite while the weights are NaN, e.g. every embedding
+    normalised from NaN); ``failed`` then names the epoch and step."""
 
     def __init__(self):
         super().__init__()
@@ -48,6 +60,16 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
             self.failed = f"non-finite loss ({float(logs['loss'])}) at epoch {self.epoch + 1}, step {batch + 1}"
             self.model.stop_training = True
 
+    def weights_finite(self, model, where: str) -> bool:
+        """Whether every weight of ``model`` is finite; if not, stop the run naming the variable and ``where``."""
+        if self.failed:
+            return False
+        bad = non_finite_weight(model)
+        if bad:
+            self.failed = f"non-finite weights ({bad}) at {where}; nothing of it was saved"
+            model.stop_training = True
+        return bad is None
+
 
 class ResumableBackup(keras.callbacks.Callback):
     """Back up weights, optimizer state and position every ``every`` steps and at each epoch end.
@@ -59,9 +81,11 @@ class ResumableBackup(keras.callbacks.Callback):
     ``val_loss`` so far, recorded with the backup.
     """
 
-    def __init__(self, run: RunDir, every: int, steps_per_epoch: int, *, offset: int = 0, best: float = math.inf):
+    def __init__(self, run: RunDir, every: int, steps_per_epoch: int, *, offset: int = 0, best: float = math.inf,
+                 guard: StopOnNonFiniteLoss | None = None):
         super().__init__()
         self.run = run
+        self.guard = guard or StopOnNonFiniteLoss()
         self.every = every
         self.steps_per_epoch = steps_per_epoch
         self.epoch = 0
@@ -73,11 +97,14 @@ class ResumableBackup(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         step = self.offset + batch + 1
-        if step % self.every == 0 and step < self.steps_per_epoch and _finite_loss(logs):
+        if step % self.every == 0 and step < self.steps_per_epoch and _finite_loss(logs) and \
+                self.guard.weights_finite(self.model, f"epoch {self.epoch + 1}, step {step}"):
             self.run.save_backup(self.model, self.epoch, step, self.best)
 
     def on_epoch_end(self, epoch, logs=None):
         if not _finite_loss(logs):  # never back up weights a diverged step produced
+            return
+        if not self.guard.weights_finite(self.model, f"the end of epoch {epoch + 1}"):
             return
         val = (logs or {}).get("val_loss")
         if val is not None and np.isfinite(val):
@@ -90,15 +117,20 @@ class BestAndLast(keras.callbacks.Callback):
     """checkpoints/best.weights.h5 (lowest val_loss so far, across resumes) and last.weights.h5.
 
     ``keep_last=False``: no ``last`` copy while a ``best`` exists (export takes ``best``); ``last`` is
-    written only as long as no epoch has given a finite loss to rank, so a run always has a checkpoint."""
+    written only as long as no epoch has given a finite loss to rank, so a run always has a checkpoint.
+    Nothing is saved while a weight is non-finite (``guard``: the run stops, exit code 3)."""
 
-    def __init__(self, run: RunDir, best: float = math.inf, keep_last: bool = True):
+    def __init__(self, run: RunDir, best: float = math.inf, keep_last: bool = True,
+                 guard: StopOnNonFiniteLoss | None = None):
         super().__init__()
         self.run = run
         self.best = best
         self.keep_last = keep_last
+        self.guard = guard or StopOnNonFiniteLoss()
 
     def on_epoch_end(self, epoch, logs=None):
+        if not self.guard.weights_finite(self.model, f"the end of epoch {epoch + 1}"):
+            return  # a NaN model is never saved
         val = (logs or {}).get("val_loss", (logs or {}).get("loss"))
         if val is not None and np.isfinite(val) and val < self.best:
             self.best = float(val)

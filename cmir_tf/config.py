@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,8 @@ MODES = tuple(presets.PRESETS)  # the paper's six, then the follow-up study's st
 MIXUP_DEFAULT = "default"
 _BARE_MIXUP = object()
 # The library's preset errors start with the parameter; the command line names the flag instead.
+# The loss terms each --lambda-* weighs (a baseline's genre head takes λ_A2G's place, its CF head λ_A2P's).
+LAMBDAS = {"lambda_a2g": ("a2g", "genre"), "lambda_a2p": ("a2p", "cf"), "lambda_g2p": ("g2p",)}
 _FLAG_OF = {"mode": "--mode", "align": "--align", "audio pairs": "--audio-pairs", "mixup": "--mixup"}
 
 
@@ -103,21 +106,44 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ConfigError(f"--{name.replace('_', '-')}: must be ≥ 1, got {value}")
-        if not self.lr > 0:
-            raise ConfigError(f"--lr: must be > 0, got {self.lr}")
-        if not self.temperature > 0:
-            raise ConfigError(f"--temperature: must be > 0, got {self.temperature}")
-        if not 0 <= self.dropout < 1:
-            raise ConfigError(f"--dropout: must be in [0, 1), got {self.dropout}")
+        self._check_numbers()
         try:
-            self.preset()
+            preset = self.preset()
         except ConfigError as exc:
             what, _, rest = str(exc).partition(":")
             raise ConfigError(f"{_FLAG_OF.get(what, what)}:{rest}") from None
-        if (self.variant == "published" or self.random_val_crops) and self.preset().audio_pairs:
+        if (self.variant == "published" or self.random_val_crops) and preset.audio_pairs:
             flag = "--variant published" if self.variant == "published" else "--random-val-crops"
             raise ConfigError(f"{flag}: not with audio pairs (--audio-pairs / a strategy that uses them); "
                               "the published code trains only the paper's cross-modal and baseline modes")
+        self._check_weights(preset)
+
+    def _check_numbers(self) -> None:
+        """Real-valued settings are finite and in range; the seed is a pipeline's (``pipeline.checked_seed``)."""
+        for name in ("lr", "temperature"):
+            if not 0 < getattr(self, name) < math.inf:
+                raise ConfigError(f"--{name}: must be > 0 and finite, got {getattr(self, name)}")
+        for name in ("weight_decay", *LAMBDAS, "lambda_audio"):
+            if not 0 <= getattr(self, name) < math.inf:
+                raise ConfigError(f"--{name.replace('_', '-')}: must be ≥ 0 and finite, got {getattr(self, name)}")
+        if not 0 <= self.dropout < 1:
+            raise ConfigError(f"--dropout: must be in [0, 1), got {self.dropout}")
+        if not 0 <= self.seed < C.SEED_LIMIT:
+            raise ConfigError(f"--seed: must be an integer in [0, {C.SEED_LIMIT}), got {self.seed}")
+
+    def _check_weights(self, preset: presets.Preset) -> None:
+        """A weight other than 1 for a term the mode lacks would be silently ignored: refused, naming the
+        flag and the mode; so is a mode whose every term weighs 0 (nothing to train)."""
+        for name, terms in LAMBDAS.items():
+            if getattr(self, name) != 1.0 and not set(terms) & set(preset.parts):
+                raise ConfigError(f"--{name.replace('_', '-')}: mode {self.mode} has no {' or '.join(terms)} term; "
+                                  "drop the flag or choose a mode with it")
+        if self.lambda_audio != 1.0 and not preset.audio_pairs:
+            raise ConfigError(f"--lambda-audio: mode {self.mode} has no audio pairs (a2a term); drop the flag or "
+                              "add --audio-pairs")
+        used = [getattr(self, n) for n, terms in LAMBDAS.items() if set(terms) & set(preset.parts)]
+        if not any(used + ([self.lambda_audio] if preset.audio_pairs else [])):
+            raise ConfigError(f"every loss term of mode {self.mode} weighs 0: nothing to train")
 
     def preset(self) -> presets.Preset:
         """The resolved strategy: the mode's preset with this run's ``align``/``audio_pairs``/``mixup``."""

@@ -41,5 +41,8 @@ MODES = {
     "bline_cf_g": ("genre", "cf"),
 }
 
+# Seeds of a run and of the input pipelines: TensorFlow op seeds, in [0, SEED_LIMIT) (seed + 1 is used too)
+SEED_LIMIT = 2**31 - 1
+
 # Downstream datasets (docs/DATASETS.md)
 JAMENDO_CATEGORIES = ("genre", "instrument", "moodtheme")  # MTG-Jamendo autotagging splits

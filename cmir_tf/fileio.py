@@ -79,6 +79,8 @@ def atomic_path(path):
         _remove_quietly(tmp)
         if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG):
             raise _storage(exc, path) from None
+        if exc.errno == errno.EISDIR and os.path.isdir(path):  # a folder where the output file goes: left alone
+            raise ConfigError(f"{path}: is a folder, not a file; move it away and rerun") from None
         raise
     except BaseException:
         _remove_quietly(tmp)

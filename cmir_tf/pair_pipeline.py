@@ -13,8 +13,14 @@ Graph::
               pair), each song's (shard, offset, length) from the prepared records index
       ─ pair rows ─ batch(m) ─ sequential map: 2m uniform draws of a seeded RNG (the n-th batch gets the
       n-th draws, as in pipeline.make_dataset) ─ map (parallel, in order): pread the 2m serialized
-      Examples (each ``self`` song once), vectorised parse, crops as byte substrings, check that each
-      record is the song asked for ─ decode float16 → float32 ─ prefetch
+      Examples (each ``self`` song once) checking their TFRecord checksums, vectorised parse, crops as
+      byte substrings, decode float16 → float32, check the batch ─ prefetch
+
+Checks: a record whose framing or checksums do not match (``tfrecords.read_record``), a record that is
+not the song the records index says, a crop holding NaN or ±inf, and (genre pairs) a batch in which no
+pair shares a genre in its records each raise ``DataError`` naming the shard, the records index or the
+relation of the split at fault; ``cmir_tf.train`` stops with that line (exit 2), as the main pipeline
+stops at a damaged shard. The records index itself is checked when it is read (``PreparedData``).
 
 Epochs follow one another in the stream (a batch may hold the end of one and the start of the next, so
 there a song can appear twice), as ``make_dataset``'s repeat-then-shuffle blurs them too.
@@ -60,13 +66,15 @@ class PairPlan:
         data = PreparedData(data_dir)
         self.files, self.index = data.read_records_index(split)
         self.source, self.seed, self.pipelines, self.pipeline = source, int(seed), int(pipelines), int(pipeline)
+        self.root, self.index_path, self.relation_path = data.root, data.pair_path(split, RECORDS_INDEX), None
         self.sampler = None
         if source != "self":
+            self.relation_path = data.pair_path(split, source)
             self.sampler = PairSampler(data.read_relation(split, source), EXCLUSIVE[source])
             unknown = np.setdiff1d(self.sampler.songs, self.index[:, 0])
             if len(unknown):
-                raise DataError(f"{data.pair_path(split, source)}: song {unknown[0]} has no record in "
-                                f"{data.pair_path(split, RECORDS_INDEX)} ({len(unknown)} such songs)")
+                raise DataError(f"{self.relation_path}: song {unknown[0]} has no record in "
+                                f"{self.index_path} ({len(unknown)} such songs)")
 
     def pairs(self, epoch: int) -> np.ndarray:
         """``(P, 2)`` song ids of ``epoch`` (all input pipelines)."""
@@ -94,6 +102,28 @@ class PairPlan:
             finally:
                 os.close(fd)
         return out
+
+
+    def verify(self, asked, read, finite, shares, locations) -> np.ndarray:
+        """``read`` (the batch's song ids), after raising ``DataError`` naming the file at fault when the
+        records are not the songs asked for (records index), hold non-finite mel values in a crop (shard),
+        or — genre pairs — no pair of the batch shares a genre in its records (relation: the weighted
+        loss would have no positive)."""
+        k = len(locations)  # records read: 2m, or m for self (each read once, cropped twice)
+        redo = f"; rerun prepare into {self.root}"
+        for i in np.flatnonzero(asked != read)[:1]:
+            shard, offset, _ = locations[i % k]
+            raise DataError(f"{self.index_path}: the row of song {asked[i]} points at the record of song {read[i]} "
+                            f"({self.files[shard]}, byte {offset}){redo}")
+        for i in np.flatnonzero(~finite)[:1]:
+            shard, offset, _ = locations[i % k]
+            raise DataError(f"{self.files[shard]}: the record of song {read[i]} at byte {offset} holds non-finite "
+                            f"mel values (NaN or ±inf){redo} to rewrite the shard")
+        if len(shares) and not shares.any():
+            m = len(shares)
+            raise DataError(f"{self.relation_path}: no pair of a batch of {m} shares a genre in the records (e.g. "
+                            f"songs {asked[0]} and {asked[m]}): the relation disagrees with the shards{redo}")
+        return read
 
 
 def _to_draw(start, span):
@@ -140,12 +170,22 @@ def _pair_batch(plan: PairPlan, rows, u, *, training: bool, cf_dim: int):
     if plan.source == "self":
         u = _self_draws(serialized, rows[:, 0], u, training)
         serialized, training = tf.concat([serialized, serialized], axis=0), True
-    batch = _parse_and_crop(serialized, u, training=training, cf_dim=cf_dim)
-    check = tf.debugging.Assert(tf.reduce_all(tf.equal(batch["song_id"], ids)),
-                                ["records index and shards disagree (rerun prepare); asked for", ids,
-                                 "read", batch["song_id"]])
-    with tf.control_dependencies([check]):
-        return {k: tf.identity(v) for k, v in batch.items()}
+    batch = _decode_mel(_parse_and_crop(serialized, u, training=training, cf_dim=cf_dim))
+    m = tf.shape(rows)[0]
+    finite = tf.reduce_all(tf.math.is_finite(batch["mel"]), axis=[1, 2])
+    shares = _pairs_share_a_genre(batch, m) if plan.source == "genre" else tf.zeros([0], tf.bool)
+    # the checked song ids replace the parsed ones: an output, so the check cannot be pruned as unused
+    checked = tf.numpy_function(plan.verify, [ids, batch["song_id"], finite, shares, where], tf.int64,
+                                stateful=False)
+    checked.set_shape(batch["song_id"].shape)
+    return dict(batch, song_id=checked)
+
+
+def _pairs_share_a_genre(batch, m):
+    """(m,) bool: whether pair i's two rows (i and m + i) have a genre in common."""
+    genres, mask = batch["genres"], batch["genre_mask"]
+    same = tf.equal(genres[:m, :, None], genres[m:, None, :]) & mask[:m, :, None] & mask[m:, None, :]
+    return tf.reduce_any(same, axis=[1, 2])
 
 
 def make_pair_dataset(data_dir, split: str, batch_size: int, *, source: str, training: bool = True,
@@ -182,7 +222,7 @@ def make_pair_dataset(data_dir, split: str, batch_size: int, *, source: str, tra
         ds = ds.map(lambda r: (r, tf.random.uniform([2 * m], seed=int(seed), dtype=tf.float64)))
     else:
         ds = ds.map(lambda r: (r, tf.zeros([2 * tf.shape(r)[0]], tf.float64)))
-    ds = ds.map(lambda r, u: _decode_mel(_pair_batch(plan, r, u, training=training, cf_dim=cf_dim)),
+    ds = ds.map(lambda r, u: _pair_batch(plan, r, u, training=training, cf_dim=cf_dim),
                 num_parallel_calls=parse_parallelism or tf.data.AUTOTUNE, deterministic=True)
     if not with_crop_start:
         ds = ds.map(lambda b: {k: v for k, v in b.items() if k != "crop_start"})

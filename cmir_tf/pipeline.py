@@ -57,7 +57,7 @@ import random
 import numpy as np
 import tensorflow as tf
 
-from .constants import MAX_GENRES, PATCH_FRAMES
+from .constants import MAX_GENRES, PATCH_FRAMES, SEED_LIMIT
 from .errors import ConfigError
 from .prepared import PreparedData
 from .tfrecords import BYTES_PER_FRAME, N_BANDS, feature_spec, is_compressed
@@ -74,8 +74,7 @@ MAX_READ_PARALLELISM = 64
 # tensor. Measured here (180 KB records, page cache): 0 → ~72 µs CPU per record, 256 KB (TF's default)
 # → ~88 µs, 4 MB → ~118 µs; the extra copy through the buffer costs more than the saved reads.
 READ_BUFFER = 0
-# Seeds are in [0, _SEED_MAX) (TensorFlow op seeds; seed + 1 is used too).
-_SEED_MAX = 2**31 - 1
+_SEED_MAX = SEED_LIMIT  # seeds are TensorFlow op seeds; seed + 1 is used too
 
 
 # --------------------------------------------------------------------------------------------- files

@@ -51,7 +51,7 @@ import numpy as np
 
 from . import fileio
 from .constants import CF_DIM, SPLITS
-from .errors import DataError
+from .errors import ConfigError, DataError
 from .lock import LOCK_NAME
 from .tfrecords import is_compressed, is_shard_name
 
@@ -223,8 +223,7 @@ class PreparedData:
             raise DataError(f"{self.split_dir(split)}: audio pairs read records by offset, which GZIP shards do "
                             "not allow; prepare the folder without compression")
         index = self._read_pair_file(split, RECORDS_INDEX, "records index", 4)
-        if len(index) and not (0 <= index[:, 1].min() and index[:, 1].max() < len(files)):
-            raise DataError(f"{self.pair_path(split, RECORDS_INDEX)}: names shards beyond the {len(files)} of {split}")
+        _check_records_index(self.pair_path(split, RECORDS_INDEX), index, files)
         return files, index
 
     def read_vocab(self) -> list[dict]:
@@ -300,6 +299,10 @@ class PreparedData:
         """Create the folder for prepare: refused (``ConfigError``) if it is a file, or holds other files
         and no ``.prepare/`` state (not a folder prepare made: it would write, and on overwrite delete, there)."""
         fileio.create_output_folder(self.root, OWN_NAMES, STATE_DIR, "a prepared folder")
+        for split in PAIR_SPLITS:  # found before the shards are written, not after
+            for name in (*RELATIONS, RECORDS_INDEX):
+                if os.path.isdir(self.pair_path(split, name)):
+                    raise ConfigError(f"{self.pair_path(split, name)}: is a folder, not a file; move it away and rerun")
 
     def clear(self) -> None:
         """Remove what prepare wrote here: the shards its plan and manifest name, its outputs, its state and
@@ -400,6 +403,30 @@ class PreparedData:
         fileio.save_npy(self.cf_factors_path, cf)
         fileio.save_npy(self.word2vec_path, word2vec)
         fileio.write_json(self.vocab_path, vocab, indent=vocab_indent)
+
+
+def _check_records_index(path: str, index: np.ndarray, files: list[str]) -> None:
+    """Rows sorted by song, each song once, each span inside its shard's framing → else ``DataError``
+    naming the first bad row (the records themselves are checked as they are read)."""
+    from .tfrecords import FOOTER_BYTES, HEADER_BYTES
+
+    redo = f"; rerun `{MAKE}` into {os.path.dirname(os.path.dirname(os.path.dirname(path)))} to rewrite it"
+    songs, shard, offset, length = index.T
+    bad = np.flatnonzero(songs[1:] <= songs[:-1])
+    if len(bad):
+        raise DataError(f"{path}: rows {bad[0]} and {bad[0] + 1} (songs {songs[bad[0]]}, {songs[bad[0] + 1]}) are "
+                        f"not in increasing song order{redo}")
+    bad = np.flatnonzero((shard < 0) | (shard >= len(files)))
+    if len(bad):
+        raise DataError(f"{path}: row {bad[0]} names shard {shard[bad[0]]}, beyond the {len(files)} of its split{redo}")
+    sizes = np.array([os.path.getsize(f) for f in files], np.int64)
+    with np.errstate(over="ignore"):
+        end = offset + length + FOOTER_BYTES
+    bad = np.flatnonzero((offset < HEADER_BYTES) | (length < 0) | (end < offset) | (end > sizes[shard]))
+    if len(bad):
+        i = bad[0]
+        raise DataError(f"{path}: row {i} (song {songs[i]}) places its record at byte {offset[i]}, length "
+                        f"{length[i]}: outside {files[shard[i]]} ({sizes[shard[i]]} bytes){redo}")
 
 
 def _unlink(path) -> None:

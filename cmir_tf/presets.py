@@ -37,6 +37,9 @@ AUDIO_PAIRS = ("playlist", "artist", "genre", "self")
 MIXUP_BETA = 2.0
 MIXUP_ALPHA_PAIRS = 7.0  # the study's α with audio pairs (A-IM, SS, Hybrid)
 MIXUP_ALPHA_CROSS = 5.0  # and for cross-modal terms only
+# Largest α accepted: Beta(1000, 2) gains already average 0.998 (mixup all but off), and a larger α in
+# float32 (1e39 → inf) makes every gain NaN, which silently turns every weight non-finite.
+MIXUP_ALPHA_MAX = 1000.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -148,6 +151,9 @@ def resolve(mode: str, *, align=None, audio_pairs: str | None = None, mixup: flo
                           "start from a contrastive preset")
     if mixup is not None and not mixup >= 0:
         raise ConfigError(f"mixup: α must be ≥ 0 (0 turns it off), got {mixup}")
+    if mixup is not None and not mixup <= MIXUP_ALPHA_MAX:
+        raise ConfigError(f"mixup: α must be finite and at most {MIXUP_ALPHA_MAX:g} (gains ~ Beta(α, {MIXUP_BETA:g}) "
+                          f"average α/(α+{MIXUP_BETA:g}): beyond, mixup changes nothing), got {mixup}")
     preset = dataclasses.replace(
         base, align=base.align if align is None else align, audio_pairs=audio_pairs or base.audio_pairs,
         mixup=base.mixup if mixup is None else (float(mixup) or None))

@@ -53,10 +53,13 @@ from .fileio import (atomic_path, atomic_write_text, create_output_folder, read_
                      why_not_a_file, write_json)
 from .lock import LOCK_NAME
 
-# config.json keys that must not change when a run is continued from its backup (the model's variables
-# and the meaning of a step depend on them; a run saved before a key existed has it at its default, None)
-RESUME_KEYS = ("mode", "batch_size", "embed_dim", "num_heads", "data", "audio_pairs", "align", "variant")
-_RESUME_DEFAULTS = {"variant": "paper"}  # keys added later: what a config.json without them ran
+# config.json keys that must not change when a run is continued from its backup: the model's variables,
+# the meaning of a step and what is trained depend on them, and config.json / model.json must go on
+# describing the whole run (a run saved before a key existed has it at its TrainConfig default)
+RESUME_KEYS = ("mode", "batch_size", "embed_dim", "num_heads", "data", "audio_pairs", "align", "mixup",
+               "lambda_a2g", "lambda_a2p", "lambda_g2p", "lambda_audio", "precision", "lr", "weight_decay",
+               "temperature", "dropout", "seed", "variant", "published_view",
+               "random_val_crops")
 
 
 @contextlib.contextmanager
@@ -84,6 +87,19 @@ def _loss_scale(state: dict, path: Path) -> dict | None:
     if not (math.isfinite(scale) and scale > 0) or good < 0:
         raise DataError(f"{path}: loss_scale needs a finite scale > 0 and good_steps ≥ 0, got {value!r}")
     return {"scale": scale, "good_steps": good}
+
+
+def _resolved(config: dict, key: str):
+    """A strategy setting as the run uses it (``--mixup`` bare or 7 = the mode's 7), else the value."""
+    if key not in ("mixup", "align", "audio_pairs"):
+        return config.get(key)
+    from .presets import resolve
+
+    try:
+        return getattr(resolve(config.get("mode"), align=config.get("align"), audio_pairs=config.get("audio_pairs"),
+                               mixup=config.get("mixup")), key)
+    except ConfigError:
+        return config.get(key)
 
 
 class RunDir:
@@ -179,12 +195,15 @@ class RunDir:
                               f"({e.strerror or e})") from None
         return target
 
-    def open_for_training(self, effective: dict, restart: bool = False) -> Path | None:
+    def open_for_training(self, effective: dict, restart: bool = False,
+                          steps_per_epoch: int | None = None) -> Path | None:
         """Create the folder for a run of ``effective`` (a TrainConfig as a dict) and write ``config.json``.
         Returns where a restart set the earlier run aside (:meth:`set_aside`), else None.
 
-        ``restart`` sets the earlier run aside (backup included). Continuing a backed-up run with another model, batch size or
-        prepared folder (:data:`RESUME_KEYS`) is refused with a ``ConfigError``.
+        ``restart`` sets the earlier run aside (backup included). Continuing a backed-up (or checkpointed)
+        run with a setting of :data:`RESUME_KEYS` changed (the model, batch, data, losses, optimizer,
+        precision, seed, variant) is refused with a ``ConfigError`` naming the flags; so is a backup at or
+        past the end of an epoch of ``steps_per_epoch`` steps (the rest of that epoch would be no step at all).
         """
         self.create()
         moved = self.set_aside() if restart else None
@@ -192,13 +211,14 @@ class RunDir:
         for folder in (self.path, self.path / self.CHECKPOINTS, self.backup_dir):
             remove_stale_temps(folder)
         if self.config_path.exists() and (self.has_backup() or self.checkpoints()):  # checkpoints: export's input
-            previous = read_json(self.config_path, "run configuration")
-            changed = {k for k in RESUME_KEYS
-                       if previous.get(k, _RESUME_DEFAULTS.get(k)) != effective.get(k, _RESUME_DEFAULTS.get(k))}
-            if changed:
+            self._check_resumable(read_json(self.config_path, "run configuration"), effective)
+        if steps_per_epoch is not None and self.has_backup():
+            epoch, step = self.backup_position()
+            if step >= steps_per_epoch:
                 raise ConfigError(
-                    f"{self.path}: holds a run with different {', '.join(sorted(changed))}; "
-                    "use another run folder, or --restart to set it aside and start over")
+                    f"{self.backup_dir / self.BACKUP_STATE}: the backup is at step {step} of epoch {epoch + 1}, but "
+                    f"an epoch of this run has {steps_per_epoch} steps; give --steps-per-epoch above {step} to "
+                    "finish that epoch, or --restart to set the run aside and start over")
         atomic_write_text(self.config_path, json.dumps(effective, indent=2, sort_keys=True))
         return moved
 
@@ -217,6 +237,21 @@ class RunDir:
             row[0] = str(int(row[0]) + 1)
         with atomic_path(self.history_path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
             csv.writer(f).writerows(rows)
+
+    def _check_resumable(self, previous, effective: dict) -> None:
+        """``ConfigError`` when ``effective`` changes a :data:`RESUME_KEYS` setting of the backed-up run."""
+        import dataclasses
+
+        from .config import TrainConfig
+
+        defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+        old = defaults | (previous if isinstance(previous, dict) else {})
+        new = defaults | effective
+        changed = sorted(k for k in RESUME_KEYS if old.get(k) != new.get(k) and _resolved(old, k) != _resolved(new, k))
+        if changed:
+            values = "; ".join(f"--{k.replace('_', '-')} {old.get(k)} there, {new.get(k)} here" for k in changed)
+            raise ConfigError(f"{self.path}: holds a run with different {', '.join(changed)} ({values}); "
+                              "use another run folder, or --restart to set it aside and start over")
 
     def write_model_config(self, config: dict) -> None:
         write_json(self.model_path, config, indent=2)
@@ -264,6 +299,18 @@ class RunDir:
         for name in (self.BACKUP_WEIGHTS, self.BACKUP_OPTIMIZER):
             (self.backup_dir / name).unlink(missing_ok=True)
 
+    def _read_state(self) -> dict:
+        state_path = self.backup_dir / self.BACKUP_STATE
+        state = read_json(state_path, "backup state")
+        if not isinstance(state, dict) or not all(type(state.get(k)) is int and state[k] >= 0 for k in ("epoch", "step")):
+            raise DataError(f"{state_path}: damaged backup state (needs integer epoch, step)")
+        return state
+
+    def backup_position(self) -> tuple[int, int]:
+        """(epoch, step) where the backup resumes (``state.json``, checked)."""
+        state = self._read_state()
+        return state["epoch"], state["step"]
+
     def restore_backup(self, model) -> dict | None:
         """Load the backup into ``model`` (weights and optimizer); return its state, or None without one.
         A backup whose weights a completed run dropped (:meth:`drop_backup_weights`) loads nothing: its
@@ -276,9 +323,7 @@ class RunDir:
         from .precision import inner_optimizer, restore_loss_scale
 
         state_path = self.backup_dir / self.BACKUP_STATE
-        state = read_json(state_path, "backup state")
-        if not isinstance(state, dict) or not all(type(state.get(k)) is int and state[k] >= 0 for k in ("epoch", "step")):
-            raise DataError(f"{state_path}: damaged backup state (needs integer epoch, step)")
+        state = self._read_state()
         if state.get("weights_removed") is True:
             return dict(state, best_val_loss=state.get("best_val_loss", math.inf))
         weights_path, optimizer_path = self.backup_dir / self.BACKUP_WEIGHTS, self.backup_dir / self.BACKUP_OPTIMIZER
@@ -290,7 +335,11 @@ class RunDir:
         variables = inner_optimizer(model.optimizer).variables
         if len(values) != len(variables):
             raise DataError(f"{optimizer_path}: {len(values)} optimizer variables, model has {len(variables)}")
-        for var, value in zip(variables, values):
+        for i, (var, value) in enumerate(zip(variables, values)):
+            if tuple(value.shape) != tuple(var.shape) or value.dtype.kind not in "fiu":
+                raise DataError(f"{optimizer_path}: optimizer variable v{i:05d} is {value.dtype} {value.shape}, the "
+                                f"model's is {tuple(var.shape)}; restore the file, or discard the backup (restart the "
+                                "run) to start over")
             var.assign(value)
         restore_loss_scale(model.optimizer, _loss_scale(state, state_path))
         state.setdefault("best_val_loss", math.inf)

@@ -24,8 +24,8 @@ TensorFlow, which verifies both checksums (about 1 GB/s on one core here: 0.2 s 
 
 Random access (the audio-pair pipeline): :func:`record_spans` walks the framing of an uncompressed
 shard (12 bytes read per record) to the (offset, length) of every Example; :func:`read_record` reads
-one back by ``pread``, checking the length field (the data CRC is not recomputed; the parse and the
-song-id check after it are the guard).
+one back by ``pread`` and verifies its framing as TensorFlow's reader does (length field, masked CRC32C
+of the length and of the data, by ``google-crc32c``: about 16 µs for a 180 KB record here).
 """
 from __future__ import annotations
 
@@ -128,6 +128,7 @@ def parse_example_numpy(record: bytes) -> dict:
 HEADER_BYTES = 12  # uint64 length + uint32 masked CRC32C of the length
 FOOTER_BYTES = 4  # uint32 masked CRC32C of the data
 _LENGTH = struct.Struct("<Q")
+_CRC = struct.Struct("<I")
 
 
 @contextlib.contextmanager
@@ -228,9 +229,27 @@ def record_spans(path) -> np.ndarray:
     return np.asarray(spans, np.int64).reshape(-1, 2)
 
 
+def masked_crc32c(data: bytes) -> int:
+    """TFRecord's checksum of ``data``: CRC32C (Castagnoli), rotated right by 15 bits plus 0xa282ead8."""
+    import google_crc32c
+
+    crc = google_crc32c.value(data)
+    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+
+
 def read_record(fd: int, offset: int, length: int, path: str = "") -> bytes:
-    """The serialized Example at ``offset`` (from :func:`record_spans`) of an open shard."""
-    data = os.pread(fd, HEADER_BYTES + length, offset - HEADER_BYTES)
-    if len(data) != HEADER_BYTES + length or _LENGTH.unpack_from(data)[0] != length:
-        raise DataError(f"{path or fd}: no record of {length} bytes at byte {offset} (records index out of date?)")
-    return data[HEADER_BYTES:]
+    """The serialized Example at ``offset`` (from :func:`record_spans`) of an open shard, checked as
+    TensorFlow's reader checks a record: the length field, its checksum and the data's checksum. A
+    mismatch → ``DataError`` naming the shard and the record's byte."""
+    where = path or fd
+    if offset < HEADER_BYTES or length < 0:
+        raise DataError(f"{where}: no record of {length} bytes at byte {offset} (records index out of date?)")
+    data = os.pread(fd, HEADER_BYTES + length + FOOTER_BYTES, offset - HEADER_BYTES)
+    if len(data) != HEADER_BYTES + length + FOOTER_BYTES or _LENGTH.unpack_from(data)[0] != length:
+        raise DataError(f"{where}: no record of {length} bytes at byte {offset} (records index out of date?)")
+    record = data[HEADER_BYTES:HEADER_BYTES + length]
+    for what, checked, stored in (("length", data[:8], data[8:HEADER_BYTES]), ("data", record, data[-FOOTER_BYTES:])):
+        if masked_crc32c(checked) != _CRC.unpack(stored)[0]:
+            raise DataError(f"{where}: damaged record at byte {offset - HEADER_BYTES} (its {what} checksum does not "
+                            "match); rerun prepare into its folder to rewrite the shard")
+    return record

@@ -12,9 +12,11 @@ run, build the model, restore the backup, make the datasets, fit.
 
 Starting a run again with the same ``--out`` continues from its last backup (also after SIGKILL):
 only the remaining steps of the interrupted epoch are run, with a data seed moved by the point of
-resumption so no crop is replayed. ``--restart`` sets the earlier run's files aside in
-``previous/<UTC time>/`` and starts clean. A non-finite loss stops the run
-(``NonFiniteLossError``, exit code 3). This module imports TensorFlow only inside :func:`train`, so
+resumption so no crop is replayed; a resumed run refuses settings that change what it trains
+(``rundir.RESUME_KEYS``) and a backup at or past an epoch's end. ``--restart`` sets the earlier run's
+files aside in ``previous/<UTC time>/`` and starts clean. A non-finite loss, or a non-finite weight found
+before a backup or checkpoint, stops the run (``NonFiniteLossError``, exit code 3); a fault the input
+pipelines find is one ``DataError`` line. This module imports TensorFlow only inside :func:`train`, so
 ``--help`` is fast.
 """
 from __future__ import annotations
@@ -109,6 +111,23 @@ def _damaged_shard(data: Path, exc: Exception) -> DataError:
     return DataError(f"{data}: a shard could not be read ({str(exc).strip().splitlines()[0][:200]})")
 
 
+def _pipeline_error(cfg: TrainConfig, exc: Exception) -> Exception:
+    """An input pipeline's check that failed inside ``fit`` → its ``DataError`` (the pair pipeline's own,
+    raised in a ``numpy_function``: its one line naming the file), or one for the main pipeline's
+    record checks (CF length, frames); any other error is returned unchanged."""
+    import tensorflow as tf
+
+    text = str(exc)
+    found = re.search(r"DataError: ([^\n]+)", text)
+    if found:
+        return DataError(found.group(1).strip())
+    found = re.search(r"(cf vector length differs from cf_dim|record with n_frames < 256[^;]*)", text)
+    if isinstance(exc, tf.errors.InvalidArgumentError) and found:
+        return DataError(f"{cfg.data}: a record disagrees with the manifest ({found.group(1)}); "
+                         "prepare the folder again")
+    return exc
+
+
 def _build_model(cfg: TrainConfig, facts: PreparedFacts, strategy, run: RunDir, jit: bool):
     """The compiled model with every variable created in the strategy's scope; writes model.json."""
     from .model import build_model, dummy_batch
@@ -182,8 +201,8 @@ def _fit(model, cfg: TrainConfig, run: RunDir, schedule: Schedule, datasets, sta
     stopper = StopOnNonFiniteLoss()
     callbacks = [
         stopper,
-        ResumableBackup(run, cfg.backup_every, schedule.steps, offset=step, best=best),
-        BestAndLast(run, best, cfg.keep_last),
+        ResumableBackup(run, cfg.backup_every, schedule.steps, offset=step, best=best, guard=stopper),
+        BestAndLast(run, best, cfg.keep_last, guard=stopper),
         HistoryCSV(run.history_path),
         keras.callbacks.TensorBoard(str(run.logs_dir), update_freq="epoch", profile_batch=0),
         TrainingProgress(cfg.epochs, schedule.steps, first_epoch=epoch, first_step=step),
@@ -200,14 +219,29 @@ def _fit(model, cfg: TrainConfig, run: RunDir, schedule: Schedule, datasets, sta
             model.fit(train_ds, epochs=cfg.epochs, initial_epoch=epoch, steps_per_epoch=schedule.steps, **fit_args)
     except tf.errors.DataLossError as exc:
         raise _damaged_shard(Path(cfg.data), exc) from None
-    except tf.errors.InvalidArgumentError as exc:  # the pipeline's record checks (CF length, frames)
-        found = re.search(r"(cf vector length differs from cf_dim|record with n_frames < 256[^;]*)", str(exc))
-        if not found:
-            raise
-        raise DataError(f"{cfg.data}: a record disagrees with the manifest ({found.group(1)}); "
-                        f"prepare the folder again") from None
+    except tf.errors.OpError as exc:  # the pipelines' record checks
+        raise _pipeline_error(cfg, exc) from None
     if stopper.failed:
         raise NonFiniteLossError(f"{run}: training stopped: {stopper.failed}")
+
+
+def _check_against_data(cfg: TrainConfig, facts: PreparedFacts) -> None:
+    """Settings that must fit the prepared folder: the genre encoder's heads split its attention width,
+    the word2vec size (``encoders.GenreEncoder``)."""
+    if {"a2g", "g2p"} & set(cfg.preset().parts) and facts.w2v_dim % cfg.num_heads:
+        width = facts.w2v_dim
+        choices = ", ".join(str(h) for h in range(1, width + 1) if width % h == 0)
+        raise ConfigError(f"--num-heads {cfg.num_heads}: must divide the genre encoder's attention width, the "
+                          f"word2vec size {width} of {facts.path}; choose one of {choices}")
+
+
+def _check_export_dir(cfg: TrainConfig) -> None:
+    """Before training: the folder the encoder will be exported to can take it (no file in the way)."""
+    if cfg.export:
+        from .fileio import require_output_dir
+
+        run_dir = cfg.out or default_run_dir(cfg.mode)
+        require_output_dir(cfg.export_dir or default_export_dir(Path(run_dir)), "--export-dir")
 
 
 def train(cfg: TrainConfig, *, restart: bool = False) -> Path:
@@ -225,6 +259,7 @@ def train(cfg: TrainConfig, *, restart: bool = False) -> Path:
         from .published import check_prepared
 
         check_prepared(facts.path, facts.manifest)
+    _check_against_data(cfg, facts)
     strategy = make_strategy(cfg.strategy)
     jit = resolve_jit_compile(cfg.jit_compile, strategy, cnn_dtype=cnn_dtype(cfg.precision))
     cfg = _with_host_defaults(cfg)
@@ -232,7 +267,7 @@ def train(cfg: TrainConfig, *, restart: bool = False) -> Path:
     run, chief = _run_dir(cfg, strategy)
     with folder_lock(run.path):
         effective = dataclasses.asdict(cfg) | {"data": str(Path(facts.path).resolve()), "out": str(run)}
-        moved = run.open_for_training(effective, restart)
+        moved = run.open_for_training(effective, restart, steps_per_epoch=schedule.steps)
         if moved:
             print(f"[cmir_tf] restart: the earlier run of {run} is set aside in {moved}", flush=True)
         try:
@@ -301,6 +336,7 @@ def export_after_training(cfg: TrainConfig, run_dir) -> object | None:
 @cli.command
 def main(argv: list[str] | None = None) -> int:
     cfg, restart = config_from_args(argv)
+    _check_export_dir(cfg)
     run_dir = train(cfg, restart=restart)
     run = RunDir(run_dir)
     print(f"[cmir_tf] run: {run_dir.resolve()}")

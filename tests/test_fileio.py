@@ -104,3 +104,13 @@ def test_cli_lets_programming_errors_through():
 
     with pytest.raises(KeyError):
         main([])
+
+
+def test_a_folder_where_an_output_file_goes_is_one_error_and_left_alone(tmp_path):
+    from cmir_tf.errors import ConfigError
+    from cmir_tf.fileio import atomic_write_text
+
+    (tmp_path / "out.json" / "mine").mkdir(parents=True)
+    with pytest.raises(ConfigError, match=rf"^{tmp_path / 'out.json'}: is a folder, not a file; move it away"):
+        atomic_write_text(tmp_path / "out.json", "{}")
+    assert os.listdir(tmp_path) == ["out.json"] and os.listdir(tmp_path / "out.json") == ["mine"]

@@ -344,3 +344,16 @@ def test_temp_files_of_a_killed_run_are_removed_from_every_folder_it_writes(prep
         path.write_bytes(b"half")
     prepare(melon, out, **SMALL)
     assert not [p for p in stale if p.exists()]
+
+
+@pytest.mark.parametrize("name", ["records", "genre"])
+def test_pair_file_that_is_a_folder_on_a_rerun_is_one_line(prepared, tmp_path, capsys, melon, name):
+    """Issue 16: pairs/train/records.npy being a folder gave a traceback when prepare reran."""
+    out = Path(shutil.copytree(prepared, tmp_path / "p"))
+    victim = Path(PreparedData(out).pair_path("train", name))
+    victim.unlink()
+    victim.mkdir()
+    (victim / "mine.txt").write_text("mine")
+    code, err = _run_cli(["--melon", str(melon), "--out", str(out), *FLAGS], capsys)
+    assert code == 2 and _one_error_line(err) == f"error: {victim}: is a folder, not a file; move it away and rerun"
+    assert (victim / "mine.txt").read_text() == "mine"

@@ -253,3 +253,125 @@ def test_pair_pipeline_errors_name_the_value_or_folder(prepared_data, tmp_path):
     (gz / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(DataError, match="GZIP shards do not allow"):
         make_pair_dataset(gz, "train", 8, source="playlist")
+
+
+# ------------------------------------------------ issue 16: records read by offset are checked as strictly
+def _copy(prepared_data, tmp_path) -> PreparedData:
+    return PreparedData(shutil.copytree(prepared_data, tmp_path / "p"))
+
+
+def test_masked_crc32c_is_tfrecords_checksum():
+    from cmir_tf.tfrecords import masked_crc32c
+
+    crc = 0xE3069283  # CRC-32C of b"123456789", the catalogue's check value (RFC 3720, B.4)
+    assert masked_crc32c(b"123456789") == (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+
+
+@pytest.mark.parametrize("fault, message", [
+    ("negative offset", r"row 3 \(song \d+\) places its record at byte -5, length \d+: outside .*train-\d+"),
+    ("past the file", r"row 3 \(song \d+\) places its record at byte \d+, length \d+: outside .*\(\d+ bytes\)"),
+    ("huge length", r"row 3 \(song \d+\) places its record at byte \d+, length 9223372036854775000: outside"),
+    ("negative length", r"row 3 \(song \d+\) places its record at byte \d+, length -1: outside"),
+    ("swapped rows", r"rows 2 and 3 \(songs \d+, \d+\) are not in increasing song order"),
+    ("shard", r"row 3 names shard 99, beyond the \d+ of its split"),
+])
+def test_a_damaged_records_index_is_named_with_its_row(prepared_data, tmp_path, fault, message):
+    data = _copy(prepared_data, tmp_path)
+    path = data.pair_path("train", "records")
+    index = np.load(path)
+    shard_size = os.path.getsize(data.shard_files("train")[index[3, 1]])
+    if fault == "negative offset":
+        index[3, 2] = -5
+    elif fault == "past the file":
+        index[3, 2] = shard_size
+    elif fault == "huge length":
+        index[3, 3] = 9223372036854775000
+    elif fault == "negative length":
+        index[3, 3] = -1
+    elif fault == "swapped rows":
+        index[[2, 3]] = index[[3, 2]]
+    else:
+        index[3, 1] = 99
+    np.save(path, index)
+    with pytest.raises(DataError, match=rf"^{path}: {message}"):
+        data.read_records_index("train")
+
+
+@pytest.mark.parametrize("fault", ["shifted", "data bit", "length checksum"])
+def test_a_record_read_by_offset_is_checked_against_its_framing(prepared_data, tmp_path, fault):
+    data = _copy(prepared_data, tmp_path)
+    files, index = data.read_records_index("train")
+    song, shard, offset, length = index[5].tolist()
+    path = files[shard]
+    if fault == "shifted":
+        offset += 1
+        message = rf"no record of {length} bytes at byte {offset}"
+    else:
+        raw = bytearray(open(path, "rb").read())
+        raw[offset + length // 2 if fault == "data bit" else offset - 2] ^= 0x01
+        open(path, "wb").write(raw)
+        what = "data" if fault == "data bit" else "length"
+        message = rf"damaged record at byte {offset - 12} \(its {what} checksum does not match\)"
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        with pytest.raises(DataError, match=rf"^{path}: {message}"):
+            read_record(fd, offset, length, path)
+    finally:
+        os.close(fd)
+
+
+def test_a_flipped_bit_stops_the_pair_pipeline_naming_the_shard(prepared_data, tmp_path):
+    """Issue 16 (3): a flipped mantissa bit in a record trained --mode ss silently."""
+    import tensorflow as tf
+
+    from cmir_tf.pair_pipeline import make_pair_dataset
+
+    data = _copy(prepared_data, tmp_path)
+    files, index = data.read_records_index("train")
+    raw = {path: bytearray(open(path, "rb").read()) for path in files}
+    for _, shard, offset, length in index.tolist():
+        raw[files[shard]][offset + length - 1000] ^= 0x01  # inside the mel: a float16 mantissa bit
+    for path, content in raw.items():
+        open(path, "wb").write(content)
+    with pytest.raises(tf.errors.OpError, match=r"DataError: .*train-\d+-of-\d+\.tfrecord: damaged record at byte"):
+        next(iter(make_pair_dataset(data.root, "train", 8, source="self", seed=0)))
+
+
+def test_a_non_finite_crop_stops_the_pair_pipeline_naming_the_shard(prepared_data, tmp_path):
+    """Issue 16 (3): NaN float16 values in records (checksums valid) trained to a NaN model, exit 0."""
+    import tensorflow as tf
+
+    from cmir_tf.pair_pipeline import make_pair_dataset
+    from cmir_tf.tfrecords import parse_example_numpy
+
+    data = _copy(prepared_data, tmp_path)
+    for path in data.shard_files("val"):
+        records = [r.numpy() for r in tf.data.TFRecordDataset(path)]
+        with tf.io.TFRecordWriter(path) as writer:
+            for r in records:
+                mel = parse_example_numpy(r)["mel"]
+                writer.write(r.replace(mel.tobytes(), np.full_like(mel, np.inf).tobytes()))
+    with pytest.raises(tf.errors.OpError, match=r"DataError: .*val-\d+-of-\d+\.tfrecord: the record of song \d+ at "
+                                                r"byte \d+ holds non-finite mel values"):
+        next(iter(make_pair_dataset(data.root, "val", 8, source="playlist", training=False)))
+
+
+def test_batch_checks_name_the_index_the_shard_or_the_relation_of_the_split(prepared_data):
+    from cmir_tf.pair_pipeline import PairPlan
+
+    plan = PairPlan(prepared_data, "val", "genre", 0)
+    files, index = PreparedData(prepared_data).read_records_index("val")
+    where = index[:4, 1:]
+    asked = index[:4, 0]
+    ok, shares = np.ones(4, bool), np.array([True, False])
+    assert (plan.verify(asked, asked, ok, shares, where) == asked).all()
+    with pytest.raises(DataError, match=rf"^{plan.index_path}: the row of song {asked[1]} points at the record of "
+                                        rf"song {asked[2]} \({files[where[1, 0]]}, byte {where[1, 1]}\)"):
+        plan.verify(asked, asked[[0, 2, 2, 3]], ok, shares, where)
+    assert "pairs/val/records.npy" in plan.index_path
+    with pytest.raises(DataError, match=rf"^{files[where[2, 0]]}: the record of song {asked[2]} at byte "
+                                        rf"{where[2, 1]} holds non-finite mel values"):
+        plan.verify(asked, asked, np.array([True, True, False, True]), shares, where)
+    with pytest.raises(DataError, match=rf"^{plan.relation_path}: no pair of a batch of 2 shares a genre"):
+        plan.verify(asked, asked, ok, np.zeros(2, bool), where)
+    assert plan.relation_path.endswith(os.path.join("pairs", "val", "genre.npy"))

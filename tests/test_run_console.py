@@ -332,6 +332,6 @@ def test_a_run_folder_with_checkpoints_but_no_backup_refuses_another_mode(tmp_pa
     run = _fake_run(tmp_path / "run", "contr_cf_g")
     for name in os.listdir(run.backup_dir):
         os.remove(run.backup_dir / name)
-    with pytest.raises(ConfigError, match=r"different mode; use another run folder, or --restart"):
+    with pytest.raises(ConfigError, match=r"different mode \(.*\); use another run folder, or --restart"):
         run.open_for_training({"mode": "ss"})
     assert json.loads(run.config_path.read_text()) == {"mode": "contr_cf_g"}
