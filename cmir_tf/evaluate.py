@@ -9,6 +9,7 @@ and the CLI, which runs one protocol for one export folder or ``all`` of them fo
     python -m cmir_tf.evaluate gtzan --model export/ --gtzan GTZAN --splits gtzan_splits
     python -m cmir_tf.evaluate jamendo --model export/ --jamendo AUDIO --splits MTG/data/splits/split-0
     python -m cmir_tf.evaluate playlists --model export/ --data prepared/ --melon MELON
+    python -m cmir_tf.evaluate playlists --model export/ --data prepared_library/   # prepare --library
     python -m cmir_tf.evaluate all --models contr_cf_g=exp1 contr_g=exp2 --gtzan GTZAN \\
         --gtzan-splits S --jamendo AUDIO --jamendo-splits MTG/data/splits/split-0 --data prep --melon melon \\
         --out report/
@@ -39,7 +40,7 @@ from cmir_tf.errors import EXIT_OK, EXIT_PARTIAL, ConfigError
 from cmir_tf.fileio import require_output_dir, write_json
 from cmir_tf.gtzan import evaluate_gtzan_split, read_gtzan
 from cmir_tf.jamendo import evaluate_jamendo_splits, read_jamendo_categories
-from cmir_tf.playlists import evaluate_playlist_task, major_genre_labels, read_playlist_task
+from cmir_tf.playlists import evaluate_playlist_task, folder_labels, major_genre_labels, read_playlist_task
 from cmir_tf.report import WRITTEN_FILES, markdown, mean_std, write_report
 
 __all__ = ["evaluate_models", "read_datasets", "skipped_files", "build_arg_parser", "flag_pair", "run", "main"]
@@ -57,11 +58,11 @@ def read_datasets(*, gtzan=None, jamendo=None, playlists=None, categories=JAMEND
 def evaluate_models(models: list[Model], *, gtzan=None, jamendo=None, playlists=None, out_dir=None,
                     params: Params = Params(), cache_dir=None, categories=JAMENDO_CATEGORIES) -> dict:
     """Every model on every dataset given: ``gtzan=(dir, splits)``, ``jamendo=(dir, splits)``,
-    ``playlists=(prepared dir, melon dir)``; with ``out_dir`` the report (Tables 1–3, plots) is written.
+    ``playlists=(prepared dir, melon dir or None for a library folder)``; with ``out_dir`` the report (Tables 1–3, plots) is written.
 
     The report folder and every dataset are checked (:func:`read_datasets`) before the first model
     embeds anything. The embedding map shows each model's GTZAN test tracks by genre, else (playlists
-    only) its Melon test songs by their first major genre."""
+    only) its Melon test songs by their first major genre (a library's: by their folder)."""
     if not models:
         raise ConfigError("evaluate_models: give at least one model")
     if len({m.name for m in models}) != len(models):
@@ -85,6 +86,8 @@ def evaluate_models(models: list[Model], *, gtzan=None, jamendo=None, playlists=
             maps[m.name] = ("GTZAN", keep["gtzan"])
         elif "melon" in keep:
             maps[m.name] = ("Melon", major_genre_labels(playlists[1], keep["melon"]))
+        elif "library" in keep:
+            maps[m.name] = ("library", folder_labels(data["playlists"]["names"], keep["library"]))
     if out_dir is not None:
         write_report(report, out_dir, maps)
     return report
@@ -143,7 +146,8 @@ def _add_single_tasks(sub) -> None:
     pl = sub.add_parser("playlists", help="Melon playlist continuation (Table 3)")
     pl.add_argument("--model", required=True, help=_MODEL_HELP)
     pl.add_argument("--data", required=True, help="prepared folder (python -m cmir_tf.prepare), for splits.json")
-    pl.add_argument("--melon", required=True, help="Melon folder: train/val/test.json and arena_mel/")
+    pl.add_argument("--melon", help="Melon folder: train/val/test.json and arena_mel/ (not for a folder prepared "
+                    "with --library: its own playlists or albums and audio files are used)")
     _add_common(pl, playlists=True)
 
 
@@ -158,7 +162,7 @@ def _add_all(sub) -> None:
     a.add_argument("--jamendo-splits", help="MTG-Jamendo split folder, e.g. data/splits/split-0")
     a.add_argument("--categories", default=_CATEGORIES, help="Jamendo categories (default all)")
     a.add_argument("--data", help="prepared folder (with --melon) for the playlist task")
-    a.add_argument("--melon", help="Melon folder (with --data)")
+    a.add_argument("--melon", help="Melon folder (with --data; not for a folder prepared with --library)")
     _add_common(a, gtzan=True, jamendo=True, playlists=True)
 
 
@@ -203,11 +207,18 @@ def _run_all(args, params: Params, cache, cats) -> dict:
         models.append(load_model(name, d))
     datasets = {"gtzan": flag_pair(args, "gtzan", "gtzan_splits", "--gtzan", "--gtzan-splits"),
                 "jamendo": flag_pair(args, "jamendo", "jamendo_splits", "--jamendo", "--jamendo-splits"),
-                "playlists": flag_pair(args, "data", "melon", "--data", "--melon")}
+                "playlists": _playlist_inputs(args)}
     if not any(datasets.values()):
         raise ConfigError("give at least one dataset: --gtzan/--gtzan-splits, --jamendo/--jamendo-splits "
                           "or --data/--melon")
     return evaluate_models(models, **datasets, out_dir=args.out, params=params, cache_dir=cache, categories=cats)
+
+
+def _playlist_inputs(args):
+    """``(--data, --melon)``; ``--melon`` may be left out for a folder prepared with ``--library``."""
+    if args.melon is not None and args.data is None:
+        raise ConfigError("--melon needs --data (the prepared folder)")
+    return (args.data, args.melon) if args.data is not None else None
 
 
 def _check_outputs(args) -> None:

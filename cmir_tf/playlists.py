@@ -28,14 +28,15 @@ import numpy as np
 
 from cmir_tf.cache import EmbeddingCache, Model
 from cmir_tf.downstream import Params, require_dir
-from cmir_tf.errors import DataError
+from cmir_tf.errors import ConfigError, DataError
 from cmir_tf.melon import MelonLayout, read_playlists
 from cmir_tf.metrics import average_precision_at_k, ndcg_at_k
 from cmir_tf.prepared import PreparedData
 from cmir_tf.similar import SimilarityIndex
 
 __all__ = ["read_prepared_splits", "read_playlist_task", "playlist_protocol", "evaluate_playlists",
-           "evaluate_playlist_task", "major_genre_labels"]
+           "evaluate_playlist_task", "major_genre_labels",
+           "folder_labels"]
 
 
 def read_prepared_splits(data_dir) -> dict[str, set[int]]:
@@ -47,33 +48,64 @@ def read_prepared_splits(data_dir) -> dict[str, set[int]]:
     return out
 
 
-def read_playlist_task(data_dir, melon_dir) -> dict:
-    """Playlists with ≥ 1 test song → ``{"playlists": [(id, queries, relevant)], "test_ids", "n_no_query",
-    "n_with_test", "layout"}``; song ids are ints, queries are the playlist's train/val songs."""
-    splits = read_prepared_splits(data_dir)
+def _melon_playlists(melon_dir):
+    """Melon's playlists ``[(id, [song ids])]`` (each playlist once) and the mel path of a song."""
     layout = MelonLayout(require_dir(melon_dir, "Melon folder"))
     files = [layout.playlists(s) for s in ("train", "val", "test") if os.path.isfile(layout.playlists(s))]
     if not files:
         raise DataError(f"{layout.root}: none of train.json, val.json, test.json is there (Melon folder)")
-    test, known = splits["test"], splits["train"] | splits["val"]
-    out, n_no_query, n_with_test, seen = [], 0, 0, set()
+    out, seen = [], set()
     for f in files:
         for pl in read_playlists(f):
-            if pl["id"] in seen:
-                continue
-            seen.add(pl["id"])
-            songs = list(dict.fromkeys(pl["songs"]))
-            relevant = [s for s in songs if s in test]
-            if not relevant:
-                continue
-            n_with_test += 1
-            queries = [s for s in songs if s in known]
-            if not queries:
-                n_no_query += 1
-                continue
-            out.append((pl["id"], queries, relevant))
+            if pl["id"] not in seen:
+                seen.add(pl["id"])
+                out.append((pl["id"], pl["songs"]))
+    return out, layout.mel_path
+
+
+def _library_playlists(data_dir):
+    """A library folder's playlists (its M3Us, or its albums) ``[(index, [song ids])]``, each song's audio
+    file (the library's folder, as the manifest records it, + the path of ``library_ids.json``) and
+    ``{song id: relative path}``."""
+    prepared = PreparedData(data_dir)
+    names = prepared.read_library_songs()
+    if names is None:
+        raise ConfigError(f"{data_dir}: not prepared from a music library (no library_ids.json): give --melon, "
+                          "the Melon folder its playlists come from")
+    root = prepared.read_manifest().get("library", {}).get("root")
+    if not isinstance(root, str):
+        raise DataError(f"{prepared.manifest_path}: no library root recorded (an unfinished prepare?)")
+    _, lists = prepared.read_library_playlists()
+    return list(enumerate(lists)), (lambda s: os.path.join(root, names[s])), names
+
+
+def read_playlist_task(data_dir, melon_dir=None) -> dict:
+    """Playlists with ≥ 1 test song → ``{"playlists": [(id, queries, relevant)], "test_ids", "n_no_query",
+    "n_with_test", "path_of", "names"}``; song ids are ints, queries are the playlist's train/val songs.
+
+    ``melon_dir`` None: ``data_dir`` is a library folder (``prepare --library``): its playlists (the M3Us,
+    or the albums) come from ``library_playlists.json``, each song is its audio file, and ``names`` maps
+    song id → path relative to the library (None for Melon)."""
+    splits = read_prepared_splits(data_dir)
+    if melon_dir is None:
+        lists, path_of, names = _library_playlists(data_dir)
+    else:
+        (lists, path_of), names = _melon_playlists(melon_dir), None
+    test, known = splits["test"], splits["train"] | splits["val"]
+    out, n_no_query, n_with_test = [], 0, 0
+    for pl_id, pl_songs in lists:
+        songs = list(dict.fromkeys(pl_songs))
+        relevant = [s for s in songs if s in test]
+        if not relevant:
+            continue
+        n_with_test += 1
+        queries = [s for s in songs if s in known]
+        if not queries:
+            n_no_query += 1
+            continue
+        out.append((pl_id, queries, relevant))
     return {"playlists": out, "test_ids": sorted(test), "n_no_query": n_no_query, "n_with_test": n_with_test,
-            "layout": layout}
+            "path_of": path_of, "names": names}
 
 
 def _nearest(index: SimilarityIndex, vectors, query_songs, n_nn: int, progress: bool):
@@ -147,18 +179,19 @@ def evaluate_playlist_task(task: dict, model: Model, *, params: Params = Params(
                            keep_embeddings: dict | None = None) -> dict:
     """Embed the songs of a :func:`read_playlist_task` task (cached) and run :func:`playlist_protocol`.
 
-    With ``keep_embeddings`` (a dict), ``keep_embeddings["melon"]`` receives the test songs as
-    ``[(mean embedding (D,), song id)]`` (see :func:`major_genre_labels`).
+    With ``keep_embeddings`` (a dict), ``keep_embeddings["melon"]`` (a library: ``["library"]``) receives
+    the test songs as ``[(mean embedding (D,), song id)]`` (see :func:`major_genre_labels`,
+    :func:`folder_labels`).
     """
-    layout = task["layout"]
     songs = sorted(set(task["test_ids"]) | {q for _, qs, _ in task["playlists"] for q in qs})
-    embed = EmbeddingCache(model, cache_dir, "melon")
-    paths = {s: layout.mel_path(s) for s in songs}
-    emb, skipped = embed.embed_all(list(paths.values()), desc=f"{model.name} melon", progress=params.progress)
+    dataset = "melon" if task.get("names") is None else "library"
+    embed = EmbeddingCache(model, cache_dir, dataset)
+    paths = {s: task["path_of"](s) for s in songs}
+    emb, skipped = embed.embed_all(list(paths.values()), desc=f"{model.name} {dataset}", progress=params.progress)
     vectors = {s: emb[p].mean(axis=0) for s, p in paths.items() if p in emb}
     result = playlist_protocol(task["playlists"], vectors, task["test_ids"], params)
     if keep_embeddings is not None:
-        keep_embeddings["melon"] = [(vectors[s], s) for s in task["test_ids"] if s in vectors]
+        keep_embeddings[dataset] = [(vectors[s], s) for s in task["test_ids"] if s in vectors]
     return {**result, "n_with_test": task["n_with_test"], "n_no_query": task["n_no_query"],
             "skipped": skipped, "embedded": embed.misses}
 
@@ -169,5 +202,13 @@ def major_genre_labels(melon_dir, items, top: int = 10) -> list[tuple[np.ndarray
 
     songs, _ = read_song_meta(MelonLayout(melon_dir).song_meta)
     labelled = [(v, songs[s].major[0]) for v, s in items if s in songs and songs[s].major]
+    common = {g for g, _ in Counter(g for _, g in labelled).most_common(top)}
+    return [(v, g) for v, g in labelled if g in common]
+
+
+def folder_labels(names: dict, items, top: int = 10) -> list[tuple[np.ndarray, str]]:
+    """A library's ``[(vector, song id)]`` → ``[(vector, the file's folder)]`` (the album in the usual
+    ``Artist/Album/track`` layout), keeping the ``top`` most common folders."""
+    labelled = [(v, os.path.dirname(names[s]) or ".") for v, s in items if s in names]
     common = {g for g, _ in Counter(g for _, g in labelled).most_common(top)}
     return [(v, g) for v, g in labelled if g in common]

@@ -153,14 +153,17 @@ class Preparation:
 _FLAGS = {"compress": "--gzip", "ratios": "split ratios"}  # parameters whose flag is not --<name with ->
 
 
-def _what_differs(plan: dict, params: PrepareParams) -> str:
+def _what_differs(plan: dict, params: PrepareParams, library: bool = False) -> str:
     """The parameters a cached plan was made with that differ from ``params``, named as their flags
     (``--seed 1, now 2``); else the inputs (the Melon metadata files changed since)."""
     old = plan.get("params") if isinstance(plan.get("params"), dict) else {}
     new = params.as_dict()
     diffs = [f"{_FLAGS.get(k, '--' + k.replace('_', '-'))} {old[k]!r}, now {new[k]!r}"
              for k in new if k in old and old[k] != new[k]]
-    return "other parameters: " + "; ".join(diffs) if diffs else "other inputs (the Melon metadata files changed)"
+    if diffs:
+        return "other parameters: " + "; ".join(diffs)
+    return "other inputs (" + ("audio files, playlists or the tags sidecar of the library added, removed or "
+                               "changed" if library else "the Melon metadata files changed") + ")"
 
 
 def _is_library(source) -> bool:
@@ -186,7 +189,7 @@ def _open(melon_dir, out_dir, params: PrepareParams, *, overwrite: bool, workers
     plan = p.out.read_plan()
     if plan is not None:
         if plan.get("fingerprint") != p.fingerprint:
-            raise ConfigError(f"{p.out.root}: already prepared with {_what_differs(plan, params)} "
+            raise ConfigError(f"{p.out.root}: already prepared with {_what_differs(plan, params, _is_library(layout))} "
                               f"({p.out.plan_path}); rerun with --overwrite to discard it, or choose another --out")
         p.resume(plan, p.out.read_cache())
         p.log(f"resuming {p.out.root}: plan, vocabulary, word2vec and CF loaded from {p.out.state.root}")
@@ -343,6 +346,8 @@ def _finish(p: Preparation, done: dict, t0: float) -> dict:
     for s in PAIR_SPLITS:  # the audio-pair data; reads the shards' framing only, rewrites no shard
         write_pair_data(p.out, s, written[s], p.meta, p.genre_index(), {n: done[n]["written"] for n in files[s]},
                         compressed=p.params.compress)
+    if _is_library(p.melon):  # what `evaluate playlists` reads: every playlist, test songs included
+        p.out.write_library_playlists(p.meta["library"]["playlists_from"], p.meta["playlists"])
     p.out.write_outputs(splits=written, vocab=p.vocab, word2vec=p.word2vec, cf_ids=p.cf_ids[keep], cf=p.cf[keep],
                         manifest=manifest)
     return manifest

@@ -23,6 +23,9 @@ export and evaluation read it (through :class:`PreparedData` too)::
         done/<shard>.json    a finished shard: {shard, split, written, skipped, bytes}
     OUT/library_ids.json   a music library's songs: {"next_id", "songs": [{"id", "path"}]} (cmir_tf.library);
                            written first, never cleared, so a rerun keeps the ids
+    OUT/library_playlists.json  a music library's playlists as song ids: {"from": "m3u"|"albums",
+                           "playlists": [[song ids]]} (every song, of every split: what ``evaluate
+                           playlists`` needs; written before the manifest)
     OUT/.cmir-lock         held by the prepare writing here (:mod:`cmir_tf.lock`)
 
 Writing order is the folder's completeness rule: ``manifest.json`` is written last (its presence means
@@ -70,7 +73,8 @@ STATE_DIR = ".prepare"
 PLAN = "plan.json"
 DONE_DIR = "done"
 LIBRARY_IDS = "library_ids.json"  # a library's song ids ↔ files (cmir_tf.library); kept by an overwrite
-OWN_NAMES = (*OUTPUT_FILES, STATE_DIR, *SPLITS, PAIRS_DIR, LOCK_NAME, LIBRARY_IDS)
+LIBRARY_PLAYLISTS = "library_playlists.json"  # a library's playlists (or albums) as song ids
+OWN_NAMES = (*OUTPUT_FILES, LIBRARY_PLAYLISTS, STATE_DIR, *SPLITS, PAIRS_DIR, LOCK_NAME, LIBRARY_IDS)
 STATE_FILES = (PLAN, VOCAB, WORD2VEC, CF_SONG_IDS, CF_FACTORS)
 MAKE = "python -m cmir_tf.prepare"
 
@@ -249,6 +253,32 @@ class PreparedData:
             raise DataError(f"{factors_path}: {len(factors)} rows for the {len(ids)} songs of {CF_SONG_IDS}")
         return ids, factors
 
+    def read_library_songs(self) -> dict[int, str] | None:
+        """``library_ids.json`` → ``{song id: path relative to the library}``; None when the folder was not
+        prepared from a library."""
+        from .library import read_ids  # the library module owns the file's format
+
+        path = self.path(LIBRARY_IDS)
+        if not os.path.exists(path):
+            return None
+        return {i: p for p, i in read_ids(path)[0].items()}
+
+    def read_library_playlists(self) -> tuple[str, list[list[int]]]:
+        """``library_playlists.json`` → ``(source "m3u"|"albums", [[song ids]])``, checked."""
+        path = self.path(LIBRARY_PLAYLISTS)
+        if not os.path.isfile(path):
+            raise DataError(f"{path}: missing (a library folder prepared by an older cmir_tf, or not a library "
+                            f"folder; rerun {MAKE} --library … --overwrite)")
+        data = fileio.read_json(path, "library playlists")
+        ok = isinstance(data, dict) and data.get("from") in ("m3u", "albums") and isinstance(data.get("playlists"), list)
+        if not ok or not all(isinstance(pl, list) and all(type(v) is int for v in pl) for pl in data["playlists"]):
+            raise DataError(f"{path}: expected {{\"from\": \"m3u\"|\"albums\", \"playlists\": [[song ids]]}}")
+        return data["from"], data["playlists"]
+
+    def write_library_playlists(self, source: str, playlists) -> None:
+        fileio.write_json(self.path(LIBRARY_PLAYLISTS), {"from": source, "playlists": [list(map(int, pl))
+                                                                                       for pl in playlists]})
+
     def read_splits(self) -> dict[str, list[int]]:
         """``splits.json`` → ``{"train": [ids], "val": [...], "test": [...]}`` (ints)."""
         path = self.splits_path
@@ -312,7 +342,7 @@ class PreparedData:
                 _unlink(self.shard_path(split, name))
                 _unlink(self.done_path(name))
         pair_files = [self.pair_path(s, n) for s in PAIR_SPLITS for n in (*RELATIONS, RECORDS_INDEX)]
-        for path in [*(self.path(n) for n in OUTPUT_FILES), *(self.state.path(n) for n in STATE_FILES), *pair_files]:
+        for path in [*(self.path(n) for n in (*OUTPUT_FILES, LIBRARY_PLAYLISTS)), *(self.state.path(n) for n in STATE_FILES), *pair_files]:
             _unlink(path)
         pair_dirs = [*(self.pair_dir(s) for s in PAIR_SPLITS), self.path(PAIRS_DIR)]
         for folder in (*(self.split_dir(s) for s in SPLITS), self.done_dir, self.state.root, *pair_dirs):

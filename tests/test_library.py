@@ -133,7 +133,8 @@ def test_rerun_on_a_grown_library_keeps_the_ids(tmp_path):
     prepare(LibrarySource(tmp_path / "lib"), tmp_path / "data", metadata_only=True, progress=False, verbose=False)
     before = _ids(tmp_path / "data")
     tag(write_audio(tmp_path / "lib" / "Aaa" / "Zero" / "x.ogg", 500), genre="Rock")
-    with pytest.raises(ConfigError, match="already prepared from other inputs"):
+    with pytest.raises(ConfigError, match="already prepared with other inputs \\(audio files, playlists or the tags "
+                                          "sidecar of the library"):
         prepare(LibrarySource(tmp_path / "lib"), tmp_path / "data", metadata_only=True, progress=False, verbose=False)
     prepare(LibrarySource(tmp_path / "lib"), tmp_path / "data", metadata_only=True, overwrite=True, progress=False,
             verbose=False)
@@ -208,3 +209,76 @@ def test_a_library_of_loose_untagged_files_says_what_is_missing(tmp_path):
     write_audio(tmp_path / "lib" / "a.wav", 300)  # no folder, no tag: no album, so no playlist
     with pytest.raises(DataError, match="no song of the library is in a playlist or an album: nothing to prepare"):
         prepare(LibrarySource(tmp_path / "lib"), tmp_path / "data", metadata_only=True, progress=False, verbose=False)
+
+
+# ---------------------------------------------------------------------------------- evaluate playlists
+_ALBUMS = {(artist, album): [("ogg", "Rock")] * 5 for artist, album in (("Ann", "A"), ("Bob", "B"), ("Cat", "C"),
+                                                                         ("Dan", "D"))}
+
+
+def _album_embedder(root, seen):
+    """A fake model: each track's patches are the one-hot of its album folder (perfect album retrieval)."""
+    albums = sorted({os.path.dirname(p) for p in _ids_of(root)})
+
+    def embed(path):
+        seen.append(path)
+        rel = os.path.relpath(path, root / "lib")
+        v = np.zeros((2, len(albums)), np.float32)
+        v[:, albums.index(os.path.dirname(rel))] = 1
+        return v
+    return embed
+
+
+def _ids_of(root):
+    return _ids(root / "data")
+
+
+@pytest.fixture(scope="module")
+def library_four_albums(tmp_path_factory):
+    from cmir_tf.library import LibrarySource
+    from cmir_tf.prepare import prepare
+
+    root = tmp_path_factory.mktemp("albums")
+    make_library(root / "lib", _ALBUMS)
+    prepare(LibrarySource(root / "lib"), root / "data", metadata_only=True, progress=False, verbose=False)
+    return root
+
+
+def test_evaluate_playlists_on_a_library_uses_its_albums_and_files(library_four_albums, tmp_path, monkeypatch,
+                                                                   capsys):
+    from cmir_tf import evaluate as ev
+    from cmir_tf.cache import Model
+    from cmir_tf.prepared import PreparedData
+
+    root = library_four_albums
+    ids, splits = _ids_of(root), PreparedData(root / "data").read_splits()
+    split_of = {s: name for name, songs in splits.items() for s in songs}
+    by_album = {}
+    for path, sid in ids.items():
+        by_album.setdefault(os.path.dirname(path), []).append(split_of[sid])
+    expected = sum(1 for sp in by_album.values() if "test" in sp and {"train", "val"} & set(sp))
+    assert expected >= 2 and len(splits["test"]) >= 2
+    seen = []
+    monkeypatch.setattr(ev, "load_model", lambda name, d: Model(name, _album_embedder(root, seen), key="albums"))
+    assert ev.main(["playlists", "--model", "m", "--data", str(root / "data"), "--quiet", "--no-cache",
+                    "--k", "1", "--out", str(tmp_path / "out")]) == 0
+    result = json.loads((tmp_path / "out" / "playlists.json").read_text())["result"]
+    assert (result["ndcg"], result["map"], result["n_playlists"]) == (1.0, 1.0, expected)
+    assert result["n_test_songs"] == len(splits["test"]) and result["random"]["ndcg"] < 1.0
+    # the test songs and the queries (the other songs of their albums) embedded from their own audio files
+    with_test = {os.path.dirname(p) for p, sid in ids.items() if split_of[sid] == "test"}
+    assert sorted(seen) == sorted(str(root / "lib" / p) for p in ids if os.path.dirname(p) in with_test)
+    assert f"over {expected} playlists" in capsys.readouterr().out
+
+
+def test_evaluate_playlists_says_what_a_melon_folder_needs(tmp_path, monkeypatch, capsys):
+    from cmir_tf import evaluate as ev
+    from cmir_tf.cache import Model
+
+    monkeypatch.setattr(ev, "load_model", lambda name, d: Model(name, lambda path: pytest.fail("embedded"), key="x"))
+
+    (tmp_path / "melon_prepared").mkdir()
+    (tmp_path / "melon_prepared" / "splits.json").write_text('{"train": [1], "val": [], "test": [2]}')
+    assert ev.main(["playlists", "--model", str(tmp_path), "--data", str(tmp_path / "melon_prepared"),
+                    "--no-cache", "--quiet"]) == 2
+    assert "not prepared from a music library (no library_ids.json): give --melon" in capsys.readouterr().err
