@@ -282,3 +282,50 @@ def test_evaluate_playlists_says_what_a_melon_folder_needs(tmp_path, monkeypatch
     assert ev.main(["playlists", "--model", str(tmp_path), "--data", str(tmp_path / "melon_prepared"),
                     "--no-cache", "--quiet"]) == 2
     assert "not prepared from a music library (no library_ids.json): give --melon" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------- kill and resume
+def _shards(data):
+    return {p.relative_to(data).as_posix(): p for p in sorted(data.glob("*/*.tfrecord"))}
+
+
+def test_a_killed_prepare_resumes_without_rewriting_a_finished_shard(tmp_path):
+    """SIGKILL after the first shard is done; the rerun keeps every finished shard (same inode and mtime)
+    and ends with what an uninterrupted run writes."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from cmir_tf.library import LibrarySource
+    from cmir_tf.prepare import prepare
+
+    for a, album in enumerate(("A/One", "B/Two")):  # 40 s tracks: each shard takes a while to compute
+        for i in range(3):
+            tag(write_audio(tmp_path / "lib" / album / f"{i}.ogg", 200 + 100 * a + 30 * i, seed=3 * a + i,
+                            seconds=40), genre="Rock")
+    data, done_dir = tmp_path / "data", tmp_path / "data" / ".prepare" / "done"
+    proc = subprocess.Popen([sys.executable, "-m", "cmir_tf.prepare", "--library", str(tmp_path / "lib"), "--out",
+                             str(data), "--shard-size", "1", "--no-progress"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while not (done_dir.is_dir() and any(done_dir.glob("*.json"))) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    err = proc.communicate()[1].decode()
+    assert proc.returncode == -signal.SIGKILL, err
+    finished = {p.stem for p in done_dir.glob("*.json")}
+    assert 1 <= len(finished) < 6 and not (data / "manifest.json").exists()
+    before = {n: (p.stat().st_ino, p.stat().st_mtime_ns) for n, p in _shards(data).items() if p.name in finished}
+    assert len(before) == len(finished)
+    resumed = prepare(LibrarySource(tmp_path / "lib"), data, shard_size=1, progress=False, verbose=False)
+    after = _shards(data)
+    assert {n: (after[n].stat().st_ino, after[n].stat().st_mtime_ns) for n in before} == before
+    whole = prepare(LibrarySource(tmp_path / "lib"), tmp_path / "whole", shard_size=1, progress=False, verbose=False)
+    expected = _shards(tmp_path / "whole")
+    assert sorted(after) == sorted(expected) and len(after) == 6
+    assert all(after[n].read_bytes() == expected[n].read_bytes() for n in after)
+    for name in ("splits.json", "library_ids.json", "library_playlists.json", "pairs/train/playlist.npy"):
+        assert (data / name).read_bytes() == (tmp_path / "whole" / name).read_bytes(), name
+    for key in ("counts", "skipped", "shards", "library"):
+        assert resumed[key] == whole[key], key
