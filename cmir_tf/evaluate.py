@@ -58,7 +58,8 @@ def read_datasets(*, gtzan=None, jamendo=None, playlists=None, categories=JAMEND
 def evaluate_models(models: list[Model], *, gtzan=None, jamendo=None, playlists=None, out_dir=None,
                     params: Params = Params(), cache_dir=None, categories=JAMENDO_CATEGORIES) -> dict:
     """Every model on every dataset given: ``gtzan=(dir, splits)``, ``jamendo=(dir, splits)``,
-    ``playlists=(prepared dir, melon dir or None for a library folder)``; with ``out_dir`` the report (Tables 1–3, plots) is written.
+    ``playlists=(prepared dir, melon dir or None for a library folder)``; with ``out_dir`` the report
+    (Tables 1–3, plots) is written.
 
     The report folder and every dataset are checked (:func:`read_datasets`) before the first model
     embeds anything. The embedding map shows each model's GTZAN test tracks by genre, else (playlists

@@ -267,10 +267,15 @@ def read_metadata(scan_: Scan, ids: dict, *, sidecar=None, min_genre_count: int 
         _say(f"{len(dropped)} genres in fewer than {min_genre_count} songs dropped: "
              + ", ".join(f"{g} ({n})" for g, n in list(dropped.items())[:20]) + (" …" if len(dropped) > 20 else ""))
     songs, albums = build_songs(ids, tags, genre_names)
-    playlists, pl_stats = read_playlists(scan_.playlists, root, set(files), log=_say)
+    pl_names = []
+    playlists, pl_stats = read_playlists(scan_.playlists, root, set(files), log=_say, names=pl_names)
     source = "m3u" if playlists else "albums"
     id_lists = ([[ids[r] for r in pl] for pl in playlists] if playlists
                 else [sorted(m) for _, m in sorted(albums.items())])
+    if not playlists:  # an album is named "album — artist" as its first song's tags spell them
+        rel_of = {i: r for r, i in ids.items()}
+        first = [tags[rel_of[m[0]]] for m in id_lists]
+        pl_names = [" — ".join([t["album"], *t["artists"][:1]]) for t in first]
     stats = {"songs_in_meta": len(songs), "duplicate_song_meta": 0, "playlists": len(id_lists),
              "playlist_entries": sum(len(p) for p in id_lists), "unknown_playlist_entries": 0}
     library = {"root": shown(root), "id_file": IDS_FILE, "audio_files": len(files) + len(scan_.skipped),
@@ -282,7 +287,8 @@ def read_metadata(scan_: Scan, ids: dict, *, sidecar=None, min_genre_count: int 
                           "ignored": bool(ignore_genres),
                           "songs_with_genres": sum(1 for s in songs.values() if s.genres)},
                "sidecar": shown(os.path.abspath(sidecar)) if sidecar else None}
-    return {"songs": songs, "genre_names": genre_names, "playlists": id_lists, "stats": stats, "library": library}
+    return {"songs": songs, "genre_names": genre_names, "playlists": id_lists,
+            "playlist_names": [shown(n) for n in pl_names], "stats": stats, "library": library}
 
 
 # -------------------------------------------------------------------------------------------- mel

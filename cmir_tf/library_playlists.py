@@ -70,9 +70,11 @@ def read_playlist(path: str, root: str, known: set) -> tuple[list[str], Counter]
     return list(dict.fromkeys(out)), skipped
 
 
-def read_playlists(paths, root: str, known: set, log=print) -> tuple[list[list[str]], dict]:
+def read_playlists(paths, root: str, known: set, log=print,
+                   names: list | None = None) -> tuple[list[list[str]], dict]:
     """Every playlist file → (non-empty playlists, stats ``{"files", "unreadable", "entries_skipped":
-    {reason: n}}``). An unreadable playlist is logged (one line) and counted."""
+    {reason: n}}``). An unreadable playlist is logged (one line) and counted. ``names``, a list, receives
+    each kept playlist's file path relative to ``root``."""
     playlists, skipped, unreadable = [], Counter(), 0
     for path in paths:
         try:
@@ -85,4 +87,6 @@ def read_playlists(paths, root: str, known: set, log=print) -> tuple[list[list[s
         skipped.update(why)
         if songs:
             playlists.append(songs)
+            if names is not None:
+                names.append(os.path.relpath(path, root))
     return playlists, {"files": len(paths), "unreadable": unreadable, "entries_skipped": dict(sorted(skipped.items()))}

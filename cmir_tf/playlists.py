@@ -34,6 +34,8 @@ from cmir_tf.metrics import average_precision_at_k, ndcg_at_k
 from cmir_tf.prepared import PreparedData
 from cmir_tf.similar import SimilarityIndex
 
+SHOWN = 10  # predicted songs listed per playlist in a library's per-playlist results
+
 __all__ = ["read_prepared_splits", "read_playlist_task", "playlist_protocol", "evaluate_playlists",
            "evaluate_playlist_task", "major_genre_labels",
            "folder_labels"]
@@ -75,22 +77,24 @@ def _library_playlists(data_dir):
     root = prepared.read_manifest().get("library", {}).get("root")
     if not isinstance(root, str):
         raise DataError(f"{prepared.manifest_path}: no library root recorded (an unfinished prepare?)")
-    _, lists = prepared.read_library_playlists()
-    return list(enumerate(lists)), (lambda s: os.path.join(root, names[s])), names
+    _, lists, pl_names = prepared.read_library_playlists()
+    return list(enumerate(lists)), (lambda s: os.path.join(root, names[s])), names, pl_names
 
 
 def read_playlist_task(data_dir, melon_dir=None) -> dict:
     """Playlists with ≥ 1 test song → ``{"playlists": [(id, queries, relevant)], "test_ids", "n_no_query",
-    "n_with_test", "path_of", "names"}``; song ids are ints, queries are the playlist's train/val songs.
+    "n_with_test", "path_of", "names", "playlist_names"}``; song ids are ints, queries are the playlist's
+    train/val songs.
 
     ``melon_dir`` None: ``data_dir`` is a library folder (``prepare --library``): its playlists (the M3Us,
-    or the albums) come from ``library_playlists.json``, each song is its audio file, and ``names`` maps
-    song id → path relative to the library (None for Melon)."""
+    or the albums) come from ``library_playlists.json``, each song is its audio file, ``names`` maps
+    song id → path relative to the library and ``playlist_names`` playlist index → name (both None for
+    Melon)."""
     splits = read_prepared_splits(data_dir)
     if melon_dir is None:
-        lists, path_of, names = _library_playlists(data_dir)
+        lists, path_of, names, pl_names = _library_playlists(data_dir)
     else:
-        (lists, path_of), names = _melon_playlists(melon_dir), None
+        (lists, path_of), names, pl_names = _melon_playlists(melon_dir), None, None
     test, known = splits["test"], splits["train"] | splits["val"]
     out, n_no_query, n_with_test = [], 0, 0
     for pl_id, pl_songs in lists:
@@ -105,7 +109,7 @@ def read_playlist_task(data_dir, melon_dir=None) -> dict:
             continue
         out.append((pl_id, queries, relevant))
     return {"playlists": out, "test_ids": sorted(test), "n_no_query": n_no_query, "n_with_test": n_with_test,
-            "path_of": path_of, "names": names}
+            "path_of": path_of, "names": names, "playlist_names": pl_names}
 
 
 def _nearest(index: SimilarityIndex, vectors, query_songs, n_nn: int, progress: bool):
@@ -134,11 +138,14 @@ def _most_retrieved(ids: np.ndarray, cos: np.ndarray, k: int) -> list[int]:
     return sorted(count, key=lambda s: (-count[s], -simsum[s], s))[:k]
 
 
-def playlist_protocol(playlists, vectors: dict[int, np.ndarray], test_ids, params: Params = Params()) -> dict:
+def playlist_protocol(playlists, vectors: dict[int, np.ndarray], test_ids, params: Params = Params(),
+                      details: bool = False) -> dict:
     """nDCG@k / MAP@k of frequency-aggregated nearest test songs, beside a seeded random ranking.
 
     ``playlists`` = ``[(id, query song ids, relevant test song ids)]``; ``vectors`` maps song id → track
-    vector (queries and candidates without one are dropped); ``test_ids`` are the candidates.
+    vector (queries and candidates without one are dropped); ``test_ids`` are the candidates. With
+    ``details``, ``per_playlist`` lists ``{"id", "ndcg", "map", "relevant", "predicted"}`` (the first
+    :data:`SHOWN` predicted songs) for each playlist scored.
     """
     k = params.k
     cands = [s for s in test_ids if s in vectors]
@@ -149,8 +156,8 @@ def playlist_protocol(playlists, vectors: dict[int, np.ndarray], test_ids, param
     row, nn_ids, nn_cos = _nearest(index, vectors, query_songs, min(k, len(cands)), params.progress)
     rng = np.random.default_rng(params.seed)
     cand_arr = np.asarray(cands, dtype=np.int64)
-    scores = {"ndcg": [], "map": [], "random_ndcg": [], "random_map": []}
-    for _, queries, relevant in playlists:
+    scores, per = {"ndcg": [], "map": [], "random_ndcg": [], "random_map": []}, []
+    for pl_id, queries, relevant in playlists:
         rows = [row[q] for q in queries if q in row]
         if not rows:
             continue
@@ -159,12 +166,16 @@ def playlist_protocol(playlists, vectors: dict[int, np.ndarray], test_ids, param
         for prefix, r in (("", ranked), ("random_", random_ranked)):
             scores[prefix + "ndcg"].append(ndcg_at_k(r, relevant, k))
             scores[prefix + "map"].append(average_precision_at_k(r, relevant, k))
+        if details:
+            per.append({"id": pl_id, "ndcg": scores["ndcg"][-1], "map": scores["map"][-1],
+                        "relevant": list(relevant), "predicted": ranked[:SHOWN]})
     if not scores["ndcg"]:
         raise DataError("playlist task: no playlist has an embedded query song")
     mean = {name: float(np.mean(v)) for name, v in scores.items()}
     return {"ndcg": mean["ndcg"], "map": mean["map"], "k": k,
             "random": {"ndcg": mean["random_ndcg"], "map": mean["random_map"]},
-            "n_playlists": len(scores["ndcg"]), "n_test_songs": len(cands), "n_query_songs": len(query_songs)}
+            "n_playlists": len(scores["ndcg"]), "n_test_songs": len(cands), "n_query_songs": len(query_songs),
+            **({"per_playlist": per} if details else {})}
 
 
 def evaluate_playlists(data_dir, melon_dir, model: Model, *, params: Params = Params(), cache_dir=None,
@@ -179,6 +190,8 @@ def evaluate_playlist_task(task: dict, model: Model, *, params: Params = Params(
                            keep_embeddings: dict | None = None) -> dict:
     """Embed the songs of a :func:`read_playlist_task` task (cached) and run :func:`playlist_protocol`.
 
+    A library's result also holds ``per_playlist``: ``[{"playlist" (name), "ndcg", "map", "test_songs",
+    "predicted" (the first SHOWN)}]``, songs named by their path in the library, lowest nDCG first.
     With ``keep_embeddings`` (a dict), ``keep_embeddings["melon"]`` (a library: ``["library"]``) receives
     the test songs as ``[(mean embedding (D,), song id)]`` (see :func:`major_genre_labels`,
     :func:`folder_labels`).
@@ -189,7 +202,13 @@ def evaluate_playlist_task(task: dict, model: Model, *, params: Params = Params(
     paths = {s: task["path_of"](s) for s in songs}
     emb, skipped = embed.embed_all(list(paths.values()), desc=f"{model.name} {dataset}", progress=params.progress)
     vectors = {s: emb[p].mean(axis=0) for s, p in paths.items() if p in emb}
-    result = playlist_protocol(task["playlists"], vectors, task["test_ids"], params)
+    names = task.get("names")
+    result = playlist_protocol(task["playlists"], vectors, task["test_ids"], params, details=names is not None)
+    if names is not None:  # a library: each playlist and song by its name, the worst scored first
+        result["per_playlist"] = sorted(({"playlist": task["playlist_names"][p["id"]], "ndcg": p["ndcg"],
+                                          "map": p["map"], "test_songs": [names[s] for s in p["relevant"]],
+                                          "predicted": [names[s] for s in p["predicted"]]}
+                                         for p in result["per_playlist"]), key=lambda p: (p["ndcg"], p["playlist"]))
     if keep_embeddings is not None:
         keep_embeddings[dataset] = [(vectors[s], s) for s in task["test_ids"] if s in vectors]
     return {**result, "n_with_test": task["n_with_test"], "n_no_query": task["n_no_query"],

@@ -347,7 +347,8 @@ def _finish(p: Preparation, done: dict, t0: float) -> dict:
         write_pair_data(p.out, s, written[s], p.meta, p.genre_index(), {n: done[n]["written"] for n in files[s]},
                         compressed=p.params.compress)
     if _is_library(p.melon):  # what `evaluate playlists` reads: every playlist, test songs included
-        p.out.write_library_playlists(p.meta["library"]["playlists_from"], p.meta["playlists"])
+        p.out.write_library_playlists(p.meta["library"]["playlists_from"], p.meta["playlists"],
+                                      p.meta["playlist_names"])
     p.out.write_outputs(splits=written, vocab=p.vocab, word2vec=p.word2vec, cf_ids=p.cf_ids[keep], cf=p.cf[keep],
                         manifest=manifest)
     return manifest

@@ -24,6 +24,7 @@ export and evaluation read it (through :class:`PreparedData` too)::
     OUT/library_ids.json   a music library's songs: {"next_id", "songs": [{"id", "path"}]} (cmir_tf.library);
                            written first, never cleared, so a rerun keeps the ids
     OUT/library_playlists.json  a music library's playlists as song ids: {"from": "m3u"|"albums",
+                           "names": [the M3U's path in the library, or "album — artist"],
                            "playlists": [[song ids]]} (every song, of every split: what ``evaluate
                            playlists`` needs; written before the manifest)
     OUT/.cmir-lock         held by the prepare writing here (:mod:`cmir_tf.lock`)
@@ -263,21 +264,25 @@ class PreparedData:
             return None
         return {i: p for p, i in read_ids(path)[0].items()}
 
-    def read_library_playlists(self) -> tuple[str, list[list[int]]]:
-        """``library_playlists.json`` → ``(source "m3u"|"albums", [[song ids]])``, checked."""
+    def read_library_playlists(self) -> tuple[str, list[list[int]], list[str]]:
+        """``library_playlists.json`` → ``(source "m3u"|"albums", [[song ids]], [names])``, checked."""
         path = self.path(LIBRARY_PLAYLISTS)
         if not os.path.isfile(path):
             raise DataError(f"{path}: missing (a library folder prepared by an older cmir_tf, or not a library "
                             f"folder; rerun {MAKE} --library … --overwrite)")
         data = fileio.read_json(path, "library playlists")
-        ok = isinstance(data, dict) and data.get("from") in ("m3u", "albums") and isinstance(data.get("playlists"), list)
-        if not ok or not all(isinstance(pl, list) and all(type(v) is int for v in pl) for pl in data["playlists"]):
-            raise DataError(f"{path}: expected {{\"from\": \"m3u\"|\"albums\", \"playlists\": [[song ids]]}}")
-        return data["from"], data["playlists"]
+        ok = isinstance(data, dict) and data.get("from") in ("m3u", "albums")
+        ok = ok and isinstance(data.get("playlists"), list)
+        ok = ok and all(isinstance(pl, list) and all(type(v) is int for v in pl) for pl in data["playlists"])
+        if not ok or not (isinstance(data.get("names"), list) and len(data["names"]) == len(data["playlists"])
+                          and all(isinstance(n, str) for n in data["names"])):
+            raise DataError(f"{path}: expected {{\"from\": \"m3u\"|\"albums\", \"names\": [one per playlist], "
+                            f"\"playlists\": [[song ids]]}}")
+        return data["from"], data["playlists"], data["names"]
 
-    def write_library_playlists(self, source: str, playlists) -> None:
-        fileio.write_json(self.path(LIBRARY_PLAYLISTS), {"from": source, "playlists": [list(map(int, pl))
-                                                                                       for pl in playlists]})
+    def write_library_playlists(self, source: str, playlists, names) -> None:
+        fileio.write_json(self.path(LIBRARY_PLAYLISTS), {"from": source, "names": list(names),
+                                                         "playlists": [list(map(int, pl)) for pl in playlists]})
 
     def read_splits(self) -> dict[str, list[int]]:
         """``splits.json`` → ``{"train": [ids], "val": [...], "test": [...]}`` (ints)."""
@@ -342,7 +347,8 @@ class PreparedData:
                 _unlink(self.shard_path(split, name))
                 _unlink(self.done_path(name))
         pair_files = [self.pair_path(s, n) for s in PAIR_SPLITS for n in (*RELATIONS, RECORDS_INDEX)]
-        for path in [*(self.path(n) for n in (*OUTPUT_FILES, LIBRARY_PLAYLISTS)), *(self.state.path(n) for n in STATE_FILES), *pair_files]:
+        outputs = [self.path(n) for n in (*OUTPUT_FILES, LIBRARY_PLAYLISTS)]
+        for path in [*outputs, *(self.state.path(n) for n in STATE_FILES), *pair_files]:
             _unlink(path)
         pair_dirs = [*(self.pair_dir(s) for s in PAIR_SPLITS), self.path(PAIRS_DIR)]
         for folder in (*(self.split_dir(s) for s in SPLITS), self.done_dir, self.state.root, *pair_dirs):

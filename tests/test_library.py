@@ -152,6 +152,8 @@ def test_m3u_playlists_and_rare_genres(tmp_path):
                 progress=False, verbose=False)
     lib = m["library"]
     assert lib["playlists_from"] == "m3u" and lib["playlist_files"]["entries_skipped"] == {"url": 1}
+    saved = json.loads((tmp_path / "data" / "library_playlists.json").read_text())
+    assert saved["from"] == "m3u" and saved["names"] == ["mine.m3u"]
     assert lib["genres"]["dropped"] == {} and lib["genres"]["kept"] == 3  # rock 2, pop 2, jazz 3
     ids = _ids(tmp_path / "data")
     assert {s["song_id"]: s["reason"] for s in m["skipped"]} == {
@@ -269,6 +271,15 @@ def test_evaluate_playlists_on_a_library_uses_its_albums_and_files(library_four_
     with_test = {os.path.dirname(p) for p, sid in ids.items() if split_of[sid] == "test"}
     assert sorted(seen) == sorted(str(root / "lib" / p) for p in ids if os.path.dirname(p) in with_test)
     assert f"over {expected} playlists" in capsys.readouterr().out
+    # each album (no album tag: its folders name it "album — artist") and song named by its file
+    test_of = {}
+    for p, sid in ids.items():
+        if split_of[sid] == "test":
+            test_of.setdefault(f"{os.path.basename(os.path.dirname(p))} — {p.split('/')[0]}", []).append(p)
+    per = result["per_playlist"]
+    assert {r["playlist"]: sorted(r["test_songs"]) for r in per} == {n: sorted(t) for n, t in test_of.items()
+                                                                     if n in {r["playlist"] for r in per}}
+    assert len(per) == expected and all(r["predicted"][0] in r["test_songs"] and r["ndcg"] == 1.0 for r in per)
 
 
 def test_evaluate_playlists_says_what_a_melon_folder_needs(tmp_path, monkeypatch, capsys):
