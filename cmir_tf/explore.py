@@ -18,7 +18,8 @@ track by name (or id).
 Names and fields come from, in this order: a Melon folder's ``song_meta.json`` (a track id whose last
 part is a song id: ``12/12345``) — name, artist, album, genre (major, named by ``genre_gn_all.json``) and
 the largest of the map's playlists it is in (``train/val/test.json``); a prepared folder — its split
-(``splits.json``); the tags of the audio files under ``--audio``
+(``splits.json``; a folder prepared from a library matches a track id to its song by the file's path,
+``library_ids.json``, and adds the largest of the library's playlists or albums it is in); the tags of the audio files under ``--audio``
 (title, artist, album, genre, as libsndfile reads them); else the track id. A field no source gives is
 "unknown". The legend shows the :data:`LEGEND_MAX` largest values, the rest are drawn grey as "other".
 
@@ -143,12 +144,43 @@ def _melon_info(ids: list[str], melon) -> dict[str, list]:
     return info
 
 
-def _prepared_info(ids: list[str], prepared) -> dict[str, list]:
-    """Each track's split in a prepared folder's ``splits.json`` (None when it holds no such song)."""
-    from cmir_tf.prepared import PreparedData
+def _library_song_ids(ids: list[str], paths: dict[int, str]) -> list[int | None]:
+    """Each track id's song in a library's ``{song id: path}``: the id is the file's path without its
+    extension (as ``embed`` names it), relative to the library or to any folder in or above it (the
+    longest match wins; a tail two songs share names neither)."""
+    by_tail: dict[str, int | None] = {}
+    for sid, path in paths.items():
+        parts = os.path.splitext(path)[0].split(os.sep)
+        for k in range(1, len(parts) + 1):
+            tail = "/".join(parts[-k:])
+            by_tail[tail] = sid if by_tail.get(tail, sid) == sid else None
+    out = []
+    for track in ids:
+        parts = track.split("/")
+        out.append(next((by_tail[t] for t in ("/".join(parts[j:]) for j in range(len(parts))) if t in by_tail
+                         and by_tail[t] is not None), None))
+    return out
 
-    split_of = {s: name for name, songs in PreparedData(prepared).read_splits().items() for s in songs}
-    return {"split": [split_of.get(_song_id(i)) for i in ids]}
+
+def _prepared_info(ids: list[str], prepared) -> dict[str, list]:
+    """Each track's split in a prepared folder's ``splits.json`` (None when it holds no such song); for a
+    folder prepared from a library (``library_ids.json``), tracks are matched by their file's path and also
+    get the largest of the library's playlists (or albums) they are in."""
+    from cmir_tf.prepared import LIBRARY_PLAYLISTS, PreparedData
+
+    data = PreparedData(prepared)
+    split_of = {s: name for name, songs in data.read_splits().items() for s in songs}
+    paths = data.read_library_songs()
+    if paths is None:
+        return {"split": [split_of.get(_song_id(i)) for i in ids]}
+    sid = _library_song_ids(ids, paths)
+    best = {}  # song -> (size of its largest playlist, name)
+    if os.path.isfile(data.path(LIBRARY_PLAYLISTS)):
+        _, lists, names = data.read_library_playlists()
+        for songs, name in zip(lists, names):
+            for s in songs:
+                best[s] = max(best.get(s, (0, "")), (len(songs), name))
+    return {"split": [split_of.get(s) for s in sid], "playlist": [best.get(s, (0, None))[1] for s in sid]}
 
 
 def _tag_info(ids: list[str], files: list[str | None]) -> dict[str, list]:

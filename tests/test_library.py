@@ -340,3 +340,18 @@ def test_a_killed_prepare_resumes_without_rewriting_a_finished_shard(tmp_path):
         assert (data / name).read_bytes() == (tmp_path / "whole" / name).read_bytes(), name
     for key in ("counts", "skipped", "shards", "library"):
         assert resumed[key] == whole[key], key
+
+
+def test_explore_matches_library_tracks_by_their_files(library_four_albums):
+    from cmir_tf.explore import UNKNOWN, track_info
+    from cmir_tf.prepared import PreparedData
+
+    root = library_four_albums
+    ids = _ids_of(root)
+    split_of = {s: n for n, songs in PreparedData(root / "data").read_splits().items() for s in songs}
+    # embedded from the library, from its Ann/ folder, from a folder above it; a bare "00" is in every album
+    tracks = ["Ann/A/00", "A/01", "home/me/Music/Bob/B/02", "00", "Zed/Z/00", "12/12345"]
+    info = track_info(tracks, prepared=root / "data")
+    files = ["Ann/A/00.ogg", "Ann/A/01.ogg", "Bob/B/02.ogg"]
+    assert info["split"] == [split_of[ids[f]] for f in files] + [UNKNOWN] * 3
+    assert info["playlist"] == ["A — Ann", "A — Ann", "B — Bob"] + [UNKNOWN] * 3
