@@ -172,16 +172,34 @@ class TrainConfig:
         return (self.lambda_a2g, self.lambda_a2p, self.lambda_g2p)
 
 
+def _check_inputs(cfg: TrainConfig, facts) -> None:
+    """A mode using genres or playlists on a folder without them → ``ConfigError`` naming what is missing
+    and the modes that train on it."""
+    lacks = {"genres": facts.n_genres == 0, "playlists": not getattr(facts, "has_playlists", True)}
+
+    def needs(p, what):
+        return p.uses_genres if what == "genres" else p.uses_playlists
+    missing = [w for w, lacking in lacks.items() if lacking and needs(cfg.preset(), w)]
+    if not missing:
+        return
+    why = {"genres": "its library had no genre tags, or it was prepared with --ignore-genres",
+           "playlists": "its library had no .m3u playlist and no album: no album tag, no Artist/Album/track folders"}
+    trainable = sorted(m for m, p in presets.PRESETS.items()
+                       if not any(lacking and needs(p, w) for w, lacking in lacks.items()))
+    w = missing[0]
+    raise ConfigError(f"{facts.path}: mode {cfg.mode!r} (with audio pairs {cfg.audio_pairs or 'of the mode'}) "
+                      f"needs {w}{' (CF vectors or playlist pairs)' if w == 'playlists' else ''}, but this prepared "
+                      f"folder has none ({why[w]}); modes without {' or '.join(k[:-1] for k, v in lacks.items() if v)} "
+                      f"terms train: {', '.join(trainable)}")
+
+
 def model_config(cfg: TrainConfig, facts) -> dict[str, Any]:
     """``ContrastiveModel`` config of a run of ``cfg`` on a prepared folder (``facts``: n_genres, w2v_dim, cf_dim).
 
     A folder without genres (a music library with no genre tags, or prepared with ``--ignore-genres``)
-    refuses the modes that use them, naming the missing input."""
-    if facts.n_genres == 0 and cfg.preset().uses_genres:
-        raise ConfigError(f"{facts.path}: mode {cfg.mode!r} (with audio pairs {cfg.audio_pairs or 'of the mode'}) "
-                          "needs genres, but this prepared folder has none (its library had no genre tags, or it "
-                          "was prepared with --ignore-genres); modes without genre terms train: ss, aim_artist, "
-                          "aim_playlist, contr_cf, bline_cf")
+    refuses the modes that use them, naming the missing input; so does a library folder without playlists
+    or albums (``manifest.json`` → ``library.playlists_from: "none"``) for the modes using CF or playlists."""
+    _check_inputs(cfg, facts)
     return {
         "name": cfg.mode,
         "mode": cfg.mode,

@@ -27,6 +27,8 @@ artists are two albums. Genres seen in fewer than ``min_genre_count`` songs are 
 
 **Playlists**: the M3U files (:mod:`cmir_tf.library_playlists`); with none, each album is one playlist
 (the manifest's ``library.playlists_from`` says ``albums``), so CF vectors and playlist pairs exist.
+With neither (``none``), every song is kept, without CF vector or playlist pairs: only the modes without
+CF or playlist terms train (``ss``, ``aim_artist``, and with genres ``aim_genre``, ``contr_g``, ``bline_g``).
 As with Melon, a song in no playlist gets no CF vector and is skipped (``no_playlist``); a song with no
 genre is skipped (``no_genres``) unless the library has no genre at all (or ``ignore_genres``): then
 every song is kept, the vocabulary is empty and only modes without genre terms train.
@@ -269,7 +271,7 @@ def read_metadata(scan_: Scan, ids: dict, *, sidecar=None, min_genre_count: int 
     songs, albums = build_songs(ids, tags, genre_names)
     pl_names = []
     playlists, pl_stats = read_playlists(scan_.playlists, root, set(files), log=_say, names=pl_names)
-    source = "m3u" if playlists else "albums"
+    source = "m3u" if playlists else "albums" if albums else "none"
     id_lists = ([[ids[r] for r in pl] for pl in playlists] if playlists
                 else [sorted(m) for _, m in sorted(albums.items())])
     if not playlists:  # an album is named "album — artist" as its first song's tags spell them
@@ -386,8 +388,9 @@ class LibrarySource:
         return self.meta
 
     def select(self, meta: dict) -> tuple[list, dict]:
-        """Songs in a playlist, with a genre unless the library has none → ``(sorted ids, {id: reason})``."""
-        in_pl = {s for pl in meta["playlists"] for s in pl}
+        """Songs in a playlist (any song when the library has neither playlists nor albums), with a genre
+        unless the library has none → ``(sorted ids, {id: reason})``."""
+        in_pl = {s for pl in meta["playlists"] for s in pl} if meta["playlists"] else set(meta["songs"])
         has_genres = bool(meta["genre_names"])
         ids, skipped = [], {}
         for sid in sorted(meta["songs"]):

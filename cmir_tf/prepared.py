@@ -23,7 +23,7 @@ export and evaluation read it (through :class:`PreparedData` too)::
         done/<shard>.json    a finished shard: {shard, split, written, skipped, bytes}
     OUT/library_ids.json   a music library's songs: {"next_id", "songs": [{"id", "path"}]} (cmir_tf.library);
                            written first, never cleared, so a rerun keeps the ids
-    OUT/library_playlists.json  a music library's playlists as song ids: {"from": "m3u"|"albums",
+    OUT/library_playlists.json  a music library's playlists as song ids: {"from": "m3u"|"albums"|"none",
                            "names": [the M3U's path in the library, or "album — artist"],
                            "playlists": [[song ids]]} (every song, of every split: what ``evaluate
                            playlists`` needs; written before the manifest)
@@ -265,18 +265,18 @@ class PreparedData:
         return {i: p for p, i in read_ids(path)[0].items()}
 
     def read_library_playlists(self) -> tuple[str, list[list[int]], list[str]]:
-        """``library_playlists.json`` → ``(source "m3u"|"albums", [[song ids]], [names])``, checked."""
+        """``library_playlists.json`` → ``(source "m3u"|"albums"|"none", [[song ids]], [names])``, checked."""
         path = self.path(LIBRARY_PLAYLISTS)
         if not os.path.isfile(path):
             raise DataError(f"{path}: missing (a library folder prepared by an older cmir_tf, or not a library "
                             f"folder; rerun {MAKE} --library … --overwrite)")
         data = fileio.read_json(path, "library playlists")
-        ok = isinstance(data, dict) and data.get("from") in ("m3u", "albums")
+        ok = isinstance(data, dict) and data.get("from") in ("m3u", "albums", "none")
         ok = ok and isinstance(data.get("playlists"), list)
         ok = ok and all(isinstance(pl, list) and all(type(v) is int for v in pl) for pl in data["playlists"])
         if not ok or not (isinstance(data.get("names"), list) and len(data["names"]) == len(data["playlists"])
                           and all(isinstance(n, str) for n in data["names"])):
-            raise DataError(f"{path}: expected {{\"from\": \"m3u\"|\"albums\", \"names\": [one per playlist], "
+            raise DataError(f"{path}: expected {{\"from\": \"m3u\"|\"albums\"|\"none\", \"names\": [one per playlist], "
                             f"\"playlists\": [[song ids]]}}")
         return data["from"], data["playlists"], data["names"]
 
@@ -505,6 +505,11 @@ class PreparedFacts:
     @functools.cached_property
     def word2vec(self) -> np.ndarray:
         return self.data.read_word2vec()
+
+    @property
+    def has_playlists(self) -> bool:
+        """False for a library that had neither playlists nor albums (no CF vectors, no playlist pairs)."""
+        return self.manifest.get("library", {}).get("playlists_from") != "none"
 
     @property
     def n_genres(self) -> int:

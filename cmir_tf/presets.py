@@ -80,6 +80,11 @@ class Preset:
         return ("epoch", *train, *(f"val_{name}" for name in train))
 
     @property
+    def uses_playlists(self) -> bool:
+        """Whether the model needs playlists: CF vectors (``a2p``, ``g2p``, the ``cf`` target) or playlist pairs."""
+        return bool({"a2p", "g2p", "cf"} & set(self.parts)) or self.audio_pairs == "playlist"
+
+    @property
     def uses_genres(self) -> bool:
         """Whether the model needs the genre vocabulary."""
         return bool({"a2g", "g2p", "genre"} & set(self.parts)) or self.audio_pairs == "genre"

@@ -177,7 +177,9 @@ def test_a_library_without_genres_trains_only_the_modes_without_them(tmp_path):
     for mode in ("ss", "aim_artist", "aim_playlist", "contr_cf", "bline_cf"):
         assert model_config(TrainConfig(mode=mode), facts)["vocab_size"] == 0
     for mode in ("contr_cf_g", "bline_g", "aim_genre"):
-        with pytest.raises(ConfigError, match=f"mode '{mode}' .*needs genres, but this prepared folder has none"):
+        with pytest.raises(ConfigError, match=f"mode '{mode}' .*needs genres, but this prepared folder has none.*"
+                                              "modes without genre terms train: aim_artist, aim_playlist, "
+                                              "bline_cf, contr_cf, ss$"):
             model_config(TrainConfig(mode=mode), facts)
 
 
@@ -204,13 +206,26 @@ def test_rerun_resumes_without_rewriting_a_shard(prepared_library):
     assert again["counts"] == first["counts"] and again["library"] == first["library"]
 
 
-def test_a_library_of_loose_untagged_files_says_what_is_missing(tmp_path):
+def test_a_library_without_playlists_or_albums_trains_only_the_modes_without_them(tmp_path):
+    from cmir_tf.config import TrainConfig, model_config
     from cmir_tf.library import LibrarySource
     from cmir_tf.prepare import prepare
+    from cmir_tf.prepared import PreparedData, PreparedFacts
 
-    write_audio(tmp_path / "lib" / "a.wav", 300)  # no folder, no tag: no album, so no playlist
-    with pytest.raises(DataError, match="no song of the library is in a playlist or an album: nothing to prepare"):
-        prepare(LibrarySource(tmp_path / "lib"), tmp_path / "data", metadata_only=True, progress=False, verbose=False)
+    for i in range(4):  # loose files, no folder, no tag: no album, no artist, no playlist, no genre
+        write_audio(tmp_path / "lib" / f"{i}.wav", 200 + 50 * i, seed=i)
+    m = prepare(LibrarySource(tmp_path / "lib"), tmp_path / "data", progress=False, verbose=False)
+    assert m["library"]["playlists_from"] == "none" and sum(m["counts"].values()) == 4 and m["skipped"] == []
+    data = PreparedData(tmp_path / "data")
+    assert len(data.read_cf()[0]) == 0 and len(data.read_relation("train", "playlist")) == 0
+    assert data.read_library_playlists() == ("none", [], [])
+    facts = PreparedFacts.for_training(tmp_path / "data")
+    for mode in ("ss", "aim_artist"):
+        assert model_config(TrainConfig(mode=mode), facts)["cf_dim"] == m["cf_dim"]
+    for mode in ("contr_cf", "bline_cf", "aim_playlist", "hybrid"):
+        with pytest.raises(ConfigError, match=f"mode '{mode}' .*needs (genres|playlists).*modes without genre "
+                                              "or playlist terms train: aim_artist, ss$"):
+            model_config(TrainConfig(mode=mode), facts)
 
 
 # ---------------------------------------------------------------------------------- evaluate playlists
