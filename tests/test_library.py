@@ -370,3 +370,18 @@ def test_explore_matches_library_tracks_by_their_files(library_four_albums):
     files = ["Ann/A/00.ogg", "Ann/A/01.ogg", "Bob/B/02.ogg"]
     assert info["split"] == [split_of[ids[f]] for f in files] + [UNKNOWN] * 3
     assert info["playlist"] == ["A — Ann", "A — Ann", "B — Bob"] + [UNKNOWN] * 3
+
+
+def test_evaluate_all_on_a_library_maps_its_test_songs_by_folder(library_four_albums, tmp_path, monkeypatch):
+    from cmir_tf import evaluate as ev
+    from cmir_tf.cache import Model
+
+    root, seen = library_four_albums, []
+    monkeypatch.setattr(ev, "load_model", lambda name, d: Model(name, _album_embedder(root, seen), key=name))
+    assert ev.main(["all", "--models", "albums=x", "--data", str(root / "data"), "--k", "1", "--quiet", "--no-cache",
+                    "--out", str(tmp_path / "r")]) == 0
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert report["playlists"]["albums"]["ndcg"] == 1.0
+    assert (tmp_path / "r" / "embedding_map.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(ConfigError, match="--melon needs --data"):
+        ev.run(ev.build_arg_parser().parse_args(["all", "--models", "a=x", "--melon", "m", "--no-cache"]))
