@@ -333,7 +333,7 @@ def export_after_training(cfg: TrainConfig, run_dir) -> object | None:
     return export_run(run.path, out.path)
 
 
-@cli.command
+@cli.command(hard_exit=True)
 def main(argv: list[str] | None = None) -> int:
     cfg, restart = config_from_args(argv)
     _check_export_dir(cfg)

@@ -503,3 +503,46 @@ def test_an_optimizer_backup_array_of_the_wrong_shape_is_named(tmp_path, fault):
     np.savez(path, **arrays)
     with pytest.raises(DataError, match=rf"^{path}: optimizer variable {kernel} is .* the model's is \(3, 2\); restore"):
         run.restore_backup(model)
+
+
+_HANGS_ON_TEARDOWN = """
+import sys, threading
+from cmir_tf import cli
+from cmir_tf.errors import DataError
+
+class Iterator:  # stands for a tf.data iterator whose destructor waits for a worker that never returns
+    def __del__(self):
+        print("teardown reached", file=sys.stderr, flush=True)
+        threading.Event().wait()
+
+@cli.command(hard_exit=True)
+def main(argv=None):
+    it = Iterator()
+    raise DataError("shard: damaged record")
+
+if sys.argv[1] == "program":
+    sys.exit(main())
+print("returned", main([]), flush=True)
+"""
+
+
+@pytest.mark.parametrize("how", ["program", "library"])
+def test_a_command_ending_on_an_error_leaves_before_a_teardown_that_would_hang(tmp_path, how):
+    """train's error exit (cli.command(hard_exit=True)): a failed fit's tf.data iterator was destroyed
+    while the error unwound and could deadlock (seen: one damaged-pair run in three hung after its error
+    line). As a program the process leaves right after the line; called from Python the code returns."""
+    script = tmp_path / "cmd.py"
+    script.write_text(_HANGS_ON_TEARDOWN)
+    if how == "library":  # main([]) returns the code; the hang comes from the frame freed after that
+        proc = subprocess.Popen([sys.executable, str(script), how], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True)
+        with pytest.raises(subprocess.TimeoutExpired):
+            proc.communicate(timeout=8)
+        proc.kill()
+        out, err = proc.communicate()
+        assert "teardown reached" in err and "error: shard: damaged record" in err
+        return
+    result = subprocess.run([sys.executable, str(script), how], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == "error: shard: damaged record"
+    assert "teardown reached" not in result.stderr
