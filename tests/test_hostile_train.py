@@ -167,8 +167,8 @@ def test_restart_sets_the_earlier_run_aside_and_loses_nothing(tmp_path):
         ["keep", "my_notes.txt", RunDir.BACKUP_STATE, RunDir.BACKUP_WEIGHTS, RunDir.BACKUP_OPTIMIZER])
 
 
-@pytest.mark.parametrize("victim", [RunDir.BACKUP_WEIGHTS, RunDir.BACKUP_OPTIMIZER, RunDir.BACKUP_STATE])
-def test_a_truncated_backup_file_is_named(tmp_path, victim):
+def _backed_up_run(tmp_path):
+    """A tiny compiled Keras model after one fit, and a run folder holding its backup (epoch 1, step 0)."""
     import keras
 
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
@@ -177,6 +177,12 @@ def test_a_truncated_backup_file_is_named(tmp_path, victim):
     run = RunDir(tmp_path / "run")
     run.open_for_training({"mode": "contr_g"})
     run.save_backup(model, 1, 0, 0.5)
+    return model, run
+
+
+@pytest.mark.parametrize("victim", [RunDir.BACKUP_WEIGHTS, RunDir.BACKUP_OPTIMIZER, RunDir.BACKUP_STATE])
+def test_a_truncated_backup_file_is_named(tmp_path, victim):
+    model, run = _backed_up_run(tmp_path)
     assert run.restore_backup(model)["epoch"] == 1
     path = run.backup_dir / victim
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
@@ -487,14 +493,7 @@ def test_a_damaged_pair_record_stops_training_naming_the_file(prepared_data, tmp
 
 @pytest.mark.parametrize("fault", ["shape", "strings"])
 def test_an_optimizer_backup_array_of_the_wrong_shape_is_named(tmp_path, fault):
-    import keras
-
-    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
-    model.compile(optimizer="adam", loss="mse")
-    model.fit(np.ones((4, 3)), np.zeros((4, 2)), verbose=0)
-    run = RunDir(tmp_path / "run")
-    run.open_for_training({"mode": "contr_g"})
-    run.save_backup(model, 1, 0, 0.5)
+    model, run = _backed_up_run(tmp_path)
     path = run.backup_dir / RunDir.BACKUP_OPTIMIZER
     with np.load(path) as saved:
         arrays = dict(saved)
