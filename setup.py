@@ -27,6 +27,8 @@ setup(
     # ops load against tensorflow 2.17 alone, so requiring it would pin everyone's TensorFlow there.
     install_requires=[
         "tensorflow>=2.17,<2.22",
+        # the rooms' __init__ export their public names lazily (SPEC 1), so importing one room imports no TF
+        "lazy_loader>=0.4",
         # audio decoding (cmir_tf.audio): wheels bundle libsndfile 1.2 with libvorbis, libFLAC, mpg123;
         # 0.13 is the first with the bitrate-mode argument the tests write CBR mp3 with
         "soundfile>=0.13",

@@ -1,10 +1,10 @@
-"""Decoder and resampler candidates for cmir_tf.audio, measured side by side (docs/AUDIO.md's tables).
+"""Decoder and resampler candidates for cmir_tf.audio.decoding, measured side by side (docs/AUDIO.md's tables).
 
     python benchmarks/audio.py                 # decode + resample tables, 5 repeats (median, min)
     python benchmarks/audio.py --concurrency   # also: 4 threads × 3 rounds over 8 short files per decoder
 
 Decoding: tensorflow-io 0.37.1 (`tfio.audio.AudioIOTensor`, what cmir_tf used before) against
-libsndfile (soundfile.read, float32) and cmir_tf.audio.decode (libsndfile + framing checks + mean
+libsndfile (soundfile.read, float32) and cmir_tf.audio.decoding.decode (libsndfile + framing checks + mean
 downmix), on stereo music-like files written here with soundfile: ogg Vorbis, mp3, flac and 16-bit wav
 at 22.05 / 44.1 / 48 kHz (290.6 s; 317 s at 48 kHz — the lengths of the issue's examples).
 
@@ -103,7 +103,7 @@ def _resample_poly(x, rate_in, dtype):
 def decode_table(folder, repeats):
     import soundfile as sf
 
-    from cmir_tf import audio
+    from cmir_tf.audio import decoding as audio
 
     print(f"\nDECODING (stereo music-like; median and min of {repeats}, seconds)")
     print(f"{'file':28s} {'tfio':>13s} {'soundfile.read':>15s} {'audio.decode':>13s}  lengths (written / tfio / ours)")
@@ -124,11 +124,11 @@ def decode_table(folder, repeats):
 def resample_table(repeats):
     import soxr
 
-    from cmir_tf import audio
+    from cmir_tf.audio import decoding as audio
 
     engines = {f"soxr {q}": (lambda q: lambda x, r: soxr.resample(x, r, 16000, quality=q))(q)
                for q in ("QQ", "LQ", "MQ", "HQ", "VHQ")}
-    engines["cmir_tf.audio.resample (soxr HQ)"] = lambda x, r: audio.resample(x, r)
+    engines["cmir_tf.audio.decoding.resample (soxr HQ)"] = lambda x, r: audio.resample(x, r)
     engines["resample_poly float32"] = lambda x, r: _resample_poly(x, r, np.float32)
     engines["resample_poly float64"] = lambda x, r: _resample_poly(x, r, np.float64)
     engines["tfio (latency removed)"] = tfio_resample
@@ -175,7 +175,7 @@ def concurrency_check(folder):
     for i, (ext, rate, secs) in enumerate(CONCURRENCY_FILES):
         _write(os.path.join(folder, f"c{i}.{ext}"), _music(secs, rate, seed=i), rate)
     print("\nCONCURRENCY: 4 threads × 3 rounds over 8 files; results that differ from one thread's")
-    for name in ("tfio", "cmir_tf.audio.decode"):
+    for name in ("tfio", "cmir_tf.audio.decoding.decode"):
         proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--work", folder, "--child-concurrency", name],
                               capture_output=True, text=True, timeout=1800)
         if proc.returncode == 0:
@@ -186,7 +186,7 @@ def concurrency_check(folder):
 
 
 def _child_concurrency(folder, name):
-    from cmir_tf import audio
+    from cmir_tf.audio import decoding as audio
 
     fn = tfio_decode if name == "tfio" else audio.decode
     paths = [os.path.join(folder, f"c{i}.{ext}") for i, (ext, _, _) in enumerate(CONCURRENCY_FILES)]

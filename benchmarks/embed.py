@@ -8,7 +8,7 @@ burst of load from other processes hits every engine alike):
              thread / oneDNN / grappler settings take effect from the start. Two rows by default:
              Melon-style mel .npy files (model only, in effect), and COMPRESSED audio files — ogg Vorbis
              and mp3 at 44.1 and 48 kHz, stereo, music-like, written by this script with soundfile —
-             decoded, resampled to 16 kHz and turned into mels on the way (cmir_tf.audio, frontend);
+             decoded, resampled to 16 kHz and turned into mels on the way (cmir_tf.audio.decoding, frontend);
   essentia   Essentia's TensorflowPredict2D running the SAME frozen graph (<name>.pb) on the same files'
              mels (np.load, transpose, TensorflowPredict2D per file, patch size and hop 256), in a child;
   torch      the PyTorch peer's `infer` (torch_peer.py, model only, random patches in memory), run by the
@@ -97,7 +97,7 @@ def _child_prepare(args):
     import tensorflow as tf
 
     from cmir_tf import export as E
-    from cmir_tf.encoders import AudioEncoder
+    from cmir_tf.model.encoders import AudioEncoder
 
     work = args.work
     if args.model:
@@ -171,7 +171,7 @@ def _child_stages(args):
 
     import tensorflow as tf
 
-    from cmir_tf import audio
+    from cmir_tf.audio import decoding as audio
     from cmir_tf.embed import Embedder, mel_patches
 
     files = sorted((os.path.join(args.inputs, f) for f in os.listdir(args.inputs)),

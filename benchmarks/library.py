@@ -39,7 +39,8 @@ def embed_path(files) -> float:
     import numpy as np
     import tensorflow as tf
 
-    from cmir_tf import audio, frontend
+    from cmir_tf.audio import decoding as audio
+    from cmir_tf.audio import frontend
 
     mel = tf.function(frontend.melspectrogram, input_signature=[tf.TensorSpec([None], tf.float32)])
     t = time.perf_counter()
@@ -49,7 +50,7 @@ def embed_path(files) -> float:
 
 
 def prepare_path(files, work) -> float:
-    from cmir_tf.library import LibrarySource
+    from cmir_tf.data.library import LibrarySource
     from cmir_tf.prepare import prepare
 
     lib = os.path.join(work, f"lib{time.monotonic_ns()}")

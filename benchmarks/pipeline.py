@@ -1,4 +1,4 @@
-"""Throughput and memory of the training input pipeline (``cmir_tf.pipeline.make_dataset``).
+"""Throughput and memory of the training input pipeline (``cmir_tf.data.pipeline.make_dataset``).
 
 For each dataset size it writes synthetic shards (``--shard-size`` songs of ``--frames`` × 48 float16
 frames per shard, as ``cmir_tf.prepare`` lays them out) into a temporary folder, then runs the
@@ -12,7 +12,7 @@ measurement in a fresh child process so each size's peak RSS is its own:
   (``VmHWM``) minus the set-up RSS ("growth") — read from ``/proc/self/status``.
 
 With ``--pairs SOURCE`` (playlist, artist, genre or self) the audio-pair pipeline
-(``cmir_tf.pair_pipeline.make_pair_dataset``: random access to both songs' records by the prepared
+(``cmir_tf.data.pair_pipeline.make_pair_dataset``: random access to both songs' records by the prepared
 records index) is measured instead, on the same shards plus pair data written beside them (random
 playlists of 20 songs, artists of 8 songs, 1–3 of 60 genres a song); examples are rows (two a pair).
 
@@ -60,7 +60,7 @@ def write_shards(out: str, songs: int, frames: int, shard_size: int, seed: int =
     import numpy as np
     import tensorflow as tf
 
-    from cmir_tf.tfrecords import serialize_example, shard_name
+    from cmir_tf.data.tfrecords import serialize_example, shard_name
 
     rng = np.random.default_rng(seed)
     n_shards = max(1, -(-songs // shard_size))
@@ -86,9 +86,9 @@ def write_pair_data(out: str, songs: int, shard_size: int, names: list, rng) -> 
     """Random relations and the records index of the shards just written (songs in id order)."""
     import numpy as np
 
-    from cmir_tf.pairs import records_index
-    from cmir_tf.prepared import PreparedData
-    from cmir_tf.tfrecords import record_spans
+    from cmir_tf.data.pairs import records_index
+    from cmir_tf.data.prepared import PreparedData
+    from cmir_tf.data.tfrecords import record_spans
 
     data = PreparedData(out)
     ids = np.arange(songs)
@@ -108,8 +108,8 @@ def measure(data_dir: str, batch: int, examples: int, repeats: int, warmup: int,
     instead of the pipelines' defaults)."""
     import tensorflow as tf
 
-    from cmir_tf.pair_pipeline import make_pair_dataset
-    from cmir_tf.pipeline import host_defaults, make_dataset, tune_malloc
+    from cmir_tf.data.pair_pipeline import make_pair_dataset
+    from cmir_tf.data.pipeline import host_defaults, make_dataset, tune_malloc
 
     if tuned:
         assert tune_malloc(), "mallopt unavailable"
@@ -173,7 +173,7 @@ def main(argv=None) -> None:
                    help="where the temporary shards are written (default: the system temp folder)")
     p.add_argument("--keep", action="store_true", help="keep the shards (printed) instead of deleting them")
     p.add_argument("--tune-malloc", action="store_true",
-                   help="also measure each size with cmir_tf.pipeline.tune_malloc() (glibc thresholds)")
+                   help="also measure each size with cmir_tf.data.pipeline.tune_malloc() (glibc thresholds)")
     p.add_argument("--host-defaults", action="store_true",
                    help="use the parallelism the train CLI derives from the cores (pipeline.host_defaults: shard "
                         "reads, parse calls, own threads) instead of make_dataset's defaults")

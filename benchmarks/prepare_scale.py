@@ -35,7 +35,7 @@ def main(argv=None):
     ap.add_argument("--workdir", default=None, help="where to write the data (default: a temp folder, removed)")
     a = ap.parse_args(argv)
 
-    from cmir_tf.prepared import PreparedData
+    from cmir_tf.data.prepared import PreparedData
     from cmir_tf.synth import make_synthetic_melon
 
     work = a.workdir or tempfile.mkdtemp(prefix="prepare_scale_")

@@ -1,4 +1,4 @@
-"""Cost of the training progress display (``cmir_tf.progress.TrainingProgress``) per training step.
+"""Cost of the training progress display (``cmir_tf.train.progress.TrainingProgress``) per training step.
 
     python benchmarks/progress.py                 # both displays, 200k steps each
     python benchmarks/progress.py --steps 50000 --step-ms 281
@@ -17,7 +17,7 @@ import time
 
 
 def per_step_seconds(tty: bool, steps: int) -> float:
-    from cmir_tf.progress import TrainingProgress
+    from cmir_tf.train.progress import TrainingProgress
 
     progress = TrainingProgress(1, steps, stream=io.StringIO(), tty=tty, interval=60.0, refresh=0.5)
     progress.on_epoch_begin(0)

@@ -26,8 +26,8 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
     import tensorflow as tf
 
-    from cmir_tf.model import build_model, dummy_batch
-    from cmir_tf.rundir import RunDir
+    from cmir_tf.model.contrastive import build_model, dummy_batch
+    from cmir_tf.train.rundir import RunDir
 
     model = build_model(args.mode, np.zeros((args.genres, args.w2v_dim), np.float32), vocab_size=args.genres,
                         w2v_dim=args.w2v_dim, cf_dim=args.cf_dim)

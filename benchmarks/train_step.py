@@ -16,7 +16,7 @@ Each round runs, one after the other in fresh processes, every peer variant and 
 requested precision, each of ours right after its own peers (with ``--precision both``: peer,
 peer --tuned, float32, peer --tuned --bf16, mixed_bfloat16), so that load from other processes on a
 shared machine hits both sides alike. Right after each contr_cf_g process, the same precision's
-``hybrid`` preset (``cmir_tf.presets``: playlist audio pairs + A2G/A2P/G2P over all their songs,
+``hybrid`` preset (``cmir_tf.model.presets``: playlist audio pairs + A2G/A2P/G2P over all their songs,
 mixup α=7) runs on a batch of the same number of rows — ``--batch`` rows = ``--batch``/2 pairs, the
 audio term's (2M × 2M) similarities on top of contr_cf_g's work — and its examples/s (rows per second)
 is printed beside contr_cf_g's, with the median per-round ratio hybrid / contr_cf_g (``--no-hybrid``
@@ -110,7 +110,7 @@ def _child(args) -> None:
     if args.inter:
         tf.config.threading.set_inter_op_parallelism_threads(args.inter)
     sys.path.insert(0, str(REPO))
-    from cmir_tf.model import build_model
+    from cmir_tf.model.contrastive import build_model
 
     b = args.batch
     data, w2v = _random_batch(b, vocab=200)

@@ -19,7 +19,7 @@ import functools
 import os
 import sys
 
-from .errors import EXIT_INTERRUPTED, CmirError, StorageError
+from cmir_tf.errors import EXIT_INTERRUPTED, CmirError, StorageError
 
 # errno values that mean "the output could not be written" rather than a programming error.
 _STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG}

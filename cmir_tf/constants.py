@@ -27,7 +27,7 @@ DROPOUT = 0.5
 NUM_HEADS = 4
 
 SPLITS = ("train", "val", "test")
-# what `train --variant` can train: the paper's text, or the authors' published code (cmir_tf.published)
+# what `train --variant` can train: the paper's text, or the authors' published code (cmir_tf.model.published)
 VARIANTS = ("paper", "published")
 CROP_WINDOW = 1300  # frames: the published variant's training crops come from the first 1300 of a song
 

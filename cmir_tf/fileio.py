@@ -32,7 +32,7 @@ import stat
 
 import numpy as np
 
-from .errors import ConfigError, DataError, StorageError
+from cmir_tf.errors import ConfigError, DataError, StorageError
 
 TMP_PREFIX = ".cmir-tmp-"
 _TMP_RE = re.compile(r"^\.cmir-tmp-(\d+)-[0-9a-f]+-")
@@ -52,7 +52,7 @@ def temp_path(path) -> str:
 
 
 def _storage(exc: OSError, path) -> StorageError:
-    from .cli import storage_error
+    from cmir_tf.cli import storage_error
 
     exc.filename = os.fspath(path)
     return storage_error(exc)
@@ -179,7 +179,7 @@ def create_output_folder(path, own_names, marker: str, what: str) -> None:
     """Create the output folder ``path`` of a command that owns it, refusing (``ConfigError``) a path
     that is a file, or a folder holding names other than ``own_names`` (and temporary files) when
     ``marker`` (a name inside it) is absent: a folder of someone else's files is never written into."""
-    from .errors import ConfigError
+    from cmir_tf.errors import ConfigError
 
     path = os.fspath(path)
     if os.path.lexists(path) and not os.path.isdir(path):

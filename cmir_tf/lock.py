@@ -25,7 +25,7 @@ import sys
 import time
 import warnings
 
-from .errors import BusyError
+from cmir_tf.errors import BusyError
 
 LOCK_NAME = ".cmir-lock"
 _held: dict[str, int] = {}  # realpath of a folder → how many nested folder_lock() hold it in this process

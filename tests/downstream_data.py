@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 from scipy.io import wavfile
 
-from cmir_tf.cache import Model
-from cmir_tf.downstream import Params
+from cmir_tf.evaluate.cache import Model
+from cmir_tf.evaluate.downstream import Params
 from cmir_tf.fileio import write_json
-from cmir_tf.gtzan import GTZAN_GENRES, GTZAN_LISTS
-from cmir_tf.melon import MelonLayout, load_mel, write_mel
+from cmir_tf.evaluate.gtzan import GTZAN_GENRES, GTZAN_LISTS
+from cmir_tf.data.melon import MelonLayout, load_mel, write_mel
 
 FAST = Params(runs=2, gtzan_max_iter=300, jamendo_max_epochs=15, jamendo_patience=5, jamendo_batch_size=8,
               jamendo_lr=3e-3, k=10, progress=False)
@@ -47,7 +47,7 @@ class SignalEmbedder:
         elif str(path).endswith(".wav"):
             mel = _log_bands(wavfile.read(path)[1].astype(np.float32) / 32768)
         else:  # mp3 through the package's decoder
-            from cmir_tf.audio import load_audio
+            from cmir_tf.audio.decoding import load_audio
 
             mel = _log_bands(load_audio(path))
         p = max(1, len(mel) // 256)

@@ -27,7 +27,7 @@ def learning(tmp_path_factory):
     import keras
 
     from cmir_tf.export import export_model
-    from cmir_tf.model import build_model, dummy_batch
+    from cmir_tf.model.contrastive import build_model, dummy_batch
     from cmir_tf.prepare import prepare
     from cmir_tf.synth import make_synthetic_melon
 
@@ -79,7 +79,7 @@ def genre_probe_accuracy(root, export_dir):
     from sklearn.model_selection import StratifiedKFold, cross_val_score
 
     from cmir_tf.embed import Embedder
-    from cmir_tf.melon import MelonLayout, load_mel
+    from cmir_tf.data.melon import MelonLayout, load_mel
 
     layout = MelonLayout(root / "melon")
     splits = json.loads((root / "data" / "splits.json").read_text())
@@ -102,9 +102,9 @@ def playlist_continuation(root, dirs):
 
 @_memo
 def _continuation(root, export_dir):
-    from cmir_tf.cache import load_model
-    from cmir_tf.downstream import Params
-    from cmir_tf.playlists import evaluate_playlists
+    from cmir_tf.evaluate.cache import load_model
+    from cmir_tf.evaluate.downstream import Params
+    from cmir_tf.evaluate.playlists import evaluate_playlists
 
     return evaluate_playlists(root / "data", root / "melon", load_model("model", export_dir),
                               params=Params(progress=False))
@@ -118,7 +118,7 @@ def artist_probe_accuracy(root, export_dir):
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold, cross_val_score
 
-    from cmir_tf.melon import MelonLayout, load_mel
+    from cmir_tf.data.melon import MelonLayout, load_mel
 
     layout = MelonLayout(root / "melon")
     train = json.loads((root / "data" / "splits.json").read_text())["train"]

@@ -1,4 +1,4 @@
-"""Decoding and resampling (cmir_tf.audio) against independent references.
+"""Decoding and resampling (cmir_tf.audio.decoding) against independent references.
 
 - resampling: an exact band-limited truth (sums of sinusoids evaluated at the output times),
   scipy.signal.resample_poly, and the phase of a tone / an analytic chirp for time alignment;
@@ -22,7 +22,7 @@ import pytest
 from scipy.io import wavfile
 from scipy.signal import resample_poly
 
-from cmir_tf import audio as A
+from cmir_tf.audio import decoding as A
 from cmir_tf import constants as C
 from cmir_tf.errors import DataError
 
@@ -286,7 +286,7 @@ def test_compressed_round_trip_length_alignment_and_content(ext, rate, channels,
     # (measured ≤ 1.2e-3, resample_poly's own filter; tensorflow-io's offset made 0.05 .. 0.1)
     assert _relrms(z, _resample_poly(y, rate), edge=400) < 2e-3
     # and the mel spectrogram a user computes from it is close in the bands that carry the signal
-    from cmir_tf.frontend import melspectrogram
+    from cmir_tf.audio.frontend import melspectrogram
 
     a, b = melspectrogram(z).numpy(), melspectrogram(ref.astype(np.float32)).numpy()
     loud = b > b.max() - 40
@@ -295,7 +295,7 @@ def test_compressed_round_trip_length_alignment_and_content(ext, rate, channels,
 
 def _mpeg_frames(data):
     """(offset, size) of each MPEG frame after an ID3v2 tag, by walking the headers (independent of
-    cmir_tf.audio's walker: plain MPEG-1/2 layer III arithmetic)."""
+    cmir_tf.audio.decoding's walker: plain MPEG-1/2 layer III arithmetic)."""
     kbps = {3: [0, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320],
             2: [0, 8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160]}
     rates = {3: (44100, 48000, 32000), 2: (22050, 24000, 16000)}
@@ -401,7 +401,7 @@ def _ogg_with_granule_raised(src, dst, by, damage_last_page=False):
     """Copy the Ogg file SRC to DST with its last page's granule position raised by BY samples and the
     page CRC recomputed (what real encoders' final pages look like); DAMAGE_LAST_PAGE then flips a bit
     of that page's audio, so only its CRC tells."""
-    from cmir_tf.audio_framing import ogg_crc
+    from cmir_tf.audio.framing import ogg_crc
 
     d = bytearray(src.read_bytes())
     at = d.rfind(b"OggS")
@@ -443,7 +443,7 @@ def test_short_ogg_tail_with_a_damaged_page_is_refused_naming_the_page(tmp_path)
     _ogg_with_granule_raised(tmp_path / "src.ogg", tmp_path / "flip.ogg", 100, damage_last_page=True)
     with pytest.raises(DataError, match=r"flip\.ogg: damaged Ogg file: page (\d+) at byte \d+ fails its CRC"):
         A.decode(tmp_path / "flip.ogg")
-    from cmir_tf.audio_framing import ogg_damage
+    from cmir_tf.audio.framing import ogg_damage
 
     d = (tmp_path / "src.ogg").read_bytes()
     pages = [m for m in range(len(d)) if d.startswith(b"OggS", m)]

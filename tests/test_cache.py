@@ -4,10 +4,10 @@ import os
 
 import pytest
 
-from cmir_tf.cache import Model, model_fingerprint
-from cmir_tf.downstream import Params
+from cmir_tf.evaluate.cache import Model, model_fingerprint
+from cmir_tf.evaluate.downstream import Params
 from cmir_tf.errors import DataError, ExportError
-from cmir_tf.gtzan import evaluate_gtzan
+from cmir_tf.evaluate.gtzan import evaluate_gtzan
 from downstream_data import SignalEmbedder, fake_model, gtzan  # noqa: F401 (fixture)
 
 

@@ -1,7 +1,7 @@
-"""cmir_tf.compat: every private Keras / TensorFlow hook the package relies on exists in the installed versions."""
+"""cmir_tf.model.compat: every private Keras / TensorFlow hook the package relies on exists in the installed versions."""
 import pytest
 
-from cmir_tf import compat
+from cmir_tf.model import compat
 
 
 @pytest.mark.parametrize("name", sorted(compat.HOOKS))

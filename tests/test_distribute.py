@@ -1,4 +1,4 @@
-"""cmir_tf.distribute: how batches reach the replicas' devices (device prefetch)."""
+"""cmir_tf.model.distribute: how batches reach the replicas' devices (device prefetch)."""
 import json
 import os
 import subprocess
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from cmir_tf.distribute import input_options
+from cmir_tf.model.distribute import input_options
 from cmir_tf.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from cmir_tf.presets import PRESETS
+from cmir_tf.model.presets import PRESETS
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -42,7 +42,7 @@ def test_the_model_has_a_genre_encoder_exactly_when_the_preset_says(mode):
     """export writes tag_genres and the genre head from the model's genre encoder (export.load_run_model)."""
     import numpy as np
 
-    from cmir_tf.model import build_model
+    from cmir_tf.model.contrastive import build_model
 
     model = build_model(mode, np.zeros((5, 8), np.float32), vocab_size=5, w2v_dim=8, cf_dim=6, compile=False)
     assert (model.genre_encoder is not None) == PRESETS[mode].has_genre_encoder
@@ -57,7 +57,7 @@ def test_history_columns_are_what_the_csv_logger_writes(tmp_path):
     """HistoryCSV (Keras's CSVLogger) on the logs a hybrid run's epoch gives: the preset's column order."""
     import csv
 
-    from cmir_tf.callbacks import HistoryCSV
+    from cmir_tf.train.callbacks import HistoryCSV
 
     preset = PRESETS["hybrid"]
     names = ("loss",) + preset.parts
@@ -72,7 +72,7 @@ def test_history_columns_are_what_the_csv_logger_writes(tmp_path):
 
 
 def test_tfrecords_readme_lists_every_skip_reason():
-    from cmir_tf.song_split import SKIP_REASONS
+    from cmir_tf.prepare.song_split import SKIP_REASONS
 
     rows = _table(REPO / "tfrecords" / "README.md", "| reason | the song is skipped")
     assert [row[0] for row in rows] == list(SKIP_REASONS)
@@ -84,7 +84,7 @@ def test_signature_outputs_in_the_docs_are_those_the_savedmodel_returns(tmp_path
     import numpy as np
 
     from cmir_tf.export import _Serving
-    from cmir_tf.model import build_model
+    from cmir_tf.model.contrastive import build_model
 
     model = build_model("contr_cf_g", np.zeros((3, 8), np.float32), vocab_size=3, w2v_dim=8, cf_dim=6, compile=False)
     (tmp_path / "genres.txt").write_text("a\nb\nc\n")

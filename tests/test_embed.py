@@ -10,7 +10,7 @@ tf = pytest.importorskip("tensorflow")
 from cmir_tf import constants as C  # noqa: E402
 from cmir_tf import embed as EM  # noqa: E402
 from cmir_tf import export as E  # noqa: E402
-from cmir_tf.encoders import AudioEncoder  # noqa: E402
+from cmir_tf.model.encoders import AudioEncoder  # noqa: E402
 from cmir_tf.errors import ConfigError, DataError, ExportError  # noqa: E402
 
 
@@ -98,7 +98,7 @@ def test_embed_file_reads_melon_npy_and_audio_like_the_exported_front_end(model,
     _write_wav(tmp_path / "a.wav", 9.0, 0)
     patches, mean = emb.embed_file(tmp_path / "a.wav")
     # the SavedModel's embed_waveform signature: the front end inside the exported graph
-    from cmir_tf import audio
+    from cmir_tf.audio import decoding as audio
 
     sm = tf.saved_model.load(os.path.join(str(out), "saved_model", "2"))
     r = sm.signatures["embed_waveform"](waveform=tf.constant(audio.load_audio(tmp_path / "a.wav")))
@@ -286,7 +286,7 @@ def test_folder_walk_takes_every_format_libsndfile_decodes_and_counts_the_rest(m
     """.opus, .oga, .aif and .aiff are collected (libsndfile decodes them); a .txt and a .mean.npy are
     ignored and counted. The list comes from libsndfile itself (its major formats' extensions)."""
     sf = pytest.importorskip("soundfile")
-    from cmir_tf import audio
+    from cmir_tf.audio import decoding as audio
 
     exts = audio.audio_extensions()
     assert {".opus", ".oga", ".ogg", ".aif", ".aiff", ".wav", ".flac", ".mp3", ".caf", ".w64"} <= set(exts)

@@ -5,7 +5,7 @@ import pytest
 keras = pytest.importorskip("keras")
 
 from cmir_tf import constants as C  # noqa: E402
-from cmir_tf.encoders import AUDIO_BLOCKS, AudioEncoder, CFEncoder, GenreEncoder  # noqa: E402
+from cmir_tf.model.encoders import AUDIO_BLOCKS, AudioEncoder, CFEncoder, GenreEncoder  # noqa: E402
 
 
 def _expected_audio_params(embed_dim=128):
@@ -200,7 +200,7 @@ def test_fused_batch_norm_matches_the_keras_computation():
     """The fused training kernel: same outputs, gradients and moving statistics as Keras's own BN."""
     import tensorflow as tf
 
-    from cmir_tf.encoders import FusedBatchNorm
+    from cmir_tf.model.encoders import FusedBatchNorm
 
     rng = np.random.default_rng(7)
     x = tf.constant(rng.normal(1.5, 2.0, size=(3, 10, 6, 4)).astype("float32"))

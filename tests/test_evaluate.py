@@ -7,10 +7,11 @@ import numpy as np
 import pytest
 
 from cmir_tf import evaluate as ev
-from cmir_tf.cache import EmbeddingCache, Model, model_fingerprint
+from cmir_tf.evaluate import __main__ as evaluate_cli
+from cmir_tf.evaluate.cache import EmbeddingCache, Model, model_fingerprint
 from cmir_tf.errors import ConfigError
-from cmir_tf.playlists import read_playlist_task
-from cmir_tf.report import write_report
+from cmir_tf.evaluate.playlists import read_playlist_task
+from cmir_tf.evaluate.report import write_report
 from downstream_data import FAST, NoiseEmbedder, SignalEmbedder, fake_model, gtzan, melon  # noqa: F401 (fixtures)
 
 
@@ -78,7 +79,7 @@ def test_cli_errors(tmp_path, capsys):
     assert ev.main(["all", "--models", "a=" + str(tmp_path), "--gtzan", str(tmp_path)]) == 2
     assert "no SavedModel" in _one_error_line(capsys)
     with pytest.raises(ConfigError, match="--gtzan and --gtzan-splits go together"):
-        ev.flag_pair(ev.build_arg_parser().parse_args(["all", "--models", "a=b", "--gtzan", "x"]), "gtzan",
+        evaluate_cli.flag_pair(evaluate_cli.build_arg_parser().parse_args(["all", "--models", "a=b", "--gtzan", "x"]), "gtzan",
                      "gtzan_splits", "--gtzan", "--gtzan-splits")
     with pytest.raises(SystemExit) as e:
         ev.main(["--help"])
@@ -120,7 +121,7 @@ def test_cli_through_an_exported_model(gtzan, melon, tmp_path, capsys):
     tf = pytest.importorskip("tensorflow")
     from cmir_tf import export
     from cmir_tf.embed import Embedder
-    from cmir_tf.encoders import AudioEncoder
+    from cmir_tf.model.encoders import AudioEncoder
 
     keras = pytest.importorskip("keras")
     keras.utils.set_random_seed(0)

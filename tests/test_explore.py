@@ -11,9 +11,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from cmir_tf import explore, synth
+from cmir_tf import explore
+from cmir_tf.explore import page
+from cmir_tf import synth
 from cmir_tf.fileio import save_npy, write_json
-from cmir_tf.melon import MelonLayout, read_genres, read_song_meta
+from cmir_tf.data.melon import MelonLayout, read_genres, read_song_meta
 from cmir_tf.similar import find_similar
 
 import browser
@@ -234,7 +236,7 @@ def _save_screenshot(driver, tmp_path) -> None:
 
 
 def test_playlist_colour_is_the_largest_playlist_a_track_is_in(library, tmp_path):
-    from cmir_tf.melon import read_playlists
+    from cmir_tf.data.melon import read_playlists
 
     explore.write_explorer(library / "emb", tmp_path, k=1, color="playlist", melon=library / "melon",
                            projection="pca")
@@ -250,5 +252,5 @@ def test_playlist_colour_is_the_largest_playlist_a_track_is_in(library, tmp_path
 
 def test_names_cannot_end_the_data_script():
     obj = {"names": ["</script><script>alert(1)</script>", "a</b"]}
-    text = explore._json_script(obj)
+    text = page._json_script(obj)
     assert "</" not in text and json.loads(text) == obj

@@ -17,10 +17,10 @@ tf = pytest.importorskip("tensorflow")
 
 from cmir_tf import constants as C  # noqa: E402
 from cmir_tf import export as E  # noqa: E402
-from cmir_tf import frozen as F  # noqa: E402
-from cmir_tf import formats  # noqa: E402
-from cmir_tf.exportdir import ExportDir  # noqa: E402
-from cmir_tf.encoders import AudioEncoder, GenreEncoder  # noqa: E402
+from cmir_tf.export import frozen as F  # noqa: E402
+from cmir_tf.export import formats  # noqa: E402
+from cmir_tf.export.exportdir import ExportDir  # noqa: E402
+from cmir_tf.model.encoders import AudioEncoder, GenreEncoder  # noqa: E402
 from cmir_tf.errors import ConfigError, DataError, ExportError  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -79,7 +79,7 @@ def test_layout_is_tf_serving_and_nothing_is_left_behind(exported):
     assert (sm / "saved_model.pb").is_file() and (sm / "variables" / "variables.index").is_file()
     assert (sm / "assets" / "genres.txt").read_text(encoding="utf-8").splitlines() == [v["name"] for v in VOCAB]
     assert (out / "enc.pb").is_file() and (out / "enc.json").is_file()
-    zoo_files = {"enc.keras", "enc-genres.pb", "enc-genres.json"}  # cmir_tf.zoo (tests/test_zoo.py)
+    zoo_files = {"enc.keras", "enc-genres.pb", "enc-genres.json"}  # cmir_tf.export.zoo (tests/test_zoo.py)
     if not formats.onnx_missing():
         zoo_files |= {"enc.onnx", "enc-genres.onnx"}
     own = {".cmir-export-files", ".cmir-lock"}  # the files it wrote, the folder's lock (no staging left)
@@ -161,7 +161,7 @@ def test_tag_genres_is_cosine_against_each_single_genre_embedding(exported, enco
 
 
 def test_embed_waveform_equals_front_end_then_encoder(exported, encoders):
-    frontend = pytest.importorskip("cmir_tf.frontend")
+    frontend = pytest.importorskip("cmir_tf.audio.frontend")
     out, _ = exported
     audio, _ = encoders
     t = np.arange(int(9.5 * C.SAMPLE_RATE)) / C.SAMPLE_RATE
@@ -292,7 +292,7 @@ def _fake_run(tmp_path, mode, seed, model_json=False):
     from before model.json existed) over a prepared folder (vocab, word2vec)."""
     import keras
 
-    from cmir_tf.model import build_model
+    from cmir_tf.model.contrastive import build_model
 
     data = tmp_path / "prepared"
     data.mkdir(exist_ok=True)
@@ -365,7 +365,7 @@ def test_export_run_without_genre_encoder_has_no_tag_genres(tmp_path):
 # Export under hostile use (issue 16): highest version on top, only its own files, one error line
 # ------------------------------------------------------------------------------------------------
 def _quick_export(audio, out, version=None, name="enc", genre=None):
-    from cmir_tf.zoo import ZooOptions
+    from cmir_tf.export.zoo import ZooOptions
 
     return E.export_model(audio, genre, VOCAB, str(out), version, name=name, options=ZooOptions(onnx=False))
 
@@ -386,7 +386,7 @@ def test_a_lower_version_leaves_the_top_level_files_of_the_highest(encoders, tmp
     assert {f: (out / f).read_bytes() for f in top} == top
     assert json.loads(top["enc.json"])["cmir_tf"]["saved_model_version"] == 5
     assert ExportDir(out).versions() == [3, 5]
-    from cmir_tf.exportdir import find_saved_model
+    from cmir_tf.export.exportdir import find_saved_model
 
     assert find_saved_model(out) == str(out / "saved_model" / "5")
     mel = _mel_patches(2, 3)  # the frozen graph on top is version 5's model, not 3's
@@ -437,7 +437,7 @@ def test_files_in_the_way_are_one_error_line_and_nothing_is_left(encoders, tmp_p
         assert err.count("\n") == 1 and err.startswith("error: ") and reason in err, err
 
     # a failed export leaves no empty saved_model/ (nor staging)
-    from cmir_tf import zoo
+    from cmir_tf.export import zoo
 
     def fail(*a, **k):
         raise ExportError("ONNX differs from the TensorFlow model by nan")
@@ -473,7 +473,7 @@ def test_misleading_messages_say_what_the_path_is(exported, tmp_path, capsys):
     """An .onnx/.keras given as --model is named as such (was "no such folder"); a run whose config.json is
     a folder or a symbolic-link loop says so (was "missing")."""
     from cmir_tf import embed as EM
-    from cmir_tf.exportdir import find_saved_model
+    from cmir_tf.export.exportdir import find_saved_model
 
     out, _ = exported
     for fname, kind in (("enc.onnx", "an ONNX model"), ("enc.keras", "a Keras model"), ("enc.pb", "a frozen graph")):
@@ -496,7 +496,7 @@ def test_misleading_messages_say_what_the_path_is(exported, tmp_path, capsys):
     (run / "config.json").symlink_to(run / "config.json")
     assert E.main(["--run", str(run), "--out", str(tmp_path / "x")]) == 2
     assert "config.json: a symbolic link that leads nowhere (dangling, or a loop)" in capsys.readouterr().err
-    from cmir_tf.downstream import require_files
+    from cmir_tf.evaluate.downstream import require_files
 
     (tmp_path / "d.wav").mkdir()
     with pytest.raises(DataError, match=r"2 audio files are missing or not files: .*gone\.wav, .*d\.wav \(a folder"):

@@ -70,7 +70,7 @@ def test_similar_file_without_model_names_model(tmp_path, capsys):
 
 def test_export_version_names_the_flag(tmp_path):
     from cmir_tf.errors import ConfigError
-    from cmir_tf.exportdir import ExportDir
+    from cmir_tf.export.exportdir import ExportDir
 
     for bad in (0, -3, 2.5):
         with pytest.raises(ConfigError, match=r"^--version: must be a positive integer"):

@@ -4,7 +4,7 @@ Essentia's own mel chain (run in a child process by tests/essentia_ref.py — es
 process with tensorflow), on a sweep, white noise, a chord, near-silence, exact silence, a 30 s signal and
 signals of awkward lengths.
 
-Decoding and resampling (cmir_tf.audio) are tested in tests/test_audio.py.
+Decoding and resampling (cmir_tf.audio.decoding) are tested in tests/test_audio.py.
 """
 import os
 import subprocess
@@ -16,7 +16,7 @@ import pytest
 import tensorflow as tf
 
 from cmir_tf import constants as C
-from cmir_tf import frontend as F
+from cmir_tf.audio import frontend as F
 
 from essentia_ref import essentia_available, essentia_mel, essentia_melbank, essentia_predict2d
 

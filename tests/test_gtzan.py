@@ -2,7 +2,7 @@
 import pytest
 
 from cmir_tf.errors import DataError
-from cmir_tf.gtzan import evaluate_gtzan, read_gtzan
+from cmir_tf.evaluate.gtzan import evaluate_gtzan, read_gtzan
 from downstream_data import FAST, NoiseEmbedder, SignalEmbedder, fake_model, gtzan  # noqa: F401 (fixture)
 
 

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from cmir_tf import evaluate as ev
-from cmir_tf.cache import Model
+from cmir_tf.evaluate.cache import Model
 from cmir_tf.errors import DataError
-from cmir_tf.gtzan import GTZAN_GENRES, GTZAN_LISTS
+from cmir_tf.evaluate.gtzan import GTZAN_GENRES, GTZAN_LISTS
 from downstream_data import SignalEmbedder, gtzan, tone  # noqa: F401 (fixture)
 
 HEADER = b"TRACK_ID\tARTIST_ID\tALBUM_ID\tPATH\tDURATION\tTAGS"
@@ -205,7 +205,7 @@ def test_jamendo_bad_header_names_the_column(tmp_path, fake, capsys, header, exp
 
 def test_jamendo_tsv_saved_by_a_spreadsheet_is_read(tmp_path):
     """A byte-order mark and LF/CRLF mixed line ends: read as the same rows (the BOM was a header error)."""
-    from cmir_tf.jamendo import read_jamendo
+    from cmir_tf.evaluate.jamendo import read_jamendo
 
     rows = b"track_1\ta\tb\t01/1.mp3\t3.0\tgenre---rock\ntrack_2\ta\tb\t01/1.mp3\t3.0\tgenre---pop\tgenre---jazz\r\n"
     audio, splits = _jamendo(tmp_path, rows, header=b"\xef\xbb\xbf" + HEADER)
@@ -288,7 +288,7 @@ def test_text_file_named_wav_among_real_audio_through_an_export(tmp_path):
     exited 0; with libsndfile's decoder it passes every time."""
     tf = pytest.importorskip("tensorflow")
     from cmir_tf import export
-    from cmir_tf.encoders import AudioEncoder
+    from cmir_tf.model.encoders import AudioEncoder
 
     tf.keras.utils.set_random_seed(0)
     enc = AudioEncoder()

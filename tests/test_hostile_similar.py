@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from cmir_tf import similar
+from cmir_tf.similar import index as similar_index
 from cmir_tf.errors import DataError
 from cmir_tf.similar import SimilarityIndex, main
 
@@ -45,7 +46,7 @@ def _edit(meta_path, change, *, recompute=False):
     meta = json.loads(meta_path.read_text())
     change(meta)
     if recompute:  # a forged ids file: consistent in itself, so only the annoy-level checks can see it
-        meta["checksum"] = similar._checksum(meta)
+        meta["checksum"] = similar_index._checksum(meta)
     meta_path.write_text(json.dumps(meta))
 
 

@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cmir_tf.config import TrainConfig, config_from_args
+from cmir_tf.train.config import TrainConfig, config_from_args
 from cmir_tf.errors import ConfigError, DataError
-from cmir_tf.prepared import PreparedData
-from cmir_tf.rundir import RunDir
+from cmir_tf.data.prepared import PreparedData
+from cmir_tf.train.rundir import RunDir
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["--epochs", "1", "--steps-per-epoch", "2", "--batch-size", "8", "--validation-steps", "1", "--no-export"]
@@ -397,7 +397,7 @@ def test_non_finite_weights_are_never_saved_and_stop_the_run(tmp_path):
     """Issue 16 (2): --mixup inf left every loss finite (ln(2m − 1)) but 19 weight arrays NaN, saved with exit 0."""
     import keras
 
-    from cmir_tf.callbacks import BestAndLast, ResumableBackup, StopOnNonFiniteLoss
+    from cmir_tf.train.callbacks import BestAndLast, ResumableBackup, StopOnNonFiniteLoss
 
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, name="dense")])
     model.compile(optimizer="adam", loss="mse")
@@ -433,7 +433,7 @@ def _rewrite_records(path, edit):
 
 
 def _nan_mel(record: bytes) -> bytes:
-    from cmir_tf.tfrecords import parse_example_numpy
+    from cmir_tf.data.tfrecords import parse_example_numpy
 
     mel = parse_example_numpy(record)["mel"]
     return record.replace(mel.tobytes(), np.full_like(mel, np.nan).tobytes())
@@ -443,7 +443,7 @@ def _genre_pairs_sharing_nothing(data: PreparedData) -> np.ndarray:
     """A train genre relation whose every group is two songs without a common genre."""
     import tensorflow as tf
 
-    from cmir_tf.tfrecords import parse_example_numpy
+    from cmir_tf.data.tfrecords import parse_example_numpy
 
     genres = {}
     for path in data.shard_files("train"):

@@ -4,7 +4,7 @@ import dataclasses
 import pytest
 
 from cmir_tf.errors import ConfigError, DataError
-from cmir_tf.jamendo import JAMENDO_SPLITS, evaluate_jamendo, read_jamendo
+from cmir_tf.evaluate.jamendo import JAMENDO_SPLITS, evaluate_jamendo, read_jamendo
 from downstream_data import FAST, NoiseEmbedder, SignalEmbedder, fake_model, jamendo  # noqa: F401 (fixture)
 
 

@@ -1,4 +1,4 @@
-"""A music library as a prepare source (cmir_tf.library, library_tags, library_playlists): tags,
+"""A music library as a prepare source (cmir_tf.data.library, library_tags, library_playlists): tags,
 playlists, ids, the records' mels against embed's path, and what a library without genres can train."""
 import json
 import os
@@ -8,13 +8,13 @@ import pytest
 from library_data import make_library, tag, write_audio
 
 from cmir_tf.errors import ConfigError, DataError
-from cmir_tf.library_tags import GENRE_SEPARATORS, clean, read_sidecar, read_tags, split_values
+from cmir_tf.data.library_tags import GENRE_SEPARATORS, clean, read_sidecar, read_tags, split_values
 
 
 def _records(data):
     import tensorflow as tf
 
-    from cmir_tf.tfrecords import parse_example_numpy
+    from cmir_tf.data.tfrecords import parse_example_numpy
 
     out = {}
     for split in ("train", "val", "test"):
@@ -31,7 +31,7 @@ def _ids(data) -> dict:
 
 @pytest.fixture(scope="module")
 def prepared_library(tmp_path_factory):
-    from cmir_tf.library import LibrarySource
+    from cmir_tf.data.library import LibrarySource
     from cmir_tf.prepare import prepare
 
     root = tmp_path_factory.mktemp("library")
@@ -73,7 +73,7 @@ def test_sidecar_overrides_tags_and_needs_a_path_column(tmp_path):
 
 # ----------------------------------------------------------------------------------------- playlists
 def test_m3u_entries_resolved_and_skipped_by_reason(tmp_path):
-    from cmir_tf.library_playlists import read_playlist
+    from cmir_tf.data.library_playlists import read_playlist
 
     root = tmp_path / "lib"
     (root / "lists").mkdir(parents=True)
@@ -89,7 +89,7 @@ def test_m3u_entries_resolved_and_skipped_by_reason(tmp_path):
 
 # ----------------------------------------------------------------------------------------- prepare
 def test_prepared_library_keeps_the_melon_contract(prepared_library):
-    from cmir_tf.prepared import PreparedData
+    from cmir_tf.data.prepared import PreparedData
 
     root, files, manifest = prepared_library
     data = root / "data"
@@ -116,7 +116,8 @@ def test_prepared_library_keeps_the_melon_contract(prepared_library):
 
 
 def test_records_hold_the_mel_embed_computes(prepared_library):
-    from cmir_tf import audio, frontend
+    from cmir_tf.audio import decoding as audio
+    from cmir_tf.audio import frontend
 
     root, files, _ = prepared_library
     ids, recs = _ids(root / "data"), _records(root / "data")
@@ -126,7 +127,7 @@ def test_records_hold_the_mel_embed_computes(prepared_library):
 
 
 def test_rerun_on_a_grown_library_keeps_the_ids(tmp_path):
-    from cmir_tf.library import LibrarySource
+    from cmir_tf.data.library import LibrarySource
     from cmir_tf.prepare import prepare
 
     make_library(tmp_path / "lib")
@@ -143,7 +144,7 @@ def test_rerun_on_a_grown_library_keeps_the_ids(tmp_path):
 
 
 def test_m3u_playlists_and_rare_genres(tmp_path):
-    from cmir_tf.library import LibrarySource
+    from cmir_tf.data.library import LibrarySource
     from cmir_tf.prepare import prepare
 
     make_library(tmp_path / "lib")
@@ -164,10 +165,10 @@ def test_m3u_playlists_and_rare_genres(tmp_path):
 
 
 def test_a_library_without_genres_trains_only_the_modes_without_them(tmp_path):
-    from cmir_tf.config import TrainConfig, model_config
-    from cmir_tf.library import LibrarySource
+    from cmir_tf.train.config import TrainConfig, model_config
+    from cmir_tf.data.library import LibrarySource
     from cmir_tf.prepare import prepare
-    from cmir_tf.prepared import PreparedFacts
+    from cmir_tf.data.prepared import PreparedFacts
 
     make_library(tmp_path / "lib")
     m = prepare(LibrarySource(tmp_path / "lib", ignore_genres=True), tmp_path / "data", metadata_only=True,
@@ -196,7 +197,7 @@ def test_cli_errors_name_the_input(tmp_path, capsys):
 
 
 def test_rerun_resumes_without_rewriting_a_shard(prepared_library):
-    from cmir_tf.library import LibrarySource
+    from cmir_tf.data.library import LibrarySource
     from cmir_tf.prepare import prepare
 
     root, _, first = prepared_library
@@ -207,10 +208,10 @@ def test_rerun_resumes_without_rewriting_a_shard(prepared_library):
 
 
 def test_a_library_without_playlists_or_albums_trains_only_the_modes_without_them(tmp_path):
-    from cmir_tf.config import TrainConfig, model_config
-    from cmir_tf.library import LibrarySource
+    from cmir_tf.train.config import TrainConfig, model_config
+    from cmir_tf.data.library import LibrarySource
     from cmir_tf.prepare import prepare
-    from cmir_tf.prepared import PreparedData, PreparedFacts
+    from cmir_tf.data.prepared import PreparedData, PreparedFacts
 
     for i in range(4):  # loose files, no folder, no tag: no album, no artist, no playlist, no genre
         write_audio(tmp_path / "lib" / f"{i}.wav", 200 + 50 * i, seed=i)
@@ -252,7 +253,7 @@ def _ids_of(root):
 
 @pytest.fixture(scope="module")
 def library_four_albums(tmp_path_factory):
-    from cmir_tf.library import LibrarySource
+    from cmir_tf.data.library import LibrarySource
     from cmir_tf.prepare import prepare
 
     root = tmp_path_factory.mktemp("albums")
@@ -264,8 +265,9 @@ def library_four_albums(tmp_path_factory):
 def test_evaluate_playlists_on_a_library_uses_its_albums_and_files(library_four_albums, tmp_path, monkeypatch,
                                                                    capsys):
     from cmir_tf import evaluate as ev
-    from cmir_tf.cache import Model
-    from cmir_tf.prepared import PreparedData
+
+    from cmir_tf.evaluate.cache import Model
+    from cmir_tf.data.prepared import PreparedData
 
     root = library_four_albums
     ids, splits = _ids_of(root), PreparedData(root / "data").read_splits()
@@ -299,7 +301,8 @@ def test_evaluate_playlists_on_a_library_uses_its_albums_and_files(library_four_
 
 def test_evaluate_playlists_says_what_a_melon_folder_needs(tmp_path, monkeypatch, capsys):
     from cmir_tf import evaluate as ev
-    from cmir_tf.cache import Model
+
+    from cmir_tf.evaluate.cache import Model
 
     monkeypatch.setattr(ev, "load_model", lambda name, d: Model(name, lambda path: pytest.fail("embedded"), key="x"))
 
@@ -323,7 +326,7 @@ def test_a_killed_prepare_resumes_without_rewriting_a_finished_shard(tmp_path):
     import sys
     import time
 
-    from cmir_tf.library import LibrarySource
+    from cmir_tf.data.library import LibrarySource
     from cmir_tf.prepare import prepare
 
     for a, album in enumerate(("A/One", "B/Two")):  # 40 s tracks: each shard takes a while to compute
@@ -359,7 +362,7 @@ def test_a_killed_prepare_resumes_without_rewriting_a_finished_shard(tmp_path):
 
 def test_explore_matches_library_tracks_by_their_files(library_four_albums):
     from cmir_tf.explore import UNKNOWN, track_info
-    from cmir_tf.prepared import PreparedData
+    from cmir_tf.data.prepared import PreparedData
 
     root = library_four_albums
     ids = _ids_of(root)
@@ -374,7 +377,9 @@ def test_explore_matches_library_tracks_by_their_files(library_four_albums):
 
 def test_evaluate_all_on_a_library_maps_its_test_songs_by_folder(library_four_albums, tmp_path, monkeypatch):
     from cmir_tf import evaluate as ev
-    from cmir_tf.cache import Model
+
+    from cmir_tf.evaluate import __main__ as evaluate_cli
+    from cmir_tf.evaluate.cache import Model
 
     root, seen = library_four_albums, []
     monkeypatch.setattr(ev, "load_model", lambda name, d: Model(name, _album_embedder(root, seen), key=name))
@@ -384,4 +389,4 @@ def test_evaluate_all_on_a_library_maps_its_test_songs_by_folder(library_four_al
     assert report["playlists"]["albums"]["ndcg"] == 1.0
     assert (tmp_path / "r" / "embedding_map.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(ConfigError, match="--melon needs --data"):
-        ev.run(ev.build_arg_parser().parse_args(["all", "--models", "a=x", "--melon", "m", "--no-cache"]))
+        evaluate_cli.run(evaluate_cli.build_arg_parser().parse_args(["all", "--models", "a=x", "--melon", "m", "--no-cache"]))

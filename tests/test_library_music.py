@@ -61,7 +61,7 @@ def held_out_measures(export_dir, data, labels) -> dict:
     import tensorflow as tf
 
     from cmir_tf.embed import Embedder
-    from cmir_tf.tfrecords import parse_example_numpy
+    from cmir_tf.data.tfrecords import parse_example_numpy
 
     ids = {e["id"]: e["path"] for e in json.loads((data / "library_ids.json").read_text())["songs"]}
     emb = Embedder(export_dir)
@@ -91,8 +91,8 @@ def test_training_on_real_soundtracks_beats_the_random_initialisation(tmp_path):
     import keras
 
     from cmir_tf.export import export_model, export_run
-    from cmir_tf.library import LibrarySource
-    from cmir_tf.model import build_model, dummy_batch
+    from cmir_tf.data.library import LibrarySource
+    from cmir_tf.model.contrastive import build_model, dummy_batch
     from cmir_tf.prepare import prepare
     from cmir_tf.train import TrainConfig, train
 

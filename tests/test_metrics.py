@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from cmir_tf.metrics import average_precision_at_k, ndcg_at_k
+from cmir_tf.evaluate.metrics import average_precision_at_k, ndcg_at_k
 
 
 def _reference(ranked, relevant, k):

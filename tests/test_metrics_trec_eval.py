@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import pytrec_eval  # the test extra's pytrec-eval-terrier: trec_eval's C code
 
-from cmir_tf.metrics import average_precision_at_k, ndcg_at_k
+from cmir_tf.evaluate.metrics import average_precision_at_k, ndcg_at_k
 
 
 def _trec(ranked, relevant, k):

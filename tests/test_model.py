@@ -15,7 +15,7 @@ tf = pytest.importorskip("tensorflow")
 import keras  # noqa: E402
 
 from cmir_tf.errors import ConfigError  # noqa: E402
-from cmir_tf.model import MODES, ContrastiveModel, build_model, multi_hot  # noqa: E402
+from cmir_tf.model.contrastive import MODES, ContrastiveModel, build_model, multi_hot  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 V = 11  # genre vocabulary of the tests

@@ -1,5 +1,5 @@
-"""Audio pairs: the pair data prepare writes, one epoch's pairs (cmir_tf.pairs) and the pair pipeline
-(cmir_tf.pair_pipeline). Every property is checked against the Melon JSON files and mels themselves
+"""Audio pairs: the pair data prepare writes, one epoch's pairs (cmir_tf.data.pairs) and the pair pipeline
+(cmir_tf.data.pair_pipeline). Every property is checked against the Melon JSON files and mels themselves
 (playlists, artists, genres, frames), independently of the relations the code reads."""
 import json
 import os
@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from cmir_tf.errors import ConfigError, DataError
-from cmir_tf.melon import MelonLayout, load_mel
-from cmir_tf.pairs import EXCLUSIVE, PairSampler
-from cmir_tf.prepared import PreparedData
-from cmir_tf.tfrecords import parse_example_numpy, read_record
+from cmir_tf.data.melon import MelonLayout, load_mel
+from cmir_tf.data.pairs import EXCLUSIVE, PairSampler
+from cmir_tf.data.prepared import PreparedData
+from cmir_tf.data.tfrecords import parse_example_numpy, read_record
 
 from conftest import PREPARED_SHARD_SIZE, SYNTH_SEED
 
@@ -67,7 +67,7 @@ def test_prepare_writes_each_splits_relations_and_where_its_records_lie(prepared
 
 def test_a_folder_without_pair_data_says_to_rerun_prepare_which_adds_it_without_rewriting_shards(
         prepared_data, synth_melon, tmp_path):
-    from cmir_tf.pair_pipeline import make_pair_dataset
+    from cmir_tf.data.pair_pipeline import make_pair_dataset
     from cmir_tf.prepare import prepare
 
     old = tmp_path / "old"
@@ -145,7 +145,7 @@ def pairs_of(batch):
 
 
 def test_pair_batches_are_crops_of_two_songs_sharing_a_playlist(prepared_data, synth_melon, groups):
-    from cmir_tf.pair_pipeline import make_pair_dataset
+    from cmir_tf.data.pair_pipeline import make_pair_dataset
 
     ds = make_pair_dataset(prepared_data, "train", 8, source="playlist", seed=3, with_crop_start=True)
     layout = MelonLayout(synth_melon)
@@ -166,7 +166,7 @@ def test_pair_batches_are_crops_of_two_songs_sharing_a_playlist(prepared_data, s
 
 
 def test_pipeline_pairs_are_reproducible_and_change_between_epochs(prepared_data):
-    from cmir_tf.pair_pipeline import PairPlan, make_pair_dataset
+    from cmir_tf.data.pair_pipeline import PairPlan, make_pair_dataset
 
     plan = PairPlan(prepared_data, "train", "genre", seed=4)
     epochs = [[tuple(p) for p in plan.pairs(e).tolist()] for e in (0, 1)]
@@ -183,7 +183,7 @@ def test_pipeline_pairs_are_reproducible_and_change_between_epochs(prepared_data
 def test_input_pipelines_take_disjoint_shares_of_each_epochs_pairs(prepared_data):
     import tensorflow as tf
 
-    from cmir_tf.pair_pipeline import PairPlan, make_pair_dataset
+    from cmir_tf.data.pair_pipeline import PairPlan, make_pair_dataset
 
     expected = [tuple(p) for p in PairPlan(prepared_data, "train", "playlist", seed=2).pairs(0).tolist()]
     shares_ = []
@@ -197,7 +197,7 @@ def test_input_pipelines_take_disjoint_shares_of_each_epochs_pairs(prepared_data
 
 
 def test_self_supervised_second_crop_lies_within_625_frames_of_the_first(prepared_data):
-    from cmir_tf.pair_pipeline import make_pair_dataset
+    from cmir_tf.data.pair_pipeline import make_pair_dataset
 
     n_frames = 1876  # every synthetic song
     ds = make_pair_dataset(prepared_data, "train", 32, source="self", seed=5, with_crop_start=True)
@@ -223,7 +223,7 @@ def test_self_supervised_second_crop_lies_within_625_frames_of_the_first(prepare
 def test_second_start_rule_on_every_case_of_short_and_long_songs():
     import tensorflow as tf
 
-    from cmir_tf.pair_pipeline import SS_WINDOW, second_starts
+    from cmir_tf.data.pair_pipeline import SS_WINDOW, second_starts
 
     for n in (256, 300, 600, 1000, 1876):
         span = n - 256
@@ -238,7 +238,7 @@ def test_second_start_rule_on_every_case_of_short_and_long_songs():
 
 
 def test_pair_pipeline_errors_name_the_value_or_folder(prepared_data, tmp_path):
-    from cmir_tf.pair_pipeline import make_pair_dataset
+    from cmir_tf.data.pair_pipeline import make_pair_dataset
 
     with pytest.raises(ConfigError, match="even number of rows"):
         make_pair_dataset(prepared_data, "train", 7, source="artist")
@@ -261,7 +261,7 @@ def _copy(prepared_data, tmp_path) -> PreparedData:
 
 
 def test_masked_crc32c_is_tfrecords_checksum():
-    from cmir_tf.tfrecords import masked_crc32c
+    from cmir_tf.data.tfrecords import masked_crc32c
 
     crc = 0xE3069283  # CRC-32C of b"123456789", the catalogue's check value (RFC 3720, B.4)
     assert masked_crc32c(b"123456789") == (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
@@ -324,7 +324,7 @@ def test_a_flipped_bit_stops_the_pair_pipeline_naming_the_shard(prepared_data, t
     """Issue 16 (3): a flipped mantissa bit in a record trained --mode ss silently."""
     import tensorflow as tf
 
-    from cmir_tf.pair_pipeline import make_pair_dataset
+    from cmir_tf.data.pair_pipeline import make_pair_dataset
 
     data = _copy(prepared_data, tmp_path)
     files, index = data.read_records_index("train")
@@ -341,8 +341,8 @@ def test_a_non_finite_crop_stops_the_pair_pipeline_naming_the_shard(prepared_dat
     """Issue 16 (3): NaN float16 values in records (checksums valid) trained to a NaN model, exit 0."""
     import tensorflow as tf
 
-    from cmir_tf.pair_pipeline import make_pair_dataset
-    from cmir_tf.tfrecords import parse_example_numpy
+    from cmir_tf.data.pair_pipeline import make_pair_dataset
+    from cmir_tf.data.tfrecords import parse_example_numpy
 
     data = _copy(prepared_data, tmp_path)
     for path in data.shard_files("val"):
@@ -357,7 +357,7 @@ def test_a_non_finite_crop_stops_the_pair_pipeline_naming_the_shard(prepared_dat
 
 
 def test_batch_checks_name_the_index_the_shard_or_the_relation_of_the_split(prepared_data):
-    from cmir_tf.pair_pipeline import PairPlan
+    from cmir_tf.data.pair_pipeline import PairPlan
 
     plan = PairPlan(prepared_data, "val", "genre", 0)
     files, index = PreparedData(prepared_data).read_records_index("val")

@@ -1,6 +1,6 @@
-"""tf.data pipeline (cmir_tf.pipeline): crops, labels, seeding, evaluation mode, sharding, distribution.
+"""tf.data pipeline (cmir_tf.data.pipeline): crops, labels, seeding, evaluation mode, sharding, distribution.
 
-Shards are written here with ``cmir_tf.tfrecords.serialize_example`` from known numpy songs, and every
+Shards are written here with ``cmir_tf.data.tfrecords.serialize_example`` from known numpy songs, and every
 value the pipeline yields is checked against those songs (independently of the pipeline's own code).
 """
 import hashlib
@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from cmir_tf import pipeline
+from cmir_tf.data import pipeline
 from cmir_tf.errors import ConfigError, DataError
-from cmir_tf.tfrecords import serialize_example, shard_name
+from cmir_tf.data.tfrecords import serialize_example, shard_name
 
 CF = 300
 

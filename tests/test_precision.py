@@ -14,9 +14,9 @@ tf = pytest.importorskip("tensorflow")
 import keras  # noqa: E402
 
 from cmir_tf.errors import DataError  # noqa: E402
-from cmir_tf.model import build_model  # noqa: E402
-from cmir_tf.precision import PRECISIONS, cnn_dtype, loss_scale_state, needs_loss_scaling  # noqa: E402
-from cmir_tf.rundir import RunDir  # noqa: E402
+from cmir_tf.model.contrastive import build_model  # noqa: E402
+from cmir_tf.model.precision import PRECISIONS, cnn_dtype, loss_scale_state, needs_loss_scaling  # noqa: E402
+from cmir_tf.train.rundir import RunDir  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 from batches import V, make_batch  # noqa: E402  (tests/batches.py)

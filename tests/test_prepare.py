@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from cmir_tf import shard_writer
+from cmir_tf.prepare import shard_writer
 from cmir_tf.errors import ConfigError, DataError
-from cmir_tf.melon import MelonLayout, load_mel, read_song_meta
+from cmir_tf.data.melon import MelonLayout, load_mel, read_song_meta
 from cmir_tf.prepare import main, prepare
 from cmir_tf.synth import make_synthetic_melon, plant_hostile
-from cmir_tf.tfrecords import parse_example_numpy
+from cmir_tf.data.tfrecords import parse_example_numpy
 
 SPLITS = ("train", "val", "test")
 
@@ -353,8 +353,8 @@ def test_gzip_shards_round_trip(tmp_path):
 
 
 def test_both_cf_models_give_cf_dim_values_deterministically(synth_melon):
-    from cmir_tf.cf import default_cf_iterations, train_cf
-    from cmir_tf.song_split import load_metadata, select_songs
+    from cmir_tf.prepare.cf import default_cf_iterations, train_cf
+    from cmir_tf.prepare.song_split import load_metadata, select_songs
 
     meta = load_metadata(synth_melon)
     ids, _ = select_songs(meta)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from cmir_tf.errors import DataError
-from cmir_tf.prepared import PreparedData
+from cmir_tf.data.prepared import PreparedData
 
 SPLITS = ("train", "val", "test")
 

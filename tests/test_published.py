@@ -1,4 +1,4 @@
-"""``--variant published`` (cmir_tf.published): each published module equals its PyTorch original.
+"""``--variant published`` (cmir_tf.model.published): each published module equals its PyTorch original.
 
 The PyTorch side below is the published code's module definitions (GitHub
 ``andrebola/contrastive-mir-learning``: ``models.py`` ``TagSelfAttentionEncoder``, ``CFEncoder``,
@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from cmir_tf import losses
-from cmir_tf.model import ContrastiveModel
-from cmir_tf.published import CoupledL2Adam, PublishedCFEncoder, PublishedGenreEncoder, published_view
+from cmir_tf.model import losses
+from cmir_tf.model.contrastive import ContrastiveModel
+from cmir_tf.model.published import CoupledL2Adam, PublishedCFEncoder, PublishedGenreEncoder, published_view
 from torch_side import requires_torch, run_torch
 
 V, T, B = 20, 10, 6  # genres, genre slots, songs

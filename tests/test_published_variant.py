@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from cmir_tf import pipeline
+from cmir_tf.data import pipeline
 from cmir_tf.errors import DataError
-from cmir_tf.genre_vectors import train_word2vec
+from cmir_tf.prepare.genre_vectors import train_word2vec
 from cmir_tf.prepare import PrepareParams
-from cmir_tf.published import check_prepared
-from cmir_tf.tfrecords import serialize_example, shard_name
+from cmir_tf.model.published import check_prepared
+from cmir_tf.data.tfrecords import serialize_example, shard_name
 
 N_FRAMES = 1500  # longer than the published window of 1300
 
@@ -112,7 +112,7 @@ def test_train_cli_refuses_variant_published_on_a_default_folder(prepared_data, 
 def test_published_run_records_the_variant_in_model_json_and_the_export(synth_melon, tmp_path):
     from cmir_tf.export import load_run_model
     from cmir_tf.prepare import prepare
-    from cmir_tf.published import CoupledL2Adam, PublishedCFEncoder, PublishedGenreEncoder
+    from cmir_tf.model.published import CoupledL2Adam, PublishedCFEncoder, PublishedGenreEncoder
     from cmir_tf.train import main
 
     data = tmp_path / "data"
@@ -129,7 +129,7 @@ def test_published_run_records_the_variant_in_model_json_and_the_export(synth_me
     assert model.genre_encoder.word2vec.trainable and model.genre_encoder.word2vec.shape[1] == 128
     metadata = [json.loads(p.read_text()) for p in export.rglob("*.json") if not p.name.endswith("-genres.json")]
     assert any(m.get("cmir_tf", {}).get("variant") == "published" for m in metadata)
-    from cmir_tf.model import build_model
+    from cmir_tf.model.contrastive import build_model
 
     assert isinstance(build_model("contr_g", np.ones((3, 128), np.float32), variant="published").optimizer,
                       CoupledL2Adam)

@@ -24,7 +24,8 @@ sys.path.insert(0, HERE)
 from torch_side import run_torch  # noqa: E402
 
 from cmir_tf import constants as C  # noqa: E402
-from cmir_tf import released, torch_pickle  # noqa: E402
+from cmir_tf.export import released
+from cmir_tf.export import torch_pickle  # noqa: E402
 from cmir_tf.embed import main as embed_main  # noqa: E402
 from cmir_tf.errors import DataError  # noqa: E402
 from cmir_tf.export import main as export_main  # noqa: E402

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from cmir_tf.errors import DataError
-from cmir_tf.rundir import RunDir
+from cmir_tf.train.rundir import RunDir
 
 REPO = Path(__file__).resolve().parents[1]
 WARNING = "Skipping variable loading"
@@ -45,7 +45,7 @@ def _drive(progress, clock, epochs, steps, seconds_per_step, val_seconds=0.0, fi
 
 
 def test_plain_progress_prints_a_line_each_tenth_with_rate_loss_and_both_etas():
-    from cmir_tf.progress import TrainingProgress
+    from cmir_tf.train.progress import TrainingProgress
 
     clock, out = Clock(), io.StringIO()
     progress = TrainingProgress(2, 20, stream=out, tty=False, interval=3600, clock=clock)
@@ -66,7 +66,7 @@ def test_plain_progress_prints_a_line_each_tenth_with_rate_loss_and_both_etas():
 
 
 def test_plain_progress_of_a_long_epoch_prints_every_interval_and_counts_a_resumed_epoch_from_its_step():
-    from cmir_tf.progress import TrainingProgress
+    from cmir_tf.train.progress import TrainingProgress
 
     clock, out = Clock(), io.StringIO()
     # resumed in epoch 2 of 3 after step 600 of 1000 steps; 1 s per step, a line at most every 60 s
@@ -80,7 +80,7 @@ def test_plain_progress_of_a_long_epoch_prints_every_interval_and_counts_a_resum
 
 
 def test_terminal_progress_redraws_one_bar_in_place_at_most_every_refresh():
-    from cmir_tf.progress import TrainingProgress
+    from cmir_tf.train.progress import TrainingProgress
 
     clock, out = Clock(), io.StringIO()
     progress = TrainingProgress(1, 200, stream=out, tty=True, refresh=0.5, clock=clock)
@@ -95,7 +95,7 @@ def test_terminal_progress_redraws_one_bar_in_place_at_most_every_refresh():
 def test_progress_costs_far_below_one_percent_of_a_training_step():
     """The callback's work per step, against the fastest step the paper reports: a V100 epoch of 19 min
     over 519,273 songs at batch 128 = 281 ms a step. benchmarks/progress.py prints the figures."""
-    from cmir_tf.progress import TrainingProgress
+    from cmir_tf.train.progress import TrainingProgress
 
     for tty in (False, True):
         progress = TrainingProgress(1, 10**6, stream=io.StringIO(), tty=tty, interval=60, refresh=0.5)
@@ -111,8 +111,8 @@ def test_progress_costs_far_below_one_percent_of_a_training_step():
 
 
 def test_start_summary_names_mode_terms_pairs_mixup_precision_replicas_batch_steps_epochs_data_and_run():
-    from cmir_tf.config import config_from_args
-    from cmir_tf.progress import run_summary
+    from cmir_tf.train.config import config_from_args
+    from cmir_tf.train.progress import run_summary
     from cmir_tf.train import Schedule
 
     cfg, _ = config_from_args(["--data", "prep", "--mode", "contr_g", "--audio-pairs", "artist", "--mixup",
@@ -175,7 +175,7 @@ def _tiny_model():
 def test_checkpoints_hold_no_optimizer_and_keep_last_false_keeps_only_best(tmp_path):
     import h5py
 
-    from cmir_tf.callbacks import BestAndLast
+    from cmir_tf.train.callbacks import BestAndLast
 
     model = _tiny_model()
     run = RunDir(tmp_path / "run")

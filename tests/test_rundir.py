@@ -1,13 +1,13 @@
-"""cmir_tf.rundir.RunDir: the run folder's names, config checks on resume, model.json and its fallback."""
+"""cmir_tf.train.rundir.RunDir: the run folder's names, config checks on resume, model.json and its fallback."""
 import json
 
 import numpy as np
 import pytest
 
-from cmir_tf.config import TrainConfig, model_config
+from cmir_tf.train.config import TrainConfig, model_config
 from cmir_tf.errors import ConfigError, DataError
-from cmir_tf.prepared import PreparedFacts
-from cmir_tf.rundir import RunDir
+from cmir_tf.data.prepared import PreparedFacts
+from cmir_tf.train.rundir import RunDir
 
 
 def _prepared(tmp_path, n_genres=7, cf_dim=300):

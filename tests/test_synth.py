@@ -8,7 +8,7 @@ import re
 import numpy as np
 import pytest
 
-from cmir_tf.melon import MelonLayout, load_mel
+from cmir_tf.data.melon import MelonLayout, load_mel
 from cmir_tf.synth import TASTES, main, make_synthetic_melon
 
 SONG_FIELDS = {"id", "album_id", "artist_id_basket", "artist_name_basket", "song_name", "song_gn_gnr_basket",

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from cmir_tf.tfrecords import BYTES_PER_FRAME, parse_example_numpy, serialize_example, shard_name
+from cmir_tf.data.tfrecords import BYTES_PER_FRAME, parse_example_numpy, serialize_example, shard_name
 
 
 def test_round_trip_keeps_every_field_and_the_mel_to_float16():
@@ -54,7 +54,7 @@ def test_a_song_serializes_to_the_same_bytes_in_every_process():
     import subprocess
     import sys
 
-    code = ("import sys, numpy as np; from cmir_tf.tfrecords import serialize_example; "
+    code = ("import sys, numpy as np; from cmir_tf.data.tfrecords import serialize_example; "
             "m = np.arange(300 * 48, dtype=np.float32).reshape(300, 48) / 100; "
             "sys.stdout.write(serialize_example(7, m, [3, 1, 2], np.linspace(0, 1, 300)).hex())")
     outputs = {

@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cmir_tf.config import TrainConfig, config_from_args, load_config_file
+from cmir_tf.train.config import TrainConfig, config_from_args, load_config_file
 from cmir_tf.errors import ConfigError, DataError
-from cmir_tf.prepared import PreparedData
+from cmir_tf.data.prepared import PreparedData
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -278,7 +278,7 @@ def test_hybrid_with_genre_pairs_on_two_devices_survives_sigkill_and_exports_the
     assert set(served.signatures) == {"serving_default", "embed_waveform", "tag_genres"}
     out_spec = served.signatures["serving_default"].structured_outputs
     assert out_spec["embeddings"].shape.as_list() == [None, 128] and out_spec["features"].shape.as_list() == [None, 1024]
-    from cmir_tf.exportdir import GENRES_SUFFIX
+    from cmir_tf.export.exportdir import GENRES_SUFFIX
 
     meta_file, = [p for p in export_dir.glob("*.json") if not p.name.endswith(f"{GENRES_SUFFIX}.json")]
     meta = json.loads(meta_file.read_text())
@@ -327,7 +327,7 @@ def test_bfloat16_run_exports_a_float32_encoder_at_the_end(prepared_data, tmp_pa
     assert written <= printed and str((export_dir / "saved_model" / "1").resolve()) in printed
     assert str((out / "checkpoints" / "best.weights.h5").resolve()) in {line.split("]", 1)[-1].strip()
                                                                           for line in result.stdout.splitlines()}
-    from cmir_tf.exportdir import GENRES_SUFFIX
+    from cmir_tf.export.exportdir import GENRES_SUFFIX
 
     meta_file, = [p for p in export_dir.glob("*.json") if not p.name.endswith(f"{GENRES_SUFFIX}.json")]
     meta = json.loads(meta_file.read_text())

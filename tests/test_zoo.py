@@ -1,4 +1,4 @@
-"""Model-zoo files of an export (cmir_tf.zoo): metadata as the Essentia zoo's, ONNX, genre head, Keras file.
+"""Model-zoo files of an export (cmir_tf.export.zoo): metadata as the Essentia zoo's, ONNX, genre head, Keras file.
 
 One export of a freshly built model (trained-looking BatchNorm statistics, so inference mode matters)
 is shared by the tests; every consumer (onnxruntime, Essentia, Keras in a fresh process) is compared
@@ -19,10 +19,10 @@ tf = pytest.importorskip("tensorflow")
 
 from cmir_tf import constants as C  # noqa: E402
 from cmir_tf import export as E  # noqa: E402
-from cmir_tf import formats  # noqa: E402
-from cmir_tf import report  # noqa: E402
-from cmir_tf import zoo  # noqa: E402
-from cmir_tf.encoders import AudioEncoder, GenreEncoder  # noqa: E402
+from cmir_tf.export import formats  # noqa: E402
+from cmir_tf.evaluate import report  # noqa: E402
+from cmir_tf.export import zoo  # noqa: E402
+from cmir_tf.model.encoders import AudioEncoder, GenreEncoder  # noqa: E402
 from cmir_tf.errors import ConfigError, ExportError  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -88,7 +88,8 @@ def real_audio_mel(tmp_path_factory):
     """Mel patches of a real compressed file: 9 s of a synthetic A-major chord as Ogg Vorbis at 22.05 kHz,
     decoded and analysed by cmir_tf's front end (the path `embed` and `embed_waveform` take)."""
     sf = pytest.importorskip("soundfile", reason="soundfile (test extra) writes the ogg file")
-    from cmir_tf import audio, frontend
+    from cmir_tf.audio import decoding as audio
+    from cmir_tf.audio import frontend
 
     rate = 22050
     t = np.arange(int(9.0 * rate)) / rate
@@ -339,10 +340,10 @@ def test_keras_model_trains_like_the_encoder(encoders):
 # ------------------------------------------------------------------------------------------ metrics
 def _report_results():
     """Results in the exact shapes cmir_tf.evaluate's protocols return (tiny synthetic inputs)."""
-    from cmir_tf.downstream import Params
-    from cmir_tf.gtzan import gtzan_protocol
-    from cmir_tf.jamendo import jamendo_protocol
-    from cmir_tf.playlists import playlist_protocol
+    from cmir_tf.evaluate.downstream import Params
+    from cmir_tf.evaluate.gtzan import gtzan_protocol
+    from cmir_tf.evaluate.jamendo import jamendo_protocol
+    from cmir_tf.evaluate.playlists import playlist_protocol
 
     rng = np.random.default_rng(0)
     params = Params(runs=2, gtzan_max_iter=30, jamendo_max_epochs=2, progress=False)
@@ -415,7 +416,7 @@ def _fake_run(tmp_path, mode, seed):
     """A RUN_DIR as `python -m cmir_tf.train` leaves it, over a prepared folder (vocab, word2vec, manifest)."""
     import keras
 
-    from cmir_tf.model import build_model
+    from cmir_tf.model.contrastive import build_model
 
     data = tmp_path / "prepared"
     data.mkdir(exist_ok=True)
@@ -477,7 +478,7 @@ def test_export_run_cli_fills_zoo_metadata_from_the_run(tmp_path, report_files, 
 def test_description_names_the_presets_own_terms_pairs_and_mixup():
     """Issue 16: every mode was described as "cross-modal … genre … playlist"; now each preset says what it
     trained (terms with their λ, audio pairs, mixup) and the strategy is recorded beside it."""
-    from cmir_tf.presets import PRESETS, resolve
+    from cmir_tf.model.presets import PRESETS, resolve
 
     text, strategy = zoo.describe_strategy("ss", PRESETS["ss"], (1, 1, 1), 0.5)
     assert "mode ss: contrastive two crops of each song (self-supervised), λ=0.5; mixup α=7 (β=2)" in text

@@ -1,0 +1,30 @@
+"""The embed command (floor 8): audio files or Melon mels → embeddings with an export.
+
+- ``embedder``: ``Embedder`` (an exported model → patch embeddings + the track mean), ``embed_to_folder``;
+- ``published``: the published ``encode.py`` front end (``--published-frontend``);
+- ``__main__``: ``python -m cmir_tf.embed`` (``cmir-embed``).
+
+May import: the floors below (ground … export).
+
+Public names (stable; import them from here: ``from cmir_tf.embed import …``):
+``Embedder``, ``PublishedEmbedder``, ``centre_segment``, ``collect_inputs``, ``embed_to_folder``,
+``mel_patches``.
+``main(argv=None)`` runs the command line (``cmir_tf.embed:main``, the console script's target).
+"""
+import lazy_loader
+
+__getattr__, __dir__, __all__ = lazy_loader.attach(
+    __name__,
+    submod_attrs={
+        "embedder": ["Embedder", "embed_to_folder", "collect_inputs", "mel_patches"],
+        "published": ["PublishedEmbedder", "centre_segment"],
+    },
+)
+__all__ = [*__all__, "main"]
+
+
+def main(argv=None):
+    """``python -m cmir_tf.embed``: the command line of :mod:`cmir_tf.embed.__main__`."""
+    from cmir_tf.embed.__main__ import main as command
+
+    return command(argv)
