@@ -1,7 +1,7 @@
 """Exceptions a user can cause, and the exit code each gives on the command line.
 
 Every message names the file (and entry) or the setting, and the reason, on one line. Library code
-names files and values; only the command-line layer speaks of flags (``--mode``). ``cmir_tf.cli.run``
+names files and values; only the command-line layer speaks of flags (``--mode``). ``cmir_tf.cli.command``
 maps these classes to the documented exit codes (README, "Exit codes"):
 
 ====  =====================================================================================

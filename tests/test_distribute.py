@@ -28,7 +28,7 @@ _PLACEMENT_SCRIPT = textwrap.dedent(
     import tensorflow as tf
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-    from cmir_tf.distribute import input_options
+    from cmir_tf.model.distribute import input_options
 
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
 

@@ -83,7 +83,7 @@ def test_signature_outputs_in_the_docs_are_those_the_savedmodel_returns(tmp_path
     the export's signatures (traced on a contr_cf_g model)."""
     import numpy as np
 
-    from cmir_tf.export import _Serving
+    from cmir_tf.export.exporter import _Serving
     from cmir_tf.model.contrastive import build_model
 
     model = build_model("contr_cf_g", np.zeros((3, 8), np.float32), vocab_size=3, w2v_dim=8, cf_dim=6, compile=False)

@@ -9,6 +9,8 @@ tf = pytest.importorskip("tensorflow")
 
 from cmir_tf import constants as C  # noqa: E402
 from cmir_tf import embed as EM  # noqa: E402
+from cmir_tf.embed import folder as embed_folder  # noqa: E402
+from cmir_tf.export.exportdir import find_saved_model  # noqa: E402
 from cmir_tf import export as E  # noqa: E402
 from cmir_tf.model.encoders import AudioEncoder  # noqa: E402
 from cmir_tf.errors import ConfigError, DataError, ExportError  # noqa: E402
@@ -66,11 +68,11 @@ def _write_wav(path, seconds, seed, rate=C.SAMPLE_RATE):
 
 def test_find_saved_model_takes_the_highest_version_or_the_folder_itself(model, tmp_path):
     out, _ = model
-    assert EM.find_saved_model(out) == os.path.join(str(out), "saved_model", "2")
-    assert EM.find_saved_model(out / "saved_model") == os.path.join(str(out / "saved_model"), "2")  # TF Serving base
-    assert EM.find_saved_model(out / "saved_model" / "1") == str(out / "saved_model" / "1")
+    assert find_saved_model(out) == os.path.join(str(out), "saved_model", "2")
+    assert find_saved_model(out / "saved_model") == os.path.join(str(out / "saved_model"), "2")  # TF Serving base
+    assert find_saved_model(out / "saved_model" / "1") == str(out / "saved_model" / "1")
     with pytest.raises(ExportError, match="no SavedModel"):
-        EM.find_saved_model(tmp_path)
+        find_saved_model(tmp_path)
 
 
 def test_embed_mel_matches_encoder_on_numpy_patches(model):
@@ -323,6 +325,6 @@ def test_a_wav_whose_name_is_not_utf8_is_embedded_under_the_same_bytes(model, tm
     code, err = _run_cli(out, [os.fsdecode(src)], dst, capsys)
     assert code == 0, err
     assert sorted(os.listdir(os.fsencode(dst))) == sorted([b"caf\xe9.npy", b"caf\xe9.mean.npy",
-                                                           os.fsencode(EM.MANIFEST)])
+                                                           os.fsencode(embed_folder.MANIFEST)])
     want = _reference(enc, EM.Embedder(out).load_mel(wav))[1]
     np.testing.assert_allclose(np.load(os.path.join(os.fsencode(dst), b"caf\xe9.mean.npy")), want, atol=1e-5)

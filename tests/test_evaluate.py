@@ -19,7 +19,7 @@ def test_all_writes_tables_and_plots(gtzan, melon, tmp_path, monkeypatch, capsys
     root, splits = gtzan
     layout, prepared = melon
     fakes = {"contr_cf_g": SignalEmbedder(), "noise": NoiseEmbedder()}
-    monkeypatch.setattr(ev, "load_model", lambda name, d: Model(name, fakes[name], key=name))
+    monkeypatch.setattr(evaluate_cli, "load_model", lambda name, d: Model(name, fakes[name], key=name))
     out = tmp_path / "report"
     assert ev.main(["all", "--models", "contr_cf_g=x", "noise=y", "--gtzan", str(root), "--gtzan-splits", str(splits),
              "--data", str(prepared), "--melon", layout.root, "--runs", "2", "--k", "10", "--quiet",
@@ -53,7 +53,7 @@ def test_report_table2_layout(tmp_path):
 def test_single_task_cli_prints_and_writes_json(gtzan, melon, tmp_path, monkeypatch, capsys):
     root, splits = gtzan
     layout, prepared = melon
-    monkeypatch.setattr(ev, "load_model", lambda name, d: Model(name, SignalEmbedder(), key="sig"))
+    monkeypatch.setattr(evaluate_cli, "load_model", lambda name, d: Model(name, SignalEmbedder(), key="sig"))
     assert ev.main(["gtzan", "--model", "m", "--gtzan", str(root), "--splits", str(splits), "--runs", "2", "--quiet",
              "--cache", str(tmp_path / "cache"), "--out", str(tmp_path / "out")]) == 0
     saved = json.loads((tmp_path / "out" / "gtzan.json").read_text())
@@ -87,7 +87,7 @@ def test_cli_errors(tmp_path, capsys):
 
 
 def test_cli_errors_name_the_flag_or_the_folder(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(ev, "load_model", lambda name, d: Model(name, SignalEmbedder(), key=name))
+    monkeypatch.setattr(evaluate_cli, "load_model", lambda name, d: Model(name, SignalEmbedder(), key=name))
     assert ev.main(["all", "--models", "a=x", "--gtzan", str(tmp_path)]) == 2
     assert "--gtzan and --gtzan-splits go together" in _one_error_line(capsys)
     assert ev.main(["all", "--models", "a=x", "a=y", "--data", str(tmp_path), "--melon", str(tmp_path)]) == 2

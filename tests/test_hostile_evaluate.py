@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from cmir_tf import evaluate as ev
+from cmir_tf.evaluate import __main__ as evaluate_cli
 from cmir_tf.evaluate.cache import Model
 from cmir_tf.errors import DataError
 from cmir_tf.evaluate.gtzan import GTZAN_GENRES, GTZAN_LISTS
@@ -36,7 +37,7 @@ class Counting:
 @pytest.fixture
 def fake(monkeypatch):
     emb = Counting()
-    monkeypatch.setattr(ev, "load_model", lambda name, d: Model(name, emb, key="fake"))
+    monkeypatch.setattr(evaluate_cli, "load_model", lambda name, d: Model(name, emb, key="fake"))
     return emb
 
 
@@ -239,7 +240,7 @@ def test_unreadable_file_is_one_line_and_exit_code_1(gtzan, tmp_path, monkeypatc
     root, splits = gtzan
     bad = [root / "genres" / "jazz" / "jazz.00006.wav", root / "genres" / "pop" / "pop.00001.wav"]
     emb = Counting(bad)
-    monkeypatch.setattr(ev, "load_model", lambda name, d: Model(name, emb, key="fake"))
+    monkeypatch.setattr(evaluate_cli, "load_model", lambda name, d: Model(name, emb, key="fake"))
     assert ev.main(_gtzan_argv(root, splits, tmp_path, "--out", str(tmp_path / "out"))) == 1
     out, err = capsys.readouterr()
     reason = "not a readable audio file (format not recognised)"

@@ -265,6 +265,7 @@ def library_four_albums(tmp_path_factory):
 def test_evaluate_playlists_on_a_library_uses_its_albums_and_files(library_four_albums, tmp_path, monkeypatch,
                                                                    capsys):
     from cmir_tf import evaluate as ev
+    from cmir_tf.evaluate import __main__ as evaluate_cli
 
     from cmir_tf.evaluate.cache import Model
     from cmir_tf.data.prepared import PreparedData
@@ -278,7 +279,7 @@ def test_evaluate_playlists_on_a_library_uses_its_albums_and_files(library_four_
     expected = sum(1 for sp in by_album.values() if "test" in sp and {"train", "val"} & set(sp))
     assert expected >= 2 and len(splits["test"]) >= 2
     seen = []
-    monkeypatch.setattr(ev, "load_model", lambda name, d: Model(name, _album_embedder(root, seen), key="albums"))
+    monkeypatch.setattr(evaluate_cli, "load_model", lambda name, d: Model(name, _album_embedder(root, seen), key="albums"))
     assert ev.main(["playlists", "--model", "m", "--data", str(root / "data"), "--quiet", "--no-cache",
                     "--k", "1", "--out", str(tmp_path / "out")]) == 0
     result = json.loads((tmp_path / "out" / "playlists.json").read_text())["result"]
@@ -301,10 +302,11 @@ def test_evaluate_playlists_on_a_library_uses_its_albums_and_files(library_four_
 
 def test_evaluate_playlists_says_what_a_melon_folder_needs(tmp_path, monkeypatch, capsys):
     from cmir_tf import evaluate as ev
+    from cmir_tf.evaluate import __main__ as evaluate_cli
 
     from cmir_tf.evaluate.cache import Model
 
-    monkeypatch.setattr(ev, "load_model", lambda name, d: Model(name, lambda path: pytest.fail("embedded"), key="x"))
+    monkeypatch.setattr(evaluate_cli, "load_model", lambda name, d: Model(name, lambda path: pytest.fail("embedded"), key="x"))
 
     (tmp_path / "melon_prepared").mkdir()
     (tmp_path / "melon_prepared" / "splits.json").write_text('{"train": [1], "val": [], "test": [2]}')
@@ -361,7 +363,7 @@ def test_a_killed_prepare_resumes_without_rewriting_a_finished_shard(tmp_path):
 
 
 def test_explore_matches_library_tracks_by_their_files(library_four_albums):
-    from cmir_tf.explore import UNKNOWN, track_info
+    from cmir_tf.explore.page import UNKNOWN, track_info
     from cmir_tf.data.prepared import PreparedData
 
     root = library_four_albums
@@ -382,7 +384,7 @@ def test_evaluate_all_on_a_library_maps_its_test_songs_by_folder(library_four_al
     from cmir_tf.evaluate.cache import Model
 
     root, seen = library_four_albums, []
-    monkeypatch.setattr(ev, "load_model", lambda name, d: Model(name, _album_embedder(root, seen), key=name))
+    monkeypatch.setattr(evaluate_cli, "load_model", lambda name, d: Model(name, _album_embedder(root, seen), key=name))
     assert ev.main(["all", "--models", "albums=x", "--data", str(root / "data"), "--k", "1", "--quiet", "--no-cache",
                     "--out", str(tmp_path / "r")]) == 0
     report = json.loads((tmp_path / "r" / "report.json").read_text())

@@ -123,7 +123,7 @@ _REPLICA_SCRIPT = textwrap.dedent(
     import tensorflow as tf
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-    from cmir_tf.losses import nt_xent, nt_xent_replica_share
+    from cmir_tf.model.losses import nt_xent, nt_xent_replica_share
 
     rng = np.random.default_rng(0)
     M, D, tau = 6, 5, 0.1

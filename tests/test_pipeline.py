@@ -421,7 +421,7 @@ def test_round_trip_synth_prepare_pipeline_matches_npy(synth_melon, prepared_dat
 
 MALLOC_CHILD = textwrap.dedent("""
     import ctypes, json
-    from cmir_tf.pipeline import tune_malloc
+    from cmir_tf.data.pipeline import tune_malloc
 
     libc = ctypes.CDLL("libc.so.6")
     class Mallinfo2(ctypes.Structure):

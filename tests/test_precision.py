@@ -147,7 +147,7 @@ _OVERFLOW_SCRIPT = textwrap.dedent(
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     import keras
-    from cmir_tf.precision import agree_on_overflow
+    from cmir_tf.model.distribute import agree_on_overflow
 
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     result = {}

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from cmir_tf.data import pipeline
+from cmir_tf.data import batching, pipeline
 from cmir_tf.errors import DataError
 from cmir_tf.prepare.genre_vectors import train_word2vec
 from cmir_tf.prepare import PrepareParams
@@ -43,7 +43,7 @@ def test_window_keeps_training_crops_in_the_first_1300_frames_as_published(frame
     # the published loader's randint(0, 1300 − 256): [0, 1044), from the uniform draw u ∈ [0, 1)
     n = tf.constant([N_FRAMES, N_FRAMES, N_FRAMES, 1000, 256], tf.int64)
     u = tf.constant([0.0, 0.5, np.nextafter(1.0, 0.0), np.nextafter(1.0, 0.0), 0.7], tf.float64)
-    assert pipeline._crop_starts(n, u, True, 1300).numpy().tolist() == [0, 522, 1043, 1000 - 257, 0]
+    assert batching._crop_starts(n, u, True, 1300).numpy().tolist() == [0, 522, 1043, 1000 - 257, 0]
     unwindowed = _starts(pipeline.make_dataset(frame_numbered, "train", 12, seed=3), 60)
     assert unwindowed.max() > 1043  # without the window the whole song is cropped
 

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from cmir_tf.data.melon import MelonLayout, load_mel
-from cmir_tf.synth import TASTES, main, make_synthetic_melon
+from cmir_tf.synth import main, make_synthetic_melon
+from cmir_tf.synth.generator import TASTES
 
 SONG_FIELDS = {"id", "album_id", "artist_id_basket", "artist_name_basket", "song_name", "song_gn_gnr_basket",
                "song_gn_dtl_gnr_basket", "issue_date"}

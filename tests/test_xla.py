@@ -103,7 +103,7 @@ _REPLICA_SCRIPT = textwrap.dedent(
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     import keras
     from cmir_tf import compat
-    from cmir_tf.distribute import resolve_jit_compile
+    from cmir_tf.model.distribute import resolve_jit_compile
     from cmir_tf.errors import ConfigError
     from cmir_tf.model import build_model
 

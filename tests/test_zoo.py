@@ -20,7 +20,7 @@ tf = pytest.importorskip("tensorflow")
 from cmir_tf import constants as C  # noqa: E402
 from cmir_tf import export as E  # noqa: E402
 from cmir_tf.export import formats  # noqa: E402
-from cmir_tf.evaluate import report  # noqa: E402
+from cmir_tf.export import reports  # noqa: E402
 from cmir_tf.export import zoo  # noqa: E402
 from cmir_tf.model.encoders import AudioEncoder, GenreEncoder  # noqa: E402
 from cmir_tf.errors import ConfigError, ExportError  # noqa: E402
@@ -366,11 +366,12 @@ def _report_results():
 
 @pytest.fixture(scope="module")
 def report_files(tmp_path_factory):
-    from cmir_tf import evaluate as EV
+    from cmir_tf.evaluate import evaluation as EV
+    from cmir_tf.evaluate import Model
 
     gtzan, jamendo, playlists = _report_results()
     folder = tmp_path_factory.mktemp("reports")
-    models = [EV.Model("contr_g", None, "k1"), EV.Model("contr_cf", None, "k2")]
+    models = [Model("contr_g", None, "k1"), Model("contr_cf", None, "k2")]
     fakes = {"evaluate_gtzan_split": gtzan, "evaluate_jamendo_splits": jamendo, "evaluate_playlist_task": playlists}
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(EV, "read_datasets", lambda **k: {task: None for task in ("gtzan", "jamendo", "playlists")})
@@ -388,7 +389,7 @@ def report_files(tmp_path_factory):
 
 def test_metrics_come_from_the_runs_evaluation_report(report_files):
     folder, gtzan, jamendo, playlists = report_files
-    metrics, source = report.metrics_from_reports([folder / "report.json"], candidates=("run_x", "contr_g"))
+    metrics, source = reports.metrics_from_reports([folder / "report.json"], candidates=("run_x", "contr_g"))
     assert metrics == {
         "GTZAN accuracy": pytest.approx(gtzan["mean"] / 100, abs=1e-5),
         "MTG-Jamendo genre ROC-AUC": pytest.approx(jamendo["genre"]["mean"], abs=1e-5),
@@ -399,17 +400,17 @@ def test_metrics_come_from_the_runs_evaluation_report(report_files):
     assert source["files"] == ["report.json"] and source["model"] == "contr_g"
     assert source["std"]["GTZAN accuracy"] == pytest.approx(gtzan["std"] / 100, abs=1e-5)
     with pytest.raises(ExportError, match=r"compares contr_cf, contr_g; .*--report-model"):
-        report.metrics_from_reports([folder / "report.json"], candidates=("run_x",))
+        reports.metrics_from_reports([folder / "report.json"], candidates=("run_x",))
     with pytest.raises(ExportError, match="no model 'nope'"):
-        report.metrics_from_reports([folder / "report.json"], model="nope")
+        reports.metrics_from_reports([folder / "report.json"], model="nope")
     # both files: the newer one (gtzan.json) gives GTZAN accuracy
-    metrics, source = report.metrics_from_reports([folder / "gtzan.json", folder / "report.json"], model="contr_cf")
+    metrics, source = reports.metrics_from_reports([folder / "gtzan.json", folder / "report.json"], model="contr_cf")
     assert metrics["GTZAN accuracy"] == 0.5 and "MTG-Jamendo genre ROC-AUC" in metrics
     assert source["files"] == ["report.json", "gtzan.json"]
     bad = folder / "bad.json"
     bad.write_text('{"something": 1}')
     with pytest.raises(ExportError, match="not an evaluation report"):
-        report.metrics_from_reports([bad])
+        reports.metrics_from_reports([bad])
 
 
 def _fake_run(tmp_path, mode, seed):

@@ -1,6 +1,7 @@
 """The embed command (floor 8): audio files or Melon mels → embeddings with an export.
 
-- ``embedder``: ``Embedder`` (an exported model → patch embeddings + the track mean), ``embed_to_folder``;
+- ``embedder``: ``Embedder`` (an exported model → patch embeddings + the track mean);
+- ``folder``: ``embed_to_folder`` (many inputs → an output folder it owns: ``<id>.npy``, ``<id>.mean.npy``);
 - ``published``: the published ``encode.py`` front end (``--published-frontend``);
 - ``__main__``: ``python -m cmir_tf.embed`` (``cmir-embed``).
 

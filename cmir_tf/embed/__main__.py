@@ -1,6 +1,6 @@
 """The embed command: ``python -m cmir_tf.embed --model EXPORT INPUTS... --out DIR`` (``cmir-embed``).
 
-A thin door over :func:`cmir_tf.embed.embedder.embed_to_folder`.
+A thin door over :func:`cmir_tf.embed.folder.embed_to_folder`.
 """
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import sys
 from cmir_tf import cli
 from cmir_tf.errors import EXIT_PARTIAL, ConfigError, ExportError
 from cmir_tf.export.exportdir import find_saved_model
-from cmir_tf.embed.embedder import DEFAULT_BATCH_SIZE, embed_to_folder
+from cmir_tf.embed.embedder import DEFAULT_BATCH_SIZE
+from cmir_tf.embed.folder import embed_to_folder
 
 
 @cli.command

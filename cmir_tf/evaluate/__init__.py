@@ -9,7 +9,7 @@
 May import: the floors below (ground … similar); not ``cmir_tf.explore`` (the same floor).
 
 Public names (stable; import them from here: ``from cmir_tf.evaluate import …``):
-``EmbeddingCache``, ``average_precision_at_k``, ``evaluate_gtzan``, ``evaluate_jamendo``,
+``EmbeddingCache``, ``Model``, ``average_precision_at_k``, ``evaluate_gtzan``, ``evaluate_jamendo``,
 ``evaluate_models``, ``evaluate_playlists``, ``load_model``, ``markdown``, ``ndcg_at_k``,
 ``read_gtzan``, ``read_jamendo``, ``write_report``.
 ``main(argv=None)`` runs the command line (``cmir_tf.evaluate:main``, the console script's target).
@@ -25,7 +25,7 @@ __getattr__, __dir__, __all__ = lazy_loader.attach(
         "playlists": ["evaluate_playlists"],
         "metrics": ["ndcg_at_k", "average_precision_at_k"],
         "report": ["write_report", "markdown"],
-        "cache": ["EmbeddingCache", "load_model"],
+        "cache": ["EmbeddingCache", "Model", "load_model"],
     },
 )
 __all__ = [*__all__, "main"]

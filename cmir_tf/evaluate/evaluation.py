@@ -1,10 +1,11 @@
-"""Downstream evaluation (paper sec. 3.3, Tables 1–3): the command line, and several models as one report.
+"""Downstream evaluation (paper sec. 3.3, Tables 1–3): several models on several datasets as one report.
 
 Each protocol lives in the module named after it, with its dataset reader: :mod:`cmir_tf.evaluate.gtzan` (genre
 classification), :mod:`cmir_tf.evaluate.jamendo` (tagging), :mod:`cmir_tf.evaluate.playlists` (playlist continuation);
 they embed every track once per model through :mod:`cmir_tf.evaluate.cache` and share :class:`~cmir_tf.evaluate.downstream.Params`.
 Here: :func:`evaluate_models` (every model on every dataset given, then :func:`cmir_tf.evaluate.report.write_report`)
-and the CLI, which runs one protocol for one export folder or ``all`` of them for several::
+and the command line (``evaluate/__main__.py``), which runs one protocol for one export folder or ``all``
+of them for several::
 
     python -m cmir_tf.evaluate gtzan --model export/ --gtzan GTZAN --splits gtzan_splits
     python -m cmir_tf.evaluate jamendo --model export/ --jamendo AUDIO --splits MTG/data/splits/split-0

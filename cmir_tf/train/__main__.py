@@ -11,9 +11,17 @@ import sys
 
 from cmir_tf import cli
 from cmir_tf.train.config import TrainConfig, config_from_args
-from cmir_tf.train.embedded import default_export_dir
+from cmir_tf.fileio import require_output_dir
+from cmir_tf.train.embedded import default_export_dir, default_run_dir
 from cmir_tf.train.rundir import RunDir
-from cmir_tf.train.loop import _check_export_dir, train
+from cmir_tf.train.loop import train
+
+
+def check_export_dir(cfg: TrainConfig) -> None:
+    """Before training: the folder the encoder will be exported to can take it (no file in the way)."""
+    if cfg.export:
+        run_dir = cfg.out or default_run_dir(cfg.mode)
+        require_output_dir(cfg.export_dir or default_export_dir(Path(run_dir)), "--export-dir")
 
 
 def export_after_training(cfg: TrainConfig, run_dir) -> object | None:
@@ -40,7 +48,7 @@ def export_after_training(cfg: TrainConfig, run_dir) -> object | None:
 @cli.command(hard_exit=True)
 def main(argv: list[str] | None = None) -> int:
     cfg, restart = config_from_args(argv)
-    _check_export_dir(cfg)
+    check_export_dir(cfg)
     run_dir = train(cfg, restart=restart)
     run = RunDir(run_dir)
     print(f"[cmir_tf] run: {run_dir.resolve()}")

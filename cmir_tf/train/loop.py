@@ -1,8 +1,8 @@
-"""Training: :func:`train` (one run, resumable) and the ``python -m cmir_tf.train`` command.
+"""Training: :func:`train` (one run, resumable), which ``python -m cmir_tf.train`` (``train/__main__.py``) runs.
 
-With no arguments the embedded default runs end to end on a fresh machine (``cmir_tf.train.embedded``):
+With no arguments the command runs end to end on a fresh machine (``cmir_tf.train.embedded``):
 synthetic Melon → prepared records → a brief ``contr_cf_g`` run in ``runs/contr_cf_g`` → its audio
-encoder exported to ``export/contr_cf_g``.
+encoder exported to ``export/contr_cf_g`` (the export is the door's step, after :func:`train`).
 
 The pieces: configuration and flags in ``cmir_tf.train.config`` (defaults ← ``--config FILE`` ← flags); the
 strategy, devices and chief in ``cmir_tf.model.distribute``; the run folder's files (``config.json``,
@@ -17,7 +17,7 @@ resumption so no crop is replayed; a resumed run refuses settings that change wh
 files aside in ``previous/<UTC time>/`` and starts clean. A non-finite loss, or a non-finite weight found
 before a backup or checkpoint, stops the run (``NonFiniteLossError``, exit code 3); a fault the input
 pipelines find is one ``DataError`` line. This module imports TensorFlow only inside :func:`train`, so
-``--help`` is fast.
+the command's ``--help`` is fast.
 """
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ import sys
 from pathlib import Path
 
 from cmir_tf.train.config import TrainConfig, model_config
-from cmir_tf.train.embedded import default_export_dir, default_run_dir, ensure_embedded_data
+from cmir_tf.train.embedded import default_run_dir, ensure_embedded_data
 from cmir_tf.errors import ConfigError, DataError, NonFiniteLossError
 from cmir_tf.constants import CROP_WINDOW
 from cmir_tf.lock import folder_lock
@@ -232,15 +232,6 @@ def _check_against_data(cfg: TrainConfig, facts: PreparedFacts) -> None:
         choices = ", ".join(str(h) for h in range(1, width + 1) if width % h == 0)
         raise ConfigError(f"--num-heads {cfg.num_heads}: must divide the genre encoder's attention width, the "
                           f"word2vec size {width} of {facts.path}; choose one of {choices}")
-
-
-def _check_export_dir(cfg: TrainConfig) -> None:
-    """Before training: the folder the encoder will be exported to can take it (no file in the way)."""
-    if cfg.export:
-        from cmir_tf.fileio import require_output_dir
-
-        run_dir = cfg.out or default_run_dir(cfg.mode)
-        require_output_dir(cfg.export_dir or default_export_dir(Path(run_dir)), "--export-dir")
 
 
 def train(cfg: TrainConfig, *, restart: bool = False) -> Path:
