@@ -1,18 +1,22 @@
 """The package's layout keeps its floors (issue 18): the checker of ``layout_rules`` proven on toy packages
 written into tmp folders, then run on the real package, its room ``__init__``s and its docs."""
+import json
+import os
+import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
 
 import cmir_tf
+from cmir_tf.moved import MOVED
 from layout_rules import (FLOORS, GROUND, check_doc_paths, check_exported_names, check_no_eager_tensorflow,
                           check_package, check_room_docs, rooms)
 
 PACKAGE = Path(cmir_tf.__file__).resolve().parent
 REPO = PACKAGE.parent
 # export metadata's JSON keys, written `cmir_tf.variant` etc. in the docs: not modules
-METADATA_KEYS = ("variant", "mode", "saved_model_version", "metrics_source")
+METADATA_KEYS = ("variant", "mode", "saved_model_version", "metrics_source", "published")
 
 
 def write(root: Path, files: dict[str, str]) -> Path:
@@ -398,5 +402,39 @@ def test_importing_a_room_imports_no_tensorflow():
 
 
 def test_the_docs_and_docstrings_name_only_paths_and_names_that_exist():
-    problems = check_doc_paths(REPO, ignore_names=METADATA_KEYS, exclude=("cmir_tf/moved.py",))
+    problems = check_doc_paths(REPO, ignore_names=METADATA_KEYS, exclude=("cmir_tf/moved.py",),
+                               deprecated=tuple(MOVED))
     assert problems == [], f"{len(problems)} stale references:\n" + "\n".join(problems)
+
+
+def test_the_flat_paths_of_0_1_import_the_moved_module_with_a_warning_naming_its_home():
+    """Every old module path is the same module object as its new home (patching one patches the
+    other), warns with the new path, and keeps the new module's own spec; a name that never existed
+    still fails to import."""
+    code = textwrap.dedent("""
+        import importlib, json, warnings
+        from cmir_tf.moved import MOVED
+        out = {}
+        for old, new in MOVED.items():
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                alias = importlib.import_module("cmir_tf." + old)
+            home = importlib.import_module("cmir_tf." + new)
+            out[old] = [alias is home, home.__spec__.name, home.__name__,
+                        [str(w.message) for w in caught if w.category is DeprecationWarning]]
+        try:
+            importlib.import_module("cmir_tf.no_such_module")
+        except ModuleNotFoundError as e:
+            out["missing"] = str(e)
+        print(json.dumps(out))
+    """)
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    out = json.loads(run.stdout.splitlines()[-1])
+    for old, new in MOVED.items():
+        same, spec_name, name, warned = out[old]
+        assert same and spec_name == name == f"cmir_tf.{new}", old
+        assert warned == [f"cmir_tf.{old} moved to cmir_tf.{new}; import it from there (or the room's "
+                          "public names)"], old
+    assert out["missing"] == "No module named 'cmir_tf.no_such_module'"
+    assert set(MOVED) >= {"pipeline", "pair_pipeline", "losses", "encoders", "rundir", "tfrecords", "melon"}

@@ -17,7 +17,8 @@ import lazy_loader
 __getattr__, __dir__, __all__ = lazy_loader.attach(
     __name__,
     submod_attrs={
-        "embedder": ["Embedder", "embed_to_folder", "collect_inputs", "mel_patches"],
+        "embedder": ["Embedder", "mel_patches"],
+        "folder": ["embed_to_folder", "collect_inputs"],
         "published": ["PublishedEmbedder", "centre_segment"],
     },
 )
