@@ -206,9 +206,9 @@ def _child_stages(args):
 
 def _child_essentia(args):
     """Time TensorflowPredict2D on each file's mel (np.load + transpose included), after a warm-up pass."""
-    import numpy as np
     import essentia
     import essentia.standard as es
+    import numpy as np
 
     essentia.log.infoActive = False
     files = sorted((os.path.join(args.inputs, f) for f in os.listdir(args.inputs)),

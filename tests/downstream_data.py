@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 from scipy.io import wavfile
 
+from cmir_tf.data.melon import MelonLayout, load_mel, write_mel
 from cmir_tf.evaluate.cache import Model
 from cmir_tf.evaluate.downstream import Params
-from cmir_tf.fileio import write_json
 from cmir_tf.evaluate.gtzan import GTZAN_GENRES, GTZAN_LISTS
-from cmir_tf.data.melon import MelonLayout, load_mel, write_mel
+from cmir_tf.fileio import write_json
 
 FAST = Params(runs=2, gtzan_max_iter=300, jamendo_max_epochs=15, jamendo_patience=5, jamendo_batch_size=8,
               jamendo_lr=3e-3, k=10, progress=False)

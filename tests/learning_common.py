@@ -78,8 +78,8 @@ def genre_probe_accuracy(root, export_dir):
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold, cross_val_score
 
-    from cmir_tf.embed import Embedder
     from cmir_tf.data.melon import MelonLayout, load_mel
+    from cmir_tf.embed import Embedder
 
     layout = MelonLayout(root / "melon")
     splits = json.loads((root / "data" / "splits.json").read_text())

@@ -22,8 +22,8 @@ import pytest
 from scipy.io import wavfile
 from scipy.signal import resample_poly
 
-from cmir_tf.audio import decoding as A
 from cmir_tf import constants as C
+from cmir_tf.audio import decoding as A
 from cmir_tf.errors import DataError
 
 sf = pytest.importorskip("soundfile")

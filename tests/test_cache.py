@@ -3,12 +3,12 @@ files skipped and reported; the model key covers the weights."""
 import os
 
 import pytest
+from downstream_data import SignalEmbedder, fake_model, gtzan  # noqa: F401 (fixture)
 
+from cmir_tf.errors import DataError, ExportError
 from cmir_tf.evaluate.cache import Model, model_fingerprint
 from cmir_tf.evaluate.downstream import Params
-from cmir_tf.errors import DataError, ExportError
 from cmir_tf.evaluate.gtzan import evaluate_gtzan
-from downstream_data import SignalEmbedder, fake_model, gtzan  # noqa: F401 (fixture)
 
 
 def test_cache_embeds_a_dataset_once_per_model(gtzan, tmp_path):

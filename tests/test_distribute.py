@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from cmir_tf.model.distribute import input_options
 from cmir_tf.errors import ConfigError
+from cmir_tf.model.distribute import input_options
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -9,11 +9,11 @@ tf = pytest.importorskip("tensorflow")
 
 from cmir_tf import constants as C  # noqa: E402
 from cmir_tf import embed as EM  # noqa: E402
-from cmir_tf.embed import folder as embed_folder  # noqa: E402
-from cmir_tf.export.exportdir import find_saved_model  # noqa: E402
 from cmir_tf import export as E  # noqa: E402
-from cmir_tf.model.encoders import AudioEncoder  # noqa: E402
+from cmir_tf.embed import folder as embed_folder  # noqa: E402
 from cmir_tf.errors import ConfigError, DataError, ExportError  # noqa: E402
+from cmir_tf.export.exportdir import find_saved_model  # noqa: E402
+from cmir_tf.model.encoders import AudioEncoder  # noqa: E402
 
 
 def _encoder(seed):

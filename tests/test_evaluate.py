@@ -5,14 +5,14 @@ import json
 
 import numpy as np
 import pytest
+from downstream_data import FAST, NoiseEmbedder, SignalEmbedder, fake_model, gtzan, melon  # noqa: F401 (fixtures)
 
 from cmir_tf import evaluate as ev
+from cmir_tf.errors import ConfigError
 from cmir_tf.evaluate import __main__ as evaluate_cli
 from cmir_tf.evaluate.cache import EmbeddingCache, Model, model_fingerprint
-from cmir_tf.errors import ConfigError
 from cmir_tf.evaluate.playlists import read_playlist_task
 from cmir_tf.evaluate.report import write_report
-from downstream_data import FAST, NoiseEmbedder, SignalEmbedder, fake_model, gtzan, melon  # noqa: F401 (fixtures)
 
 
 def test_all_writes_tables_and_plots(gtzan, melon, tmp_path, monkeypatch, capsys):

@@ -7,18 +7,16 @@ import shutil
 import urllib.parse
 from pathlib import Path
 
+import browser
 import numpy as np
 import pytest
 import soundfile as sf
 
-from cmir_tf import explore
-from cmir_tf.explore import page
-from cmir_tf import synth
-from cmir_tf.fileio import save_npy, write_json
+from cmir_tf import explore, synth
 from cmir_tf.data.melon import MelonLayout, read_genres, read_song_meta
+from cmir_tf.explore import page
+from cmir_tf.fileio import save_npy, write_json
 from cmir_tf.similar import find_similar
-
-import browser
 
 N_SONGS, K = 60, 5
 AUDIO_SONGS = (3, 17, 42)  # songs with a wav file under AUDIO_DIR

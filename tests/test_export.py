@@ -4,8 +4,8 @@ One export of a freshly built model (with non-trivial BatchNorm statistics, so i
 is shared by the tests; each consumer is checked in a fresh process against the Keras model.
 """
 import json
-import re
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -17,11 +17,11 @@ tf = pytest.importorskip("tensorflow")
 
 from cmir_tf import constants as C  # noqa: E402
 from cmir_tf import export as E  # noqa: E402
-from cmir_tf.export import frozen as F  # noqa: E402
+from cmir_tf.errors import ConfigError, DataError, ExportError  # noqa: E402
 from cmir_tf.export import formats  # noqa: E402
+from cmir_tf.export import frozen as F  # noqa: E402
 from cmir_tf.export.exportdir import ExportDir  # noqa: E402
 from cmir_tf.model.encoders import AudioEncoder, GenreEncoder  # noqa: E402
-from cmir_tf.errors import ConfigError, DataError, ExportError  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 VENV_BIN = os.path.dirname(sys.executable)

@@ -7,8 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from cmir_tf import cli
-from cmir_tf import fileio
+from cmir_tf import cli, fileio
 from cmir_tf.errors import BusyError, ConfigError, DataError, ExportError, NonFiniteLossError, StorageError
 
 

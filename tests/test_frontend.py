@@ -14,11 +14,10 @@ import textwrap
 import numpy as np
 import pytest
 import tensorflow as tf
+from essentia_ref import essentia_available, essentia_mel, essentia_melbank, essentia_predict2d
 
 from cmir_tf import constants as C
 from cmir_tf.audio import frontend as F
-
-from essentia_ref import essentia_available, essentia_mel, essentia_melbank, essentia_predict2d
 
 needs_essentia = pytest.mark.skipif(not essentia_available(), reason="essentia-tensorflow (test extra) not installed")
 

@@ -1,9 +1,9 @@
 """GTZAN: the real layout (genres/ + fault-filtered split lists), and the protocol measures what it claims."""
 import pytest
+from downstream_data import FAST, NoiseEmbedder, SignalEmbedder, fake_model, gtzan  # noqa: F401 (fixture)
 
 from cmir_tf.errors import DataError
 from cmir_tf.evaluate.gtzan import evaluate_gtzan, read_gtzan
-from downstream_data import FAST, NoiseEmbedder, SignalEmbedder, fake_model, gtzan  # noqa: F401 (fixture)
 
 
 def test_gtzan_reads_the_real_layout(gtzan):

@@ -10,13 +10,13 @@ import tempfile
 
 import numpy as np
 import pytest
+from downstream_data import SignalEmbedder, gtzan, tone  # noqa: F401 (fixture)
 
 from cmir_tf import evaluate as ev
+from cmir_tf.errors import DataError
 from cmir_tf.evaluate import __main__ as evaluate_cli
 from cmir_tf.evaluate.cache import Model
-from cmir_tf.errors import DataError
 from cmir_tf.evaluate.gtzan import GTZAN_GENRES, GTZAN_LISTS
-from downstream_data import SignalEmbedder, gtzan, tone  # noqa: F401 (fixture)
 
 HEADER = b"TRACK_ID\tARTIST_ID\tALBUM_ID\tPATH\tDURATION\tTAGS"
 

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from cmir_tf.errors import DataError
 from cmir_tf.data.melon import MelError, MelonLayout, inspect_mel, load_mel
-from cmir_tf.prepare import main, prepare
 from cmir_tf.data.prepared import PreparedData
+from cmir_tf.errors import DataError
+from cmir_tf.prepare import main, prepare
 from cmir_tf.synth import make_synthetic_melon
 
 REPO = Path(__file__).resolve().parents[1]

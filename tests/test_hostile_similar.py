@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 
 from cmir_tf import similar
-from cmir_tf.similar import index as similar_index
 from cmir_tf.errors import DataError
-from cmir_tf.similar import SimilarityIndex, main
+from cmir_tf.similar import SimilarityIndex
+from cmir_tf.similar import index as similar_index
+from cmir_tf.similar import main
 
 REBUILD = "; delete the index and its .ids.json to rebuild it"
 

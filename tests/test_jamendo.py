@@ -2,10 +2,10 @@
 import dataclasses
 
 import pytest
+from downstream_data import FAST, NoiseEmbedder, SignalEmbedder, fake_model, jamendo  # noqa: F401 (fixture)
 
 from cmir_tf.errors import ConfigError, DataError
 from cmir_tf.evaluate.jamendo import JAMENDO_SPLITS, evaluate_jamendo, read_jamendo
-from downstream_data import FAST, NoiseEmbedder, SignalEmbedder, fake_model, jamendo  # noqa: F401 (fixture)
 
 
 def test_jamendo_reads_crlf_tsvs(jamendo):

@@ -7,11 +7,11 @@ import sys
 import textwrap
 from pathlib import Path
 
+from layout_rules import (FLOORS, GROUND, check_doc_paths, check_exported_names, check_no_eager_tensorflow,
+                          check_package, check_room_docs, rooms)
 
 import cmir_tf
 from cmir_tf.moved import MOVED
-from layout_rules import (FLOORS, GROUND, check_doc_paths, check_exported_names, check_no_eager_tensorflow,
-                          check_package, check_room_docs, rooms)
 
 PACKAGE = Path(cmir_tf.__file__).resolve().parent
 REPO = PACKAGE.parent

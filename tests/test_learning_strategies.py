@@ -2,8 +2,8 @@
 Hybrid continue playlists better than the same network's random initialisation, A-IM artist separates
 artists better (an artist probe) and SS genres (the genre probe)."""
 import pytest
-from learning_common import (STRATEGY_STEPS, artist_probe_accuracy, genre_probe_accuracy,
-                             playlist_continuation, trained_export)
+from learning_common import (STRATEGY_STEPS, artist_probe_accuracy, genre_probe_accuracy, playlist_continuation,
+                             trained_export)
 
 pytestmark = pytest.mark.slow
 

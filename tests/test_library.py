@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from library_data import make_library, tag, write_audio
 
-from cmir_tf.errors import ConfigError, DataError
 from cmir_tf.data.library_tags import GENRE_SEPARATORS, clean, read_sidecar, read_tags, split_values
+from cmir_tf.errors import ConfigError, DataError
 
 
 def _records(data):
@@ -165,10 +165,10 @@ def test_m3u_playlists_and_rare_genres(tmp_path):
 
 
 def test_a_library_without_genres_trains_only_the_modes_without_them(tmp_path):
-    from cmir_tf.train.config import TrainConfig, model_config
     from cmir_tf.data.library import LibrarySource
-    from cmir_tf.prepare import prepare
     from cmir_tf.data.prepared import PreparedFacts
+    from cmir_tf.prepare import prepare
+    from cmir_tf.train.config import TrainConfig, model_config
 
     make_library(tmp_path / "lib")
     m = prepare(LibrarySource(tmp_path / "lib", ignore_genres=True), tmp_path / "data", metadata_only=True,
@@ -208,10 +208,10 @@ def test_rerun_resumes_without_rewriting_a_shard(prepared_library):
 
 
 def test_a_library_without_playlists_or_albums_trains_only_the_modes_without_them(tmp_path):
-    from cmir_tf.train.config import TrainConfig, model_config
     from cmir_tf.data.library import LibrarySource
-    from cmir_tf.prepare import prepare
     from cmir_tf.data.prepared import PreparedData, PreparedFacts
+    from cmir_tf.prepare import prepare
+    from cmir_tf.train.config import TrainConfig, model_config
 
     for i in range(4):  # loose files, no folder, no tag: no album, no artist, no playlist, no genre
         write_audio(tmp_path / "lib" / f"{i}.wav", 200 + 50 * i, seed=i)
@@ -265,10 +265,9 @@ def library_four_albums(tmp_path_factory):
 def test_evaluate_playlists_on_a_library_uses_its_albums_and_files(library_four_albums, tmp_path, monkeypatch,
                                                                    capsys):
     from cmir_tf import evaluate as ev
-    from cmir_tf.evaluate import __main__ as evaluate_cli
-
-    from cmir_tf.evaluate.cache import Model
     from cmir_tf.data.prepared import PreparedData
+    from cmir_tf.evaluate import __main__ as evaluate_cli
+    from cmir_tf.evaluate.cache import Model
 
     root = library_four_albums
     ids, splits = _ids_of(root), PreparedData(root / "data").read_splits()
@@ -303,7 +302,6 @@ def test_evaluate_playlists_on_a_library_uses_its_albums_and_files(library_four_
 def test_evaluate_playlists_says_what_a_melon_folder_needs(tmp_path, monkeypatch, capsys):
     from cmir_tf import evaluate as ev
     from cmir_tf.evaluate import __main__ as evaluate_cli
-
     from cmir_tf.evaluate.cache import Model
 
     monkeypatch.setattr(evaluate_cli, "load_model", lambda name, d: Model(name, lambda path: pytest.fail("embedded"), key="x"))
@@ -363,8 +361,8 @@ def test_a_killed_prepare_resumes_without_rewriting_a_finished_shard(tmp_path):
 
 
 def test_explore_matches_library_tracks_by_their_files(library_four_albums):
-    from cmir_tf.explore.page import UNKNOWN, track_info
     from cmir_tf.data.prepared import PreparedData
+    from cmir_tf.explore.page import UNKNOWN, track_info
 
     root = library_four_albums
     ids = _ids_of(root)
@@ -379,7 +377,6 @@ def test_explore_matches_library_tracks_by_their_files(library_four_albums):
 
 def test_evaluate_all_on_a_library_maps_its_test_songs_by_folder(library_four_albums, tmp_path, monkeypatch):
     from cmir_tf import evaluate as ev
-
     from cmir_tf.evaluate import __main__ as evaluate_cli
     from cmir_tf.evaluate.cache import Model
 

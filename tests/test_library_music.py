@@ -60,8 +60,8 @@ def held_out_measures(export_dir, data, labels) -> dict:
     """kNN accuracy and MAP of same-soundtrack retrieval: held-out queries against the train tracks."""
     import tensorflow as tf
 
-    from cmir_tf.embed import Embedder
     from cmir_tf.data.tfrecords import parse_example_numpy
+    from cmir_tf.embed import Embedder
 
     ids = {e["id"]: e["path"] for e in json.loads((data / "library_ids.json").read_text())["songs"]}
     emb = Embedder(export_dir)
@@ -90,8 +90,8 @@ def held_out_measures(export_dir, data, labels) -> dict:
 def test_training_on_real_soundtracks_beats_the_random_initialisation(tmp_path):
     import keras
 
-    from cmir_tf.export import export_model, export_run
     from cmir_tf.data.library import LibrarySource
+    from cmir_tf.export import export_model, export_run
     from cmir_tf.model.contrastive import build_model, dummy_batch
     from cmir_tf.prepare import prepare
     from cmir_tf.train import TrainConfig, train

@@ -12,7 +12,8 @@ import pytest
 
 tf = pytest.importorskip("tensorflow")
 
-from cmir_tf.model.losses import (nt_xent, nt_xent_replica_share, semantic_weights, weighted_nt_xent, weighted_nt_xent_replica_share)
+from cmir_tf.model.losses import (nt_xent, nt_xent_replica_share, semantic_weights, weighted_nt_xent,
+                                  weighted_nt_xent_replica_share)
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -6,8 +6,8 @@ import pickle
 import numpy as np
 import pytest
 
+from cmir_tf.data.melon import MelError, MelonLayout, inspect_mel, load_mel, read_genres, read_playlists, read_song_meta
 from cmir_tf.errors import DataError
-from cmir_tf.data.melon import (MelError, MelonLayout, inspect_mel, load_mel, read_genres, read_playlists, read_song_meta)
 
 
 class _Evil:

@@ -7,14 +7,13 @@ import shutil
 
 import numpy as np
 import pytest
+from conftest import PREPARED_SHARD_SIZE, SYNTH_SEED
 
-from cmir_tf.errors import ConfigError, DataError
 from cmir_tf.data.melon import MelonLayout, load_mel
 from cmir_tf.data.pairs import EXCLUSIVE, PairSampler
 from cmir_tf.data.prepared import PreparedData
 from cmir_tf.data.tfrecords import parse_example_numpy, read_record
-
-from conftest import PREPARED_SHARD_SIZE, SYNTH_SEED
+from cmir_tf.errors import ConfigError, DataError
 
 
 def melon_groups(melon):

@@ -15,8 +15,8 @@ import pytest
 import tensorflow as tf
 
 from cmir_tf.data import pipeline
-from cmir_tf.errors import ConfigError, DataError
 from cmir_tf.data.tfrecords import serialize_example, shard_name
+from cmir_tf.errors import ConfigError, DataError
 
 CF = 300
 

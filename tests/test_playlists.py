@@ -4,12 +4,12 @@ import json
 
 import numpy as np
 import pytest
+from downstream_data import FAST, NoiseEmbedder, SignalEmbedder, fake_model, melon  # noqa: F401 (fixture)
 
-from cmir_tf.evaluate.downstream import Params
 from cmir_tf.errors import DataError
+from cmir_tf.evaluate.downstream import Params
 from cmir_tf.evaluate.metrics import average_precision_at_k, ndcg_at_k
 from cmir_tf.evaluate.playlists import evaluate_playlists, playlist_protocol, read_playlist_task
-from downstream_data import FAST, NoiseEmbedder, SignalEmbedder, fake_model, melon  # noqa: F401 (fixture)
 
 
 def test_playlist_task_queries_and_relevant(melon):

@@ -8,12 +8,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from cmir_tf.prepare import shard_writer
-from cmir_tf.errors import ConfigError, DataError
 from cmir_tf.data.melon import MelonLayout, load_mel, read_song_meta
-from cmir_tf.prepare import main, prepare
-from cmir_tf.synth import make_synthetic_melon, plant_hostile
 from cmir_tf.data.tfrecords import parse_example_numpy
+from cmir_tf.errors import ConfigError, DataError
+from cmir_tf.prepare import main, prepare, shard_writer
+from cmir_tf.synth import make_synthetic_melon, plant_hostile
 
 SPLITS = ("train", "val", "test")
 

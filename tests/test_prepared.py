@@ -6,8 +6,8 @@ import shutil
 import numpy as np
 import pytest
 
-from cmir_tf.errors import DataError
 from cmir_tf.data.prepared import PreparedData
+from cmir_tf.errors import DataError
 
 SPLITS = ("train", "val", "test")
 

@@ -12,11 +12,11 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from torch_side import requires_torch, run_torch
 
 from cmir_tf.model import losses
 from cmir_tf.model.contrastive import ContrastiveModel
 from cmir_tf.model.published import CoupledL2Adam, PublishedCFEncoder, PublishedGenreEncoder, published_view
-from torch_side import requires_torch, run_torch
 
 V, T, B = 20, 10, 6  # genres, genre slots, songs
 N_GENRES = [1, 3, 10, 7, 2, 5]  # per song: one alone, a full list, and in between

@@ -10,11 +10,11 @@ import pytest
 import tensorflow as tf
 
 from cmir_tf.data import batching, pipeline
-from cmir_tf.errors import DataError
-from cmir_tf.prepare.genre_vectors import train_word2vec
-from cmir_tf.prepare import PrepareParams
-from cmir_tf.model.published import check_prepared
 from cmir_tf.data.tfrecords import serialize_example, shard_name
+from cmir_tf.errors import DataError
+from cmir_tf.model.published import check_prepared
+from cmir_tf.prepare import PrepareParams
+from cmir_tf.prepare.genre_vectors import train_word2vec
 
 N_FRAMES = 1500  # longer than the published window of 1300
 
@@ -111,8 +111,8 @@ def test_train_cli_refuses_variant_published_on_a_default_folder(prepared_data, 
 @pytest.mark.slow
 def test_published_run_records_the_variant_in_model_json_and_the_export(synth_melon, tmp_path):
     from cmir_tf.export import load_run_model
-    from cmir_tf.prepare import prepare
     from cmir_tf.model.published import CoupledL2Adam, PublishedCFEncoder, PublishedGenreEncoder
+    from cmir_tf.prepare import prepare
     from cmir_tf.train import main
 
     data = tmp_path / "data"

@@ -24,12 +24,12 @@ sys.path.insert(0, HERE)
 from torch_side import run_torch  # noqa: E402
 
 from cmir_tf import constants as C  # noqa: E402
-from cmir_tf.embed import published as published_frontend
-from cmir_tf.export import released
-from cmir_tf.export import torch_pickle  # noqa: E402
 from cmir_tf.embed import main as embed_main  # noqa: E402
+from cmir_tf.embed import published as published_frontend
 from cmir_tf.errors import DataError  # noqa: E402
 from cmir_tf.export import main as export_main  # noqa: E402
+from cmir_tf.export import torch_pickle  # noqa: E402
+from cmir_tf.export import released
 
 PUBLISHED_MODEL = """
 import torch
@@ -243,7 +243,6 @@ def test_unreadable_checkpoint_is_a_data_error(tmp_path, content, reason):
 
 def test_checkpoint_with_other_weights_is_refused(tmp_path, capsys):
     import collections
-
 
     # a state_dict-shaped legacy file of the wrong model: the reader accepts it, the mapping refuses it
     path = tmp_path / "baseline_MF" / "audio_encoder.pt"

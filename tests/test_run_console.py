@@ -111,9 +111,9 @@ def test_progress_costs_far_below_one_percent_of_a_training_step():
 
 
 def test_start_summary_names_mode_terms_pairs_mixup_precision_replicas_batch_steps_epochs_data_and_run():
+    from cmir_tf.train import Schedule
     from cmir_tf.train.config import config_from_args
     from cmir_tf.train.progress import run_summary
-    from cmir_tf.train import Schedule
 
     cfg, _ = config_from_args(["--data", "prep", "--mode", "contr_g", "--audio-pairs", "artist", "--mixup",
                                "--lambda-audio", "0.5", "--epochs", "4", "--out", "runs/x"])

@@ -4,9 +4,9 @@ import json
 import numpy as np
 import pytest
 
-from cmir_tf.train.config import TrainConfig, model_config
-from cmir_tf.errors import ConfigError, DataError
 from cmir_tf.data.prepared import PreparedFacts
+from cmir_tf.errors import ConfigError, DataError
+from cmir_tf.train.config import TrainConfig, model_config
 from cmir_tf.train.rundir import RunDir
 
 

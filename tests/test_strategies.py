@@ -13,12 +13,12 @@ import pytest
 
 tf = pytest.importorskip("tensorflow")
 
-from cmir_tf.model import presets  # noqa: E402
-from cmir_tf.train.config import config_from_args  # noqa: E402
-from cmir_tf.errors import ConfigError  # noqa: E402
-from cmir_tf.model.contrastive import MODES, ContrastiveModel, build_model, mixup  # noqa: E402
-
 from test_model import _EQUIVALENCE_SCRIPT, V, make_batch, np_nt_xent  # noqa: E402
+
+from cmir_tf.errors import ConfigError  # noqa: E402
+from cmir_tf.model import presets  # noqa: E402
+from cmir_tf.model.contrastive import MODES, ContrastiveModel, build_model, mixup  # noqa: E402
+from cmir_tf.train.config import config_from_args  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cmir_tf.train.config import TrainConfig, config_from_args, load_config_file
-from cmir_tf.errors import ConfigError, DataError
 from cmir_tf.data.prepared import PreparedData
+from cmir_tf.errors import ConfigError, DataError
+from cmir_tf.train.config import TrainConfig, config_from_args, load_config_file
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -22,10 +22,10 @@ import pytest
 tf = pytest.importorskip("tensorflow")
 import keras  # noqa: E402
 
-from cmir_tf.model.distribute import resolve_jit_compile  # noqa: E402
 from cmir_tf.errors import ConfigError  # noqa: E402
 from cmir_tf.model import presets  # noqa: E402
 from cmir_tf.model.contrastive import LOSS_PARTS, MODES, build_model  # noqa: E402
+from cmir_tf.model.distribute import resolve_jit_compile  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 from batches import V, make_batch  # noqa: E402  (tests/batches.py)

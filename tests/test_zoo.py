@@ -19,11 +19,11 @@ tf = pytest.importorskip("tensorflow")
 
 from cmir_tf import constants as C  # noqa: E402
 from cmir_tf import export as E  # noqa: E402
+from cmir_tf.errors import ConfigError, ExportError  # noqa: E402
 from cmir_tf.export import formats  # noqa: E402
 from cmir_tf.export import reports  # noqa: E402
 from cmir_tf.export import zoo  # noqa: E402
 from cmir_tf.model.encoders import AudioEncoder, GenreEncoder  # noqa: E402
-from cmir_tf.errors import ConfigError, ExportError  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 N_GENRES = 5
@@ -366,8 +366,8 @@ def _report_results():
 
 @pytest.fixture(scope="module")
 def report_files(tmp_path_factory):
-    from cmir_tf.evaluate import evaluation as EV
     from cmir_tf.evaluate import Model
+    from cmir_tf.evaluate import evaluation as EV
 
     gtzan, jamendo, playlists = _report_results()
     folder = tmp_path_factory.mktemp("reports")

@@ -40,8 +40,8 @@ import threading
 
 import numpy as np
 
-from cmir_tf.audio import framing
 from cmir_tf import constants as C
+from cmir_tf.audio import framing
 from cmir_tf.errors import DataError
 
 AUDIO_EXTENSIONS = (".wav", ".mp3", ".flac", ".ogg")  # the core formats, decoded and tested everywhere

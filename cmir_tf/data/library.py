@@ -49,12 +49,12 @@ import sys
 from collections import Counter
 from dataclasses import dataclass, field
 
-from cmir_tf.errors import DataError
 from cmir_tf.data.library_playlists import PLAYLIST_EXTENSIONS, read_playlists
 from cmir_tf.data.library_tags import genre_code, read_sidecar, read_tags
 from cmir_tf.data.melon import MelError, Song
 from cmir_tf.data.prepared import LIBRARY_IDS as IDS_FILE
 from cmir_tf.data.prepared import read_library_ids, write_library_ids
+from cmir_tf.errors import DataError
 from cmir_tf.workpool import imap, progress_bar
 
 LIBRARY_AUDIO = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3")

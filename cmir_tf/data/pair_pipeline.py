@@ -45,12 +45,12 @@ import numpy as np
 import tensorflow as tf
 
 from cmir_tf.constants import PATCH_FRAMES
-from cmir_tf.errors import ConfigError, DataError
-from cmir_tf.data.pairs import AUDIO_PAIRS, EXCLUSIVE, PairSampler
 from cmir_tf.data.batching import (check_parallelism, checked_seed, dataset_options, decode_mel, parse_and_crop,
-                                    pipeline_inputs)
+                                   pipeline_inputs)
+from cmir_tf.data.pairs import AUDIO_PAIRS, EXCLUSIVE, PairSampler
 from cmir_tf.data.prepared import RECORDS_INDEX, PreparedData
 from cmir_tf.data.tfrecords import read_record
+from cmir_tf.errors import ConfigError, DataError
 
 SS_WINDOW = 625  # frames: the second crop of a self-supervised pair starts within ±625 of the first
 _ROW = 8  # a pair row: song, shard, offset, length of the first song, then of its partner

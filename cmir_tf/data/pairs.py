@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from cmir_tf.errors import DataError
 from cmir_tf.data.tfrecords import record_spans
+from cmir_tf.errors import DataError
 
 # The sources of audio pairs: songs sharing a playlist / an artist / a genre, or two crops of one song.
 AUDIO_PAIRS = ("playlist", "artist", "genre", "self")

@@ -52,15 +52,13 @@ fallback is consistent across workers because the order is deterministic for a s
 """
 from __future__ import annotations
 
-
 import tensorflow as tf
 
 from cmir_tf.constants import PATCH_FRAMES
-from cmir_tf.errors import ConfigError
 from cmir_tf.data.batching import (check_frames, check_parallelism, checked_seed, dataset_options, decode_mel,
-                                    genres_and_cf, parse_and_crop,
-                                    pipeline_inputs)
+                                   genres_and_cf, parse_and_crop, pipeline_inputs)
 from cmir_tf.data.tfrecords import BYTES_PER_FRAME, N_BANDS, feature_spec, is_compressed
+from cmir_tf.errors import ConfigError
 
 # Records parsed together by one vectorised ``tf.io.parse_example`` call.
 PARSE_BATCH = 64

@@ -56,9 +56,9 @@ import numpy as np
 
 from cmir_tf import fileio
 from cmir_tf.constants import CF_DIM, SPLITS
+from cmir_tf.data.tfrecords import is_compressed, is_shard_name
 from cmir_tf.errors import ConfigError, DataError
 from cmir_tf.lock import LOCK_NAME
-from cmir_tf.data.tfrecords import is_compressed, is_shard_name
 
 MANIFEST = "manifest.json"
 SPLITS_FILE = "splits.json"

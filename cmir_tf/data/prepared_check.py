@@ -28,8 +28,8 @@ import os
 
 import numpy as np
 
-from cmir_tf.errors import DataError
 from cmir_tf.data.tfrecords import count_records, first_record, parse_example_numpy
+from cmir_tf.errors import DataError
 
 
 def read_counts(data, manifest: dict) -> dict:

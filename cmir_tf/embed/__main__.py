@@ -8,10 +8,10 @@ import argparse
 import sys
 
 from cmir_tf import cli
-from cmir_tf.errors import EXIT_PARTIAL, ConfigError, ExportError
-from cmir_tf.export.exportdir import find_saved_model
 from cmir_tf.embed.embedder import DEFAULT_BATCH_SIZE
 from cmir_tf.embed.folder import embed_to_folder
+from cmir_tf.errors import EXIT_PARTIAL, ConfigError, ExportError
+from cmir_tf.export.exportdir import find_saved_model
 
 
 @cli.command

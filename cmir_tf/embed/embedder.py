@@ -16,8 +16,8 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from cmir_tf.audio import decoding as audio
 from cmir_tf import constants as C
+from cmir_tf.audio import decoding as audio
 from cmir_tf.audio import frontend
 from cmir_tf.errors import CmirError, ConfigError, DataError, ExportError
 from cmir_tf.export.exportdir import find_saved_model

@@ -6,22 +6,22 @@ or one task's function → the report (:mod:`cmir_tf.evaluate.report`) and a sum
 """
 from __future__ import annotations
 
-from pathlib import Path
 import argparse
 import dataclasses
 import sys
+from pathlib import Path
 
 from cmir_tf import cli
 from cmir_tf.constants import JAMENDO_CATEGORIES
 from cmir_tf.errors import EXIT_OK, EXIT_PARTIAL, ConfigError
 from cmir_tf.evaluate.cache import DEFAULT_CACHE, load_model
 from cmir_tf.evaluate.downstream import Params
+from cmir_tf.evaluate.evaluation import evaluate_models, skipped_files
 from cmir_tf.evaluate.gtzan import evaluate_gtzan_split, read_gtzan
 from cmir_tf.evaluate.jamendo import evaluate_jamendo_splits, read_jamendo_categories
 from cmir_tf.evaluate.playlists import evaluate_playlist_task, read_playlist_task
 from cmir_tf.evaluate.report import WRITTEN_FILES, markdown, mean_std
 from cmir_tf.fileio import require_output_dir, write_json
-from cmir_tf.evaluate.evaluation import evaluate_models, skipped_files
 
 
 def _add_common(sp, *, gtzan=False, jamendo=False, playlists=False) -> None:

@@ -30,15 +30,15 @@ from __future__ import annotations
 
 import dataclasses
 
-from cmir_tf.evaluate.cache import Model
 from cmir_tf.constants import JAMENDO_CATEGORIES
-from cmir_tf.evaluate.downstream import Params
 from cmir_tf.errors import ConfigError
-from cmir_tf.fileio import require_output_dir
+from cmir_tf.evaluate.cache import Model
+from cmir_tf.evaluate.downstream import Params
 from cmir_tf.evaluate.gtzan import evaluate_gtzan_split, read_gtzan
 from cmir_tf.evaluate.jamendo import evaluate_jamendo_splits, read_jamendo_categories
 from cmir_tf.evaluate.playlists import evaluate_playlist_task, folder_labels, major_genre_labels, read_playlist_task
 from cmir_tf.evaluate.report import WRITTEN_FILES, write_report
+from cmir_tf.fileio import require_output_dir
 
 __all__ = ["evaluate_models", "read_datasets", "skipped_files"]
 

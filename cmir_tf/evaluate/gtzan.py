@@ -23,9 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
+from cmir_tf.errors import DataError
 from cmir_tf.evaluate.cache import EmbeddingCache, Model
 from cmir_tf.evaluate.downstream import Params, read_lines, require_dir, require_files, summary
-from cmir_tf.errors import DataError
 from cmir_tf.fileio import inside
 
 __all__ = ["GTZAN_GENRES", "GTZAN_LISTS", "read_gtzan", "gtzan_protocol", "evaluate_gtzan", "evaluate_gtzan_split"]

@@ -31,10 +31,10 @@ from pathlib import Path
 
 import numpy as np
 
-from cmir_tf.evaluate.cache import EmbeddingCache, Model
 from cmir_tf.constants import JAMENDO_CATEGORIES
-from cmir_tf.evaluate.downstream import Params, read_lines, require_dir, require_files, summary
 from cmir_tf.errors import ConfigError, DataError
+from cmir_tf.evaluate.cache import EmbeddingCache, Model
+from cmir_tf.evaluate.downstream import Params, read_lines, require_dir, require_files, summary
 from cmir_tf.fileio import inside
 
 __all__ = ["JAMENDO_SPLITS", "JAMENDO_HEADER", "read_jamendo", "read_jamendo_categories", "jamendo_protocol",

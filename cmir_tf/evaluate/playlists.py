@@ -26,12 +26,12 @@ from collections import Counter
 
 import numpy as np
 
+from cmir_tf.data.melon import MelonLayout, read_playlists
+from cmir_tf.data.prepared import PreparedData
+from cmir_tf.errors import ConfigError, DataError
 from cmir_tf.evaluate.cache import EmbeddingCache, Model
 from cmir_tf.evaluate.downstream import Params, require_dir
-from cmir_tf.errors import ConfigError, DataError
-from cmir_tf.data.melon import MelonLayout, read_playlists
 from cmir_tf.evaluate.metrics import average_precision_at_k, ndcg_at_k
-from cmir_tf.data.prepared import PreparedData
 from cmir_tf.similar.index import SimilarityIndex
 
 SHOWN = 10  # predicted songs listed per playlist in a library's per-playlist results

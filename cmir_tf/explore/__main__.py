@@ -8,8 +8,8 @@ import argparse
 import sys
 
 from cmir_tf import cli
-from cmir_tf.similar.index import DEFAULT_TREES
 from cmir_tf.explore.page import DEFAULT_K, FIELDS, MAX_POINTS, TSNE_SAMPLE, write_explorer
+from cmir_tf.similar.index import DEFAULT_TREES
 
 
 def build_arg_parser() -> argparse.ArgumentParser:

@@ -9,11 +9,11 @@ import argparse
 
 from cmir_tf import cli
 from cmir_tf.errors import ConfigError
-from cmir_tf.export.reports import REPORT_FILES
 from cmir_tf.export import zoo
-from cmir_tf.export.formats import ONNX_EXTRA_HINT
-from cmir_tf.train.rundir import RunDir
 from cmir_tf.export.exporter import DEFAULT_NAME, export_run
+from cmir_tf.export.formats import ONNX_EXTRA_HINT
+from cmir_tf.export.reports import REPORT_FILES
+from cmir_tf.train.rundir import RunDir
 
 
 def _add_zoo_arguments(parser):

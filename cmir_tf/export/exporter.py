@@ -50,13 +50,14 @@ import re
 import numpy as np
 import tensorflow as tf
 
-from cmir_tf.model import compat
-from cmir_tf.export import zoo
 from cmir_tf import constants as C
 from cmir_tf.errors import ConfigError, ExportError
+from cmir_tf.export import zoo
 from cmir_tf.export.exportdir import ExportDir
-from cmir_tf.export.frozen import (EMBEDDINGS_NODE, FEATURES_NODE, INPUT_NODE, check_core_ops, freeze_audio_encoder, graph_op_types)
+from cmir_tf.export.frozen import (EMBEDDINGS_NODE, FEATURES_NODE, INPUT_NODE, check_core_ops, freeze_audio_encoder,
+                                   graph_op_types)
 from cmir_tf.lock import folder_lock
+from cmir_tf.model import compat
 from cmir_tf.train.rundir import RunDir
 
 DEFAULT_NAME = "cmir-audio-encoder"
@@ -241,8 +242,8 @@ def load_run_model(run_dir):
     vocab the prepared folder's genre vocabulary. The model is rebuilt in float32 whatever precision
     it was trained in (exports are always float32) and is not compiled.
     """
-    from cmir_tf.model.contrastive import ContrastiveModel, dummy_batch
     from cmir_tf.data.prepared import PreparedFacts
+    from cmir_tf.model.contrastive import ContrastiveModel, dummy_batch
 
     run = RunDir(run_dir)
     config = run.read_config()

@@ -12,9 +12,9 @@ Freezing and attribute defaults use TensorFlow APIs outside ``tf.*``, fenced in 
 """
 import tensorflow as tf
 
-from cmir_tf.model import compat
 from cmir_tf import constants as C
 from cmir_tf.errors import ExportError
+from cmir_tf.model import compat
 
 INPUT_NODE = "melspectrogram"
 EMBEDDINGS_NODE = "embeddings"

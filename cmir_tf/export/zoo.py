@@ -32,13 +32,13 @@ import numpy as np
 
 from cmir_tf import __version__ as PACKAGE_VERSION
 from cmir_tf import constants as C
+from cmir_tf.data.prepared import PreparedData
 from cmir_tf.errors import ConfigError, DataError, ExportError
 from cmir_tf.export.exportdir import GENRES_SUFFIX, file_names
-from cmir_tf.export.formats import (HEAD_INPUT, HEAD_OUTPUT, ONNX_EXTRA_HINT, ONNX_OPSET, check_parity, convert_onnx, freeze_genre_head, keras_model, onnx_missing, onnx_outputs, unit_rows)
-from cmir_tf.data.prepared import PreparedData
+from cmir_tf.export.formats import (HEAD_INPUT, HEAD_OUTPUT, ONNX_EXTRA_HINT, ONNX_OPSET, check_parity, convert_onnx,
+                                    freeze_genre_head, keras_model, onnx_missing, onnx_outputs, unit_rows)
 from cmir_tf.export.reports import metrics_from_reports, run_report_files
 from cmir_tf.train.rundir import RunDir
-
 
 MELON_DATASET = "Melon Playlist Dataset"
 MELON_CITATION = """@inproceedings{ferraro2021melon,

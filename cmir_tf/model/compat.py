@@ -65,10 +65,9 @@ Hooks, what each is for, and the public route examined:
 from __future__ import annotations
 
 import inspect
+import os
 
 from cmir_tf.errors import ConfigError
-
-import os
 
 TESTED = {"keras": ("3.15.1",), "tensorflow": ("2.17.1", "2.21.0")}
 # (first, last) supported minor releases, inclusive; setup.py's install_requires spells the same ranges

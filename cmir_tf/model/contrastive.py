@@ -73,21 +73,22 @@ training and validation crop through the published ``view`` that mixes time and 
 """
 from __future__ import annotations
 
-import numpy as np
-import keras
-import tensorflow as tf
-
 from typing import NamedTuple
 
-from cmir_tf.model import compat
+import keras
+import numpy as np
+import tensorflow as tf
+
 from cmir_tf import constants as C
+from cmir_tf.errors import ConfigError
+from cmir_tf.model import compat
 from cmir_tf.model.distribute import agree_on_overflow, global_count, global_sum, resolve_jit_compile
 from cmir_tf.model.encoders import AudioEncoder, CFEncoder, GenreEncoder
-from cmir_tf.errors import ConfigError
-from cmir_tf.model.losses import (PUBLISHED_LOG_EPSILON, global_rows, loss_dtype, nt_xent_replica_share, semantic_weights, weighted_nt_xent_replica_share)
+from cmir_tf.model.losses import (PUBLISHED_LOG_EPSILON, global_rows, loss_dtype, nt_xent_replica_share,
+                                  semantic_weights, weighted_nt_xent_replica_share)
 from cmir_tf.model.precision import loss_scaled
-from cmir_tf.model.published import CoupledL2Adam, PublishedCFEncoder, PublishedGenreEncoder, published_view
 from cmir_tf.model.presets import AUDIO_PAIRS, MIXUP_BETA, PRESETS, resolve
+from cmir_tf.model.published import CoupledL2Adam, PublishedCFEncoder, PublishedGenreEncoder, published_view
 
 MODES = C.MODES  # the paper's six modes → the losses each reports (presets.PRESETS holds every preset)
 _MIXUP_SALT = 0x6D1C  # separates the mixup draws' seeds from any other stateless stream

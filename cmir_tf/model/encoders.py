@@ -10,8 +10,8 @@ momentum 0.1 in PyTorch's convention, i.e. Keras ``momentum=0.9``, ``epsilon=1e-
 """
 from __future__ import annotations
 
-import numpy as np
 import keras
+import numpy as np
 import tensorflow as tf
 from keras import ops
 

@@ -52,17 +52,17 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from cmir_tf.prepare.cf import BPR_LEARNING_RATE, check_cf_params, train_cf
 from cmir_tf.constants import CF_DIM, MAX_GENRES, SPLITS, W2V_DIM
-from cmir_tf.errors import ConfigError, DataError
-from cmir_tf.prepare.genre_vectors import W2V_MODELS, build_vocab, train_word2vec
-from cmir_tf.lock import folder_lock
 from cmir_tf.data.melon import PLAYLIST_FILES, MelonLayout
 from cmir_tf.data.pairs import write_pair_data
 from cmir_tf.data.prepared import PAIR_SPLITS, PreparedData
+from cmir_tf.data.tfrecords import shard_name
+from cmir_tf.errors import ConfigError, DataError
+from cmir_tf.lock import folder_lock
+from cmir_tf.prepare.cf import BPR_LEARNING_RATE, check_cf_params, train_cf
+from cmir_tf.prepare.genre_vectors import W2V_MODELS, build_vocab, train_word2vec
 from cmir_tf.prepare.shard_writer import finished_shards, write_shards
 from cmir_tf.prepare.song_split import RATIOS, load_metadata, scan_mels, select_songs, stratified_split
-from cmir_tf.data.tfrecords import shard_name
 
 
 @dataclass

@@ -24,11 +24,11 @@ import sys
 
 import numpy as np
 
-from cmir_tf.fileio import atomic_path
 from cmir_tf.data.library import audio_mel, shown
 from cmir_tf.data.melon import MelError, MelonLayout, load_mel
 from cmir_tf.data.prepared import PreparedData
 from cmir_tf.data.tfrecords import check_shard
+from cmir_tf.fileio import atomic_path
 from cmir_tf.workpool import imap, progress_bar
 
 F16_MAX = float(np.finfo(np.float16).max)  # 65504: records store the mel as float16

@@ -21,7 +21,8 @@ import os
 import numpy as np
 
 from cmir_tf.constants import SPLITS
-from cmir_tf.data.melon import (MEL_REASONS, PLAYLIST_FILES, MelError, MelonLayout, inspect_mel, read_genres, read_playlists, read_song_meta)
+from cmir_tf.data.melon import (MEL_REASONS, PLAYLIST_FILES, MelError, MelonLayout, inspect_mel, read_genres,
+                                read_playlists, read_song_meta)
 from cmir_tf.workpool import imap, progress_bar
 
 RATIOS = (0.8, 0.1, 0.1)

@@ -13,7 +13,6 @@ import sys
 from cmir_tf import cli
 from cmir_tf.similar.index import DEFAULT_TREES, find_similar
 
-
 TABLE_NOTE = ("# cosine: cosine similarity of each track's vector (the mean of its patch embeddings) to the "
               "query's, 1 - d²/2 from annoy's angular distance d = sqrt(2 - 2 cos); 1 = same direction, "
               "0 = orthogonal, -1 = opposite; best first")

@@ -33,9 +33,9 @@ import sys
 import numpy as np
 
 from cmir_tf.constants import DB_FLOOR, MELON_FRAMES, N_BANDS
+from cmir_tf.data.melon import PLAYLIST_FILES, MelonLayout, read_playlists, write_mel
 from cmir_tf.errors import ConfigError
 from cmir_tf.fileio import save_npy, write_json
-from cmir_tf.data.melon import PLAYLIST_FILES, MelonLayout, read_playlists, write_mel
 from cmir_tf.synth.artists import artist_sound, assign_artists
 
 TASTES = 6

@@ -6,15 +6,15 @@ prints every output path, and exports the run (:func:`export_after_training`) un
 """
 from __future__ import annotations
 
-from pathlib import Path
 import sys
+from pathlib import Path
 
 from cmir_tf import cli
-from cmir_tf.train.config import TrainConfig, config_from_args
 from cmir_tf.fileio import require_output_dir
+from cmir_tf.train.config import TrainConfig, config_from_args
 from cmir_tf.train.embedded import default_export_dir, default_run_dir
-from cmir_tf.train.rundir import RunDir
 from cmir_tf.train.loop import train
+from cmir_tf.train.rundir import RunDir
 
 
 def check_export_dir(cfg: TrainConfig) -> None:
@@ -30,8 +30,8 @@ def export_after_training(cfg: TrainConfig, run_dir) -> object | None:
     A new version is written only when the run's checkpoints are newer than its latest export, so
     rerunning a finished run does not pile up identical versions. Returns the ExportResult or None.
     """
-    from cmir_tf.export.exporter import export_run
     from cmir_tf.export.exportdir import ExportDir
+    from cmir_tf.export.exporter import export_run
 
     run = RunDir(run_dir)
     out = ExportDir(cfg.export_dir or default_export_dir(run.path))

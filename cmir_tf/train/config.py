@@ -20,11 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from cmir_tf import constants as C
+from cmir_tf.errors import ConfigError
 from cmir_tf.model import presets
 from cmir_tf.model.distribute import JIT_COMPILE, STRATEGIES
-from cmir_tf.train.embedded import EMBEDDED_DEFAULTS
-from cmir_tf.errors import ConfigError
 from cmir_tf.model.precision import PRECISIONS, cnn_dtype
+from cmir_tf.train.embedded import EMBEDDED_DEFAULTS
 
 MODES = tuple(presets.PRESETS)  # the paper's six, then the follow-up study's strategies
 # A bare --mixup (argparse would run a string const through float) or "mixup: default" in a config

@@ -29,10 +29,10 @@ def default_export_dir(run_dir) -> Path:
 
 def ensure_embedded_data(seed: int = 0, songs: int | None = None, playlists: int | None = None) -> Path:
     """Synthesise Melon (if absent) and prepare it (resuming); return the prepared folder."""
-    from cmir_tf.prepare import preparation as prepare
-    from cmir_tf.synth import generator as synth
     from cmir_tf.data.melon import MelonLayout
     from cmir_tf.data.prepared import PreparedData
+    from cmir_tf.prepare import preparation as prepare
+    from cmir_tf.synth import generator as synth
 
     melon = DEFAULT_MELON
     if not os.path.exists(MelonLayout(melon).song_meta):

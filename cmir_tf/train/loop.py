@@ -27,12 +27,12 @@ import re
 import sys
 from pathlib import Path
 
+from cmir_tf.constants import CROP_WINDOW
+from cmir_tf.data.prepared import PreparedFacts
+from cmir_tf.errors import ConfigError, DataError, NonFiniteLossError
+from cmir_tf.lock import folder_lock
 from cmir_tf.train.config import TrainConfig, model_config
 from cmir_tf.train.embedded import default_run_dir, ensure_embedded_data
-from cmir_tf.errors import ConfigError, DataError, NonFiniteLossError
-from cmir_tf.constants import CROP_WINDOW
-from cmir_tf.lock import folder_lock
-from cmir_tf.data.prepared import PreparedFacts
 from cmir_tf.train.rundir import RunDir
 
 

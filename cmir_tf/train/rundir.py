@@ -49,7 +49,8 @@ import time
 from pathlib import Path
 
 from cmir_tf.errors import ConfigError, DataError
-from cmir_tf.fileio import (atomic_path, atomic_write_text, create_output_folder, read_json, remove_stale_temps, why_not_a_file, write_json)
+from cmir_tf.fileio import (atomic_path, atomic_write_text, create_output_folder, read_json, remove_stale_temps,
+                            why_not_a_file, write_json)
 from cmir_tf.lock import LOCK_NAME
 
 # config.json keys that must not change when a run is continued from its backup: the model's variables,
@@ -362,8 +363,8 @@ class RunDir:
             if not isinstance(config, dict) or "mode" not in config:
                 raise DataError(f"{self.model_path}: not a model configuration (needs 'mode')")
             return config
-        from cmir_tf.train.config import TrainConfig, model_config
         from cmir_tf.data.prepared import PreparedFacts
+        from cmir_tf.train.config import TrainConfig, model_config
 
         saved = self.read_config()
         return model_config(TrainConfig.from_saved(saved), PreparedFacts(saved["data"]))
