@@ -1,6 +1,6 @@
 """One policy for every ``python -m cmir_tf.<stage>`` command: errors as one line, documented exit codes.
 
-Each module's ``main(argv=None)`` parses its flags and calls one library function; it is wrapped by
+Each command room's ``__main__.py`` holds its ``main(argv=None)``, which parses its flags and calls one library function; it is wrapped by
 :func:`command`, which turns the errors a user can cause into a single ``error: …`` line on stderr and
 the exit code of their class (``cmir_tf.errors``), so no user-caused failure ends in a traceback::
 
@@ -11,11 +11,14 @@ the exit code of their class (``cmir_tf.errors``), so no user-caused failure end
         return 0          # or errors.EXIT_PARTIAL when some inputs were skipped
 
 ``main()`` still returns the code (tests call it directly); ``sys.exit(main())`` ends the process.
+The room itself exposes that ``main`` through :func:`door` (``cmir_tf.train:main``, the console script's
+target), without importing the command line until it runs.
 """
 from __future__ import annotations
 
 import errno
 import functools
+import importlib
 import os
 import sys
 
@@ -81,3 +84,16 @@ def command(main=None, *, hard_exit: bool = False):
             return leave(EXIT_INTERRUPTED)
 
     return wrapped
+
+
+def door(room: str):
+    """The ``main(argv=None)`` a command room exports (``main = cli.door(__name__)`` in its ``__init__``).
+
+    It imports ``<room>.__main__`` on its first call, not before, so importing the room stays cheap and
+    ``python -m <room>`` (which runs ``__main__.py`` itself) never loads the command line twice."""
+    def main(argv=None):
+        return importlib.import_module(f"{room}.__main__").main(argv)
+
+    main.__module__, main.__qualname__ = room, "main"
+    main.__doc__ = f"``python -m {room}``: run the command line of :mod:`{room}.__main__` with ``argv``."
+    return main

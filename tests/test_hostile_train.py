@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from train_runs import run_train
 
 from cmir_tf.data.prepared import PreparedData
 from cmir_tf.errors import ConfigError, DataError
@@ -19,12 +20,6 @@ from cmir_tf.train.rundir import RunDir
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["--epochs", "1", "--steps-per-epoch", "2", "--batch-size", "8", "--validation-steps", "1", "--no-export"]
-
-
-def run_train(args, cwd, timeout=600):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(REPO))
-    return subprocess.run([sys.executable, "-m", "cmir_tf.train", *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=timeout)
 
 
 def _one_error_line(err: str) -> str:

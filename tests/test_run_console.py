@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from train_runs import run_train, signal_after_backup, train_env
 
 from cmir_tf.errors import DataError
 from cmir_tf.train.rundir import RunDir
@@ -202,43 +203,6 @@ def test_a_completed_run_without_keep_backup_keeps_only_its_state(tmp_path):
 
 
 # ------------------------------------------------------------------------------- real runs (slow)
-def _env():
-    return dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(REPO))
-
-
-def _train(args, cwd):
-    return subprocess.run([sys.executable, "-m", "cmir_tf.train", *args], cwd=cwd, env=_env(), capture_output=True,
-                          text=True, timeout=900)
-
-
-def _kill_after_backup(args, cwd, state_path: Path, epoch: int, sig=signal.SIGKILL) -> tuple[int, str]:
-    """Start a training, send it ``sig`` once a mid-epoch backup of ``epoch`` (epochs done) exists; its exit
-    code and stderr."""
-    err = cwd / f"killed-{time.monotonic_ns()}.err"
-    with open(err, "w") as stderr:
-        proc = subprocess.Popen([sys.executable, "-m", "cmir_tf.train", *args], cwd=cwd, env=_env(),
-                                stdout=subprocess.DEVNULL, stderr=stderr)
-        deadline = time.time() + 600
-        try:
-            while time.time() < deadline:
-                if state_path.exists():
-                    state = json.loads(state_path.read_text())
-                    if state["epoch"] == epoch and state["step"] >= 2:
-                        break
-                assert proc.poll() is None, "training ended before it could be killed"
-                time.sleep(0.2)
-            else:
-                pytest.fail("no mid-epoch backup within 600 s")
-        finally:
-            proc.send_signal(sig)
-            try:
-                proc.wait(timeout=120)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-    return proc.returncode, err.read_text()
-
-
 @pytest.mark.slow
 def test_kill_resume_finish_without_extra_files_then_restart_and_kill_leave_nothing_to_export(prepared_data, tmp_path):
     out = tmp_path / "run"
@@ -246,10 +210,10 @@ def test_kill_resume_finish_without_extra_files_then_restart_and_kill_leave_noth
     common = ["--data", str(prepared_data), "--out", str(out), "--steps-per-epoch", "6", "--batch-size", "8",
               "--validation-steps", "1", "--backup-every", "2", "--no-export"]
     args = common + ["--epochs", "1", "--no-keep-last", "--no-keep-backup"]
-    code, err = _kill_after_backup(args, tmp_path, state_path, epoch=0, sig=signal.SIGINT)  # Ctrl-C
+    code, err = signal_after_backup(args, tmp_path, state_path, epoch=0, sig=signal.SIGINT)  # Ctrl-C
     assert code == 130 and f"interrupted: the same command resumes {out}" in err, err[-3000:]
     step = json.loads(state_path.read_text())["step"]
-    resumed = _train(args, tmp_path)
+    resumed = run_train(args, tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert WARNING not in resumed.stderr  # the optimizer state is restored with nothing skipped
     assert f"resuming {out} in epoch 1 after step {step} of 6" in resumed.stdout
@@ -261,22 +225,22 @@ def test_kill_resume_finish_without_extra_files_then_restart_and_kill_leave_noth
     assert sorted(os.listdir(out / "backup")) == ["state.json"]
     state = json.loads(state_path.read_text())
     assert (state["epoch"], state["step"], state["weights_removed"]) == (1, 0, True)
-    again = _train(args, tmp_path)
+    again = run_train(args, tmp_path)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "already trained 1 epochs" in again.stdout and WARNING not in again.stderr
-    more = _train(common + ["--epochs", "2", "--no-keep-backup"], tmp_path)
+    more = run_train(common + ["--epochs", "2", "--no-keep-backup"], tmp_path)
     assert more.returncode == 2 and "--no-keep-backup" in more.stderr and "--restart" in more.stderr
 
     # a restart into another mode, killed before its first epoch ends: nothing of the earlier run remains
     old_best = (out / "checkpoints" / "best.weights.h5").read_bytes()
-    _kill_after_backup(common + ["--epochs", "1", "--mode", "contr_g", "--restart"], tmp_path, state_path, epoch=0)
+    signal_after_backup(common + ["--epochs", "1", "--mode", "contr_g", "--restart"], tmp_path, state_path, epoch=0)
     [previous] = (out / "previous").iterdir()
     assert (previous / "checkpoints" / "best.weights.h5").read_bytes() == old_best
     assert (previous / "history.csv").read_text().count("\n") == 2  # the header and the earlier run's epoch
     assert not (out / "history.csv").exists() or (out / "history.csv").read_text() == ""  # no epoch ended yet
     assert not (out / "checkpoints").exists() or not os.listdir(out / "checkpoints")
     exported = subprocess.run([sys.executable, "-m", "cmir_tf.export", "--run", str(out), "--out", str(tmp_path / "e")],
-                              env=_env(), capture_output=True, text=True, timeout=300)
+                              env=train_env(), capture_output=True, text=True, timeout=300)
     assert exported.returncode == 2 and "has not completed an epoch yet" in exported.stderr
     assert not (tmp_path / "e" / "saved_model").exists()
 

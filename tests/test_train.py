@@ -11,20 +11,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from train_runs import run_train, signal_after_backup
 
 from cmir_tf.data.prepared import PreparedData
 from cmir_tf.errors import ConfigError, DataError
 from cmir_tf.train.config import TrainConfig, config_from_args, load_config_file
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def run_train(args, cwd, env=None, timeout=600):
-    """Run the CLI in a child process (fresh TensorFlow, as a user would)."""
-    full_env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(REPO))
-    full_env.update(env or {})
-    return subprocess.run([sys.executable, "-m", "cmir_tf.train", *args], cwd=cwd, env=full_env,
-                          capture_output=True, text=True, timeout=timeout)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -187,22 +180,8 @@ def test_sigkill_mid_epoch_then_rerun_resumes_from_the_backup(prepared_data, tmp
     out = tmp_path / "killed"
     args = ["--data", str(prepared_data), "--out", str(out), "--epochs", "2", "--steps-per-epoch", "6",
             "--batch-size", "8", "--validation-steps", "1", "--backup-every", "2", "--no-export"]
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(REPO))
-    proc = subprocess.Popen([sys.executable, "-m", "cmir_tf.train", *args], cwd=tmp_path, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     state_path = out / "backup" / "state.json"
-    deadline = time.time() + 300
-    try:
-        while time.time() < deadline:
-            if state_path.exists() and json.loads(state_path.read_text())["step"] >= 2:
-                break
-            assert proc.poll() is None, "training ended before it could be killed"
-            time.sleep(0.2)
-        else:
-            pytest.fail("no mid-epoch backup within 300 s")
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+    signal_after_backup(args, tmp_path, state_path, epoch=0, sig=signal.SIGKILL, timeout=300)
     state = json.loads(state_path.read_text())
     assert state["epoch"] == 0 and 2 <= state["step"] < 6  # killed mid-epoch, after a backup
     with np.load(out / "backup" / "optimizer.npz", allow_pickle=False) as saved:

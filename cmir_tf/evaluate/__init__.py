@@ -16,6 +16,8 @@ Public names (stable; import them from here: ``from cmir_tf.evaluate import …`
 """
 import lazy_loader
 
+from cmir_tf import cli
+
 __getattr__, __dir__, __all__ = lazy_loader.attach(
     __name__,
     submod_attrs={
@@ -29,10 +31,4 @@ __getattr__, __dir__, __all__ = lazy_loader.attach(
     },
 )
 __all__ = [*__all__, "main"]
-
-
-def main(argv=None):
-    """``python -m cmir_tf.evaluate``: the command line of :mod:`cmir_tf.evaluate.__main__`."""
-    from cmir_tf.evaluate.__main__ import main as command
-
-    return command(argv)
+main = cli.door(__name__)  # the command line, imported when it runs
