@@ -438,3 +438,16 @@ def test_the_flat_paths_of_0_1_import_the_moved_module_with_a_warning_naming_its
                           "public names)"], old
     assert out["missing"] == "No module named 'cmir_tf.no_such_module'"
     assert set(MOVED) >= {"pipeline", "pair_pipeline", "losses", "encoders", "rundir", "tfrecords", "melon"}
+
+
+def test_the_readme_table_of_public_names_is_each_rooms_all():
+    """README "Public import paths" lists, per room, exactly the names its ``__init__`` exports."""
+    import importlib
+    import re
+
+    rows = re.findall(r"^\| `(cmir_tf\.\w+)` \| (.+) \|$", (REPO / "README.md").read_text(encoding="utf-8"), re.M)
+    listed = {room: set(re.findall(r"`(\w+)`", names)) for room, names in rows}
+    rooms = {f"cmir_tf.{name}" for name, floor in FLOORS.items() if name != GROUND}
+    assert set(listed) == rooms
+    for room in sorted(rooms):
+        assert listed[room] == set(importlib.import_module(room).__all__) - {"main"}, room
