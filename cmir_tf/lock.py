@@ -45,7 +45,9 @@ def _command() -> str:
     """This process's command line, ``python -m cmir_tf.<stage> …`` for a package command."""
     argv = list(sys.argv) or ["python"]
     parts = os.path.normpath(argv[0]).split(os.sep)
-    if len(parts) >= 2 and parts[-2] == "cmir_tf" and parts[-1].endswith(".py"):
+    if len(parts) >= 3 and parts[-3] == "cmir_tf" and parts[-1] == "__main__.py":  # python -m cmir_tf.<room>
+        argv[0] = f"python -m cmir_tf.{parts[-2]}"
+    elif len(parts) >= 2 and parts[-2] == "cmir_tf" and parts[-1].endswith(".py"):
         argv[0] = f"python -m cmir_tf.{parts[-1][:-3]}"
     return " ".join(argv)[:300]
 

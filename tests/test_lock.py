@@ -53,3 +53,14 @@ def test_a_killed_holder_leaves_no_stale_lock(tmp_path):
         holder.wait()
     with folder_lock(tmp_path):  # the kernel dropped the killed process's lock
         pass
+
+
+@pytest.mark.parametrize("argv0, shown", [
+    (os.path.join("site-packages", "cmir_tf", "prepare", "__main__.py"), "python -m cmir_tf.prepare"),  # a room
+    (os.path.join("bin", "cmir-train"), os.path.join("bin", "cmir-train")),  # a console script as it is
+])
+def test_the_holder_is_named_by_the_command_a_user_typed(tmp_path, monkeypatch, argv0, shown):
+    monkeypatch.setattr(sys, "argv", [argv0, "--out", "d"])
+    with folder_lock(tmp_path):
+        said = _other_process(tmp_path)
+    assert f"({shown} --out d, since " in said, said
