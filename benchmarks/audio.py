@@ -32,7 +32,7 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from embed import _music  # noqa: E402 — the benchmark's music-like signal
+from signals import music  # noqa: E402 — the benchmarks' music-like signal
 
 FORMATS = {"ogg": ("OGG", "VORBIS"), "mp3": ("MP3", "MPEG_LAYER_III"), "flac": ("FLAC", "PCM_16"), "wav": ("WAV", "PCM_16")}
 
@@ -112,7 +112,7 @@ def decode_table(folder, repeats):
         seconds = 317.0 if rate == 48000 else 290.6
         path = os.path.join(folder, f"m{rate}.{ext}")
         if not os.path.exists(path):
-            _write(path, _music(seconds, rate, seed=rate), rate)
+            _write(path, music(seconds, rate, seed=rate), rate)
         t_io, m_io, (y_io, _) = _timed(lambda: tfio_decode(path), repeats)
         t_sf, m_sf, _ = _timed(lambda: sf.read(path, dtype="float32"), repeats)
         t_us, m_us, (y, _) = _timed(lambda: audio.decode(path), repeats)
@@ -173,7 +173,7 @@ def concurrency_check(folder):
     import subprocess
 
     for i, (ext, rate, secs) in enumerate(CONCURRENCY_FILES):
-        _write(os.path.join(folder, f"c{i}.{ext}"), _music(secs, rate, seed=i), rate)
+        _write(os.path.join(folder, f"c{i}.{ext}"), music(secs, rate, seed=i), rate)
     print("\nCONCURRENCY: 4 threads × 3 rounds over 8 files; results that differ from one thread's")
     for name in ("tfio", "cmir_tf.audio.decoding.decode"):
         proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--work", folder, "--child-concurrency", name],

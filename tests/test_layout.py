@@ -451,3 +451,19 @@ def test_the_readme_table_of_public_names_is_each_rooms_all():
     assert set(listed) == rooms
     for room in sorted(rooms):
         assert listed[room] == set(importlib.import_module(room).__all__) - {"main"}, room
+
+
+def test_the_benchmarks_import_no_private_name():
+    """The benchmark scripts use public names only: of the package, and of each other (benchmarks/signals.py
+    holds what several share)."""
+    import ast
+
+    problems = []
+    for path in sorted((REPO / "benchmarks").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom):
+                private = [a.name for a in node.names if a.name.startswith("_") and not a.name.startswith("__")]
+                if private:
+                    problems.append(f"{path.relative_to(REPO)}:{node.lineno}: imports {', '.join(private)} "
+                                    f"from {node.module}")
+    assert problems == [], "\n".join(problems)
