@@ -669,6 +669,20 @@ def _deprecation_notes(repo: Path, rel: str) -> set[int]:
     return notes
 
 
+def _source_folders(repo: Path) -> set[str]:
+    """The repository's top-level folders that hold sources: those git tracks a file in (outputs a run
+    leaves, ``data/`` and ``runs/``, are not; a path the docs give inside one is relative to something
+    else, e.g. ``data/melon.py`` under ``cmir_tf/``), or every folder where the tree is not a checkout."""
+    try:
+        listed = subprocess.run(["git", "-C", str(repo), "ls-files"], capture_output=True, text=True, check=True,
+                                timeout=60).stdout.splitlines()
+    except (OSError, subprocess.SubprocessError):
+        listed = None
+    if listed and (repo / ".git").exists():
+        return {name.split("/")[0] for name in listed if "/" in name}
+    return {p.name for p in repo.iterdir() if p.is_dir() and not p.name.startswith(".git")} - {"__pycache__", ".pytest_cache"}
+
+
 def check_doc_paths(repo: Path, package: str = "cmir_tf", ignore_names: tuple[str, ...] = (),
                     exclude: tuple[str, ...] = (), deprecated: tuple[str, ...] = ()) -> list[str]:
     """Every repository path and every dotted ``package.a.b`` name the docs and docstrings give exists.
@@ -679,8 +693,7 @@ def check_doc_paths(repo: Path, package: str = "cmir_tf", ignore_names: tuple[st
     in a paragraph that mentions ``DeprecationWarning`` (a migration note), stale anywhere else.
     """
     repo = Path(repo)
-    roots = sorted(({p.name for p in repo.iterdir() if p.is_dir() and not p.name.startswith(".git")}
-                    - {"__pycache__", ".pytest_cache"}) | {package, *REPO_ROOTS})
+    roots = sorted(_source_folders(repo) | {package, *REPO_ROOTS})
     path_re = re.compile(_PATH.format(roots="|".join(re.escape(r) for r in roots)))
     dotted_re = re.compile(_DOTTED.format(package=re.escape(package)))
     link_re = re.compile(r"\]\(([\w./-]+)(?:#[\w-]*)?\)")
