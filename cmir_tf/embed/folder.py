@@ -2,28 +2,25 @@
 
     python -m cmir_tf.embed --model export/contr_cf_g song.mp3 more/ arena_mel/12/12345.npy --out emb/
 
-A track's mel (Melon's front end, `cmir_tf.audio.frontend`) is cut into non-overlapping 256-frame patches
-(the incomplete tail is dropped; a track shorter than one patch gives one patch padded with −200 dB,
-as `frontend.patches` and the SavedModel's `embed_waveform` do); each patch goes through the exported
-`serving_default` signature, in batches that span tracks. For each input the CLI writes
+Each input goes through :class:`cmir_tf.embed.embedder.Embedder` (non-overlapping 256-frame patches of
+its mel, batched across tracks, through the export's ``serving_default``). For each input it writes
 
     OUT/<id>.npy        float32 (P, 128): the patch embeddings, in time order
     OUT/<id>.mean.npy   float32 (128,):  their mean (the track vector; `cmir_tf.similar.index` reads it)
 
 where <id> is the input's file name without its extension for a file given on the command line, and
 its path relative to the folder (without extension) for files found in a folder given on the command
-line (`arena_mel/` → `12/12345`). Inputs: audio in any format libsndfile decodes (`.wav .mp3 .flac .ogg
-.opus .oga .aif .aiff .caf .w64 …`, the list `cmir_tf.audio.decoding.audio_extensions()` reads from libsndfile;
-decoded and resampled to 16 kHz mono by `cmir_tf.audio.decoding`: libsndfile and libsoxr, see docs/AUDIO.md) or
-Melon mel `.npy` (48 × frames, dB). Other files in a folder (and `.mean.npy` track means) are ignored,
-and counted in the closing line. File names need not be UTF-8: outputs keep the input's bytes.
+line (`arena_mel/` → `12/12345`). Folders are searched for the extensions of :func:`input_extensions`:
+Melon mel `.npy` and every audio format libsndfile decodes (`.wav .mp3 .flac .ogg .opus .oga .aif .aiff
+.caf .w64 …`, the list `cmir_tf.audio.decoding.audio_extensions()` reads from libsndfile). Other files
+in a folder (and `.mean.npy` track means) are ignored, and counted in the closing line. File names need not be UTF-8: outputs keep the input's bytes.
 
 Only embed's own outputs are ever replaced: it records each file it writes in `OUT/.cmir-embed-outputs`,
 and refuses (exit 2, naming the file) before any work when an output would replace a file it did not
 write (a user's file, or an input inside OUT); two inputs whose outputs would share a name (`x.npy` and
 `x.mean.npy` given side by side) are refused naming both. A file that cannot be read — missing, not audio, truncated, damaged — is one `error: <path>:
 <reason>` line on stderr and is skipped; the exit status is 1 if any input failed, 2 on a bad flag or
-model folder. Files are read in two threads while the model runs; the results do not depend on it.
+model folder.
 """
 from __future__ import annotations
 
