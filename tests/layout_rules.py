@@ -673,12 +673,14 @@ def _source_folders(repo: Path) -> set[str]:
     """The repository's top-level folders that hold sources: those git tracks a file in (outputs a run
     leaves, ``data/`` and ``runs/``, are not; a path the docs give inside one is relative to something
     else, e.g. ``data/melon.py`` under ``cmir_tf/``), or every folder where the tree is not a checkout."""
-    try:
-        listed = subprocess.run(["git", "-C", str(repo), "ls-files"], capture_output=True, text=True, check=True,
-                                timeout=60).stdout.splitlines()
-    except (OSError, subprocess.SubprocessError):
-        listed = None
-    if listed and (repo / ".git").exists():
+    listed = None
+    if (repo / ".git").exists():
+        try:
+            listed = subprocess.run(["git", "-C", str(repo), "ls-files"], capture_output=True, text=True,
+                                    check=True, timeout=60).stdout.splitlines()
+        except (OSError, subprocess.SubprocessError):
+            pass
+    if listed:
         return {name.split("/")[0] for name in listed if "/" in name}
     return {p.name for p in repo.iterdir() if p.is_dir() and not p.name.startswith(".git")} - {"__pycache__", ".pytest_cache"}
 
